@@ -1,0 +1,111 @@
+"""The action API: /POD/?action=NAME&... One small function per action; errors are raised, not returned."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+
+from ..errors import BadRequest, NotFound
+from ..exec.install import check_script_url
+from ..raft import commands as C
+from ..raft.lifecycle import TERMINAL
+from ..raft.state import missing_execution
+from . import params as P
+from . import views
+
+if TYPE_CHECKING:
+    from ..node import PodNode
+
+Params = Mapping[str, str]
+Action = Callable[["PodNode", Params], Awaitable[dict[str, Any]]]
+
+
+async def new_activity(node: PodNode, p: Params) -> dict[str, Any]:
+    name = P.activity_name(p)
+    url = P.required(p, "installationScriptLocation").strip()
+    try:
+        check_script_url(url, allow_file_urls=bool(node.cfg.allow_file_urls))
+    except ValueError as exc:
+        raise BadRequest(f"Invalid installationScriptLocation: {exc}") from None
+    result = await node.bridge.submit_ok({"t": C.ACTIVITY_NEW, "name": name, "url": url,
+                                          "maxAttempts": P.max_attempts(p), "now": time.time()})
+    return {"activity": views.activity(result["activity"]), "status": "installing"}
+
+
+async def get_activity_status(node: PodNode, p: Params) -> dict[str, Any]:
+    name = P.activity_name(p)
+    record = await node.read_or_sync(lambda s: s.activity(name))
+    if record is None:
+        raise NotFound(f"Activity {name!r} doesn't exist")
+    return {"activity": views.activity(record)}
+
+
+async def delete_activity(node: PodNode, p: Params) -> dict[str, Any]:
+    name = P.activity_name(p)
+    result = await node.bridge.submit_ok({"t": C.ACTIVITY_DELETE, "name": name, "now": time.time()})
+    return {"activity": views.activity(result["activity"]), "status": "uninstalling"}
+
+
+async def new_execution(node: PodNode, p: Params) -> dict[str, Any]:
+    name = P.activity_name(p)
+    cmd = {"t": C.EXEC_NEW, "name": name, "input": P.execution_input(p, node.cfg.max_input_bytes),
+           "requestId": P.request_id(p), "now": time.time()}
+    result = await node.bridge.submit_ok(cmd)
+    return {"execution": views.execution_summary(result["execution"])}
+
+
+async def get_execution_status(node: PodNode, p: Params) -> dict[str, Any]:
+    exec_id = P.execution_id(p)
+    wait_s = P.wait_seconds(p, node.cfg.max_wait_s)
+    record = await node.read_or_sync(lambda s: s.execution(exec_id))
+    if record is None:
+        raise NotFound(missing_execution(exec_id)["message"])
+    if record.get("outputPending"):  # terminated: its output is on the way from the worker
+        wait_s = max(wait_s, min(node.cfg.kill_grace_s + 1.0, node.cfg.max_wait_s))
+    record = await _wait_for_end(node, exec_id, record, wait_s)
+    if record["status"] in TERMINAL and not record.get("outputPending"):
+        # Reading an ended execution hands over its result and deletes the record (the contract).
+        result = await node.bridge.submit_ok({"t": C.EXEC_FORGET, "id": exec_id})
+        return {"execution": views.execution(result["execution"])}
+    return {"execution": views.execution(record, output=await node.live_output(record))}
+
+
+async def _wait_for_end(node: PodNode, exec_id: int, record: dict, wait_s: float) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while (record["status"] not in TERMINAL or record.get("outputPending")) and loop.time() < deadline:
+        await node.changes.wait(deadline - loop.time())
+        fresh = node.read(lambda s: s.execution(exec_id))
+        if fresh is None:
+            raise NotFound(missing_execution(exec_id)["message"])
+        record = fresh
+    return record
+
+
+async def terminate_execution(node: PodNode, p: Params) -> dict[str, Any]:
+    exec_id = P.execution_id(p)
+    result = await node.bridge.submit_ok({"t": C.EXEC_TERMINATE, "id": exec_id, "now": time.time()})
+    return {"execution": {"id": result["execution"]["id"], "status": result["execution"]["status"]}}
+
+
+async def get_all_executions(node: PodNode, p: Params) -> dict[str, Any]:
+    records = node.read(lambda s: [s.execution(i) for i in sorted(s.executions)])
+    return {"executions": [views.execution(r, output=("", "")) | {"stdout": None, "stderr": None}
+                           for r in records]}
+
+
+async def get_workers(node: PodNode, p: Params) -> dict[str, Any]:
+    return {"workers": node.workers_view()}
+
+
+ACTIONS: dict[str, Action] = {
+    "newActivity": new_activity,
+    "getActivityStatus": get_activity_status,
+    "deleteActivity": delete_activity,
+    "newExecution": new_execution,
+    "getExecutionStatus": get_execution_status,
+    "terminateExecution": terminate_execution,
+    "getAllExecutions": get_all_executions,
+    "getWorkers": get_workers,
+}

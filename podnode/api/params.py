@@ -1,0 +1,76 @@
+"""Parse and check request parameters; every failure is a BadRequest (or TooLarge) a person can act on."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping
+
+from ..config import NAME_PATTERN
+from ..errors import BadRequest, TooLarge
+
+_NAME = re.compile(NAME_PATTERN)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def required(params: Mapping[str, str], key: str) -> str:
+    value = params.get(key)
+    if value is None or value.strip() == "":
+        raise BadRequest(f"Missing parameter '{key}'")
+    return value
+
+
+def activity_name(params: Mapping[str, str]) -> str:
+    name = required(params, "name")
+    if not _NAME.fullmatch(name):
+        raise BadRequest(f"Invalid activity name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-', "
+                         "starting with a letter or digit")
+    return name
+
+
+def execution_id(params: Mapping[str, str]) -> int:
+    raw = required(params, "executionId").strip()
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"Invalid executionId {raw!r}: it must be a positive whole number")
+    return int(raw)
+
+
+def wait_seconds(params: Mapping[str, str], cap_s: float) -> float:
+    raw = params.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"Invalid wait {raw!r}: give seconds, e.g. wait=10") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(f"Invalid wait {raw!r}: it must be zero or more seconds")
+    return min(value, cap_s)
+
+
+def execution_input(params: Mapping[str, str], cap_bytes: int) -> str:
+    value = params.get("input") or ""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > cap_bytes:
+        raise TooLarge(f"input is {size} bytes; the limit is {cap_bytes} bytes")
+    if "\x00" in value:
+        raise BadRequest("input must not contain NUL characters")
+    return value
+
+
+def request_id(params: Mapping[str, str]) -> str | None:
+    value = params.get("requestId")
+    if value is None or value == "":
+        return None
+    if not _REQUEST_ID.fullmatch(value):
+        raise BadRequest("Invalid requestId: use 1 to 128 letters, digits, '_', '.', ':' or '-'")
+    return value
+
+
+def max_attempts(params: Mapping[str, str]) -> int | None:
+    raw = params.get("maxAttempts")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise BadRequest(f"Invalid maxAttempts {raw!r}: a whole number from 1 to 100")
+    return int(raw)

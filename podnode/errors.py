@@ -1,0 +1,45 @@
+"""The few error kinds POD reports. The HTTP layer maps each kind to a status code in one place."""
+
+from __future__ import annotations
+
+
+class PodError(Exception):
+    """An error a client can act on. `kind` names the class of failure, the message says what to do."""
+
+    kind = "internal"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class BadRequest(PodError):
+    kind = "bad_request"
+
+
+class NotFound(PodError):
+    kind = "not_found"
+
+
+class Conflict(PodError):
+    kind = "conflict"
+
+
+class TooLarge(PodError):
+    kind = "too_large"
+
+
+class Unavailable(PodError):
+    kind = "unavailable"
+
+
+KINDS: dict[str, type[PodError]] = {
+    cls.kind: cls for cls in (BadRequest, NotFound, Conflict, TooLarge, Unavailable)
+}
+
+
+def from_result(result: dict) -> PodError:
+    """Turn a refusal recorded by the state machine ({"error": kind, "message": ...}) into an exception."""
+    cls = KINDS.get(result.get("error", ""), PodError)
+    return cls(result.get("message", "refused"))

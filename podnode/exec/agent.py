@@ -1,0 +1,205 @@
+"""This node's worker: carries out `reconcile`'s instructions and reports back through Raft."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from ..changes import Changes
+from ..config import NodeConfig
+from ..errors import Unavailable
+from ..raft import commands as C
+from ..raft.bridge import CommandBridge
+from ..raft.replica import Replica
+from .install import InstallError, install_activity, remove_activity
+from .reconcile import reconcile, wanted_here
+from .runner import ExecutionResult, ExecutionRun
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, cfg: NodeConfig, replica: Replica, bridge: CommandBridge, changes: Changes):
+        self.cfg = cfg
+        self.replica = replica
+        self.bridge = bridge
+        self.changes = changes
+        self.node = cfg.node_id
+        self.activities_dir = Path(cfg.data_dir) / "activities"
+        self.outputs_dir = Path(cfg.data_dir) / "executions"
+        self.runs: dict[int, ExecutionRun] = {}
+        self.done: set[tuple[int, int]] = set()
+        self.installing: set[str] = set()
+        self.uninstalling: set[str] = set()
+        self._reports: list[dict[str, Any]] = []
+        self._report_wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    # ---- main loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._spawn(self._report_loop())
+        await self._register()
+        while True:
+            with self.replica.lock:
+                todo = reconcile(self.replica.state, self.node,
+                                 running={i: r.attempt for i, r in self.runs.items()},
+                                 done=self.done, installing=self.installing, uninstalling=self.uninstalling)
+                self._prune_done()
+            await self._carry_out(todo)
+            await self.changes.wait(1.0)
+
+    async def _register(self) -> None:
+        cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
+                       "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
+                       "version": _version()}
+        await self._commit_retrying(cmd, lambda: True)
+
+    def _prune_done(self) -> None:
+        state = self.replica.state
+        self.done = {(i, a) for i, a in self.done if wanted_here(state.executions.get(i), self.node, a)}
+
+    async def _carry_out(self, todo) -> None:
+        for exec_id in todo.stop:
+            run = self.runs.get(exec_id)
+            if run is not None:
+                self._spawn(run.terminate())
+        for record in todo.start:
+            await self._start(record)
+        for activity in todo.install:
+            self.installing.add(activity["name"])
+            self._spawn(self._install(activity))
+        for name in todo.uninstall:
+            self.uninstalling.add(name)
+            self._spawn(self._uninstall(name))
+
+    def _spawn(self, coro: Awaitable) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent task failed", exc_info=task.exception())
+
+    # ---- executions -------------------------------------------------------------------------------
+    async def _start(self, record: dict[str, Any]) -> None:
+        exec_id, attempt = record["id"], record["attempt"]
+        run = ExecutionRun(
+            execution_id=exec_id, attempt=attempt, activity=record["activityName"],
+            activity_dir=self.activities_dir / record["activityName"],
+            output_dir=self.outputs_dir / f"{exec_id}-{attempt}", input=record["stdin"],
+            output_cap_bytes=self.cfg.output_cap_bytes, kill_grace_s=self.cfg.kill_grace_s,
+        )
+        self.runs[exec_id] = run
+        await run.start()
+        self._spawn(self._watch(run))
+
+    async def _watch(self, run: ExecutionRun) -> None:
+        result: ExecutionResult = await run.wait()
+        key = (run.execution_id, run.attempt)
+        self.done.add(key)
+        if self.runs.get(run.execution_id) is run:
+            del self.runs[run.execution_id]
+        self._reports.append({
+            "id": run.execution_id, "attempt": run.attempt, "node": self.node,
+            "exitCode": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
+            "stdoutTruncated": result.stdout_truncated, "stderrTruncated": result.stderr_truncated,
+            "error": result.error,
+        })
+        self._report_wake.set()
+
+    def output_of(self, exec_id: int) -> tuple[str, str] | None:
+        """Output so far of an execution running here, for reads from any node."""
+        run = self.runs.get(exec_id)
+        return None if run is None else run.read_output()
+
+    async def _report_loop(self) -> None:
+        """Send finished executions' results, as many per command as have piled up."""
+        backoff = 0.1
+        while True:
+            await self._report_wake.wait()
+            self._report_wake.clear()
+            while self._reports:
+                reports, self._reports = self._reports, []
+                try:
+                    await self.bridge.submit({"t": C.EXEC_FINISH, "reports": reports, "now": time.time()})
+                    backoff = 0.1
+                    for r in reports:
+                        self._discard_output(r["id"], r["attempt"])
+                except Unavailable as exc:
+                    log.warning("could not report %d results yet: %s", len(reports), exc)
+                    self._reports[:0] = reports
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+            self.changes.notify_threadsafe()
+
+    def _discard_output(self, exec_id: int, attempt: int) -> None:
+        shutil.rmtree(self.outputs_dir / f"{exec_id}-{attempt}", ignore_errors=True)
+
+    # ---- activities -------------------------------------------------------------------------------
+    async def _install(self, activity: dict[str, Any]) -> None:
+        name = activity["name"]
+        try:
+            await install_activity(
+                name=name, url=activity["installationScriptLocation"], activity_dir=self.activities_dir / name,
+                allow_file_urls=bool(self.cfg.allow_file_urls), fetch_timeout_s=self.cfg.fetch_timeout_s,
+                install_timeout_s=self.cfg.install_timeout_s,
+            )
+            ok, error = True, None
+        except InstallError as exc:
+            ok, error = False, str(exc)
+        except Exception as exc:  # a bug here must still end the install, not leave it "installing"
+            log.exception("install of %s failed", name)
+            ok, error = False, f"internal error while installing: {exc!r}"
+        cmd = lambda: {"t": C.INSTALL_DONE, "name": name, "node": self.node, "ok": ok,  # noqa: E731
+                       "error": error, "now": time.time()}
+        try:
+            await self._commit_retrying(cmd, lambda: self._install_status(name) == "installing")
+        finally:
+            self.installing.discard(name)
+
+    async def _uninstall(self, name: str) -> None:
+        try:
+            runs = [r for r in self.runs.values() if r.activity == name]
+            await asyncio.gather(*(r.terminate() for r in runs), return_exceptions=True)
+            await asyncio.to_thread(remove_activity, self.activities_dir / name)
+            cmd = lambda: {"t": C.UNINSTALL_DONE, "name": name, "node": self.node}  # noqa: E731
+            await self._commit_retrying(cmd, lambda: self._install_status(name) == "uninstalling")
+        finally:
+            self.uninstalling.discard(name)
+
+    def _install_status(self, name: str) -> str | None:
+        with self.replica.lock:
+            inst = self.replica.state.installations.get(name, {}).get(self.node)
+            return None if inst is None else inst["status"]
+
+    async def _commit_retrying(self, make_cmd: Callable[[], dict], still_needed: Callable[[], bool]) -> None:
+        backoff = 0.1
+        while still_needed():
+            try:
+                await self.bridge.submit(make_cmd())
+                return
+            except Unavailable as exc:
+                log.info("retrying in %.1f s: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    # ---- status -------------------------------------------------------------------------------------
+    def running_view(self) -> list[dict[str, Any]]:
+        return [{"id": i, "attempt": r.attempt, "activity": r.activity, "pid": r.pid} for i, r in self.runs.items()]
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(r.terminate() for r in list(self.runs.values())), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__

@@ -1,0 +1,168 @@
+"""Start and stop N podnode processes on this machine: `pod up`, the tests and the benchmark use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict]:
+    """GET a URL; return (HTTP status, JSON body). Connection failures raise OSError."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        try:
+            return err.code, json.loads(body or b"{}")
+        except ValueError:
+            return err.code, {"error": body.decode(errors="replace")}
+
+
+@dataclass
+class LocalNode:
+    node_id: str
+    http_port: int
+    raft_port: int
+    data_dir: Path
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def raft_addr(self) -> str:
+        return f"{self.host}:{self.raft_port}"
+
+
+class LocalCluster:
+    """N podnode processes on loopback. Use as a context manager so they are always stopped."""
+
+    def __init__(self, data_dir: str | Path, *, nodes: int = 3, base_port: int | None = None,
+                 slots: int | None = None, extra_args: list[str] | None = None, log_dir: str | Path | None = None,
+                 quiet: bool = True):
+        self.data_dir = Path(data_dir)
+        self.log_dir = Path(log_dir) if log_dir else self.data_dir
+        self.quiet = quiet
+        self.nodes: list[LocalNode] = []
+        for i in range(nodes):
+            http = base_port + i if base_port else free_port()
+            raft = base_port + 1000 + i if base_port else free_port()
+            self.nodes.append(LocalNode(f"n{i + 1}", http, raft, self.data_dir / f"n{i + 1}",
+                                        extra_args=list(extra_args or []) +
+                                        (["--slots", str(slots)] if slots is not None else [])))
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def command(self, node: LocalNode) -> list[str]:
+        peers = ",".join(n.raft_addr for n in self.nodes if n is not node)
+        return [sys.executable, "-m", "podnode", "--id", node.node_id, "--http", f"{node.host}:{node.http_port}",
+                "--raft", node.raft_addr, "--peers", peers, "--data-dir", str(node.data_dir), *node.extra_args]
+
+    def start_node(self, node: LocalNode) -> None:
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"{node.node_id}.log", "ab") if self.quiet else None
+        try:
+            node.proc = subprocess.Popen(self.command(node), stdout=out, stderr=subprocess.STDOUT if out else None,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            if out is not None:
+                out.close()
+
+    def start(self, *, timeout_s: float = 30.0) -> "LocalCluster":
+        for node in self.nodes:
+            self.start_node(node)
+        self.wait_ready(timeout_s=timeout_s)
+        return self
+
+    def status(self, node: LocalNode) -> dict | None:
+        try:
+            code, body = get_json(node.url + "/status", timeout_s=1.0)
+            return body if code == 200 else None
+        except OSError:
+            return None
+
+    def wait_ready(self, *, timeout_s: float = 30.0, nodes: list[LocalNode] | None = None) -> None:
+        """Poll until a leader is elected, every node knows it, and every node has registered."""
+        nodes = nodes if nodes is not None else self.nodes
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in nodes:
+                if node.proc is not None and node.proc.poll() is not None:
+                    raise RuntimeError(f"{node.node_id} exited with {node.proc.returncode}; "
+                                       f"see {self.log_dir / (node.node_id + '.log')}")
+            statuses = [self.status(n) for n in nodes]
+            if all(s and s.get("leader") for s in statuses):
+                try:
+                    code, body = get_json(nodes[0].url + "/POD/?action=getWorkers")
+                except OSError:
+                    code, body = 0, {}
+                registered = {w["id"] for w in body.get("workers", [])} if code == 200 else set()
+                if {n.node_id for n in self.nodes} <= registered:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster not ready within {timeout_s} s")
+
+    def leader(self) -> LocalNode | None:
+        for node in self.nodes:
+            s = self.status(node)
+            if s and s.get("role") == "leader":
+                return node
+        return None
+
+    def stop_node(self, node: LocalNode, *, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        proc = node.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with _suppress_lookup():
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with _suppress_lookup():
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                with _suppress_lookup():
+                    os.killpg(node.proc.pid, signal.SIGCONT)
+                    os.killpg(node.proc.pid, signal.SIGTERM)
+        for node in self.nodes:
+            self.stop_node(node)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _suppress_lookup:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return exc_type is not None and issubclass(exc_type, ProcessLookupError)

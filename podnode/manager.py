@@ -1,0 +1,59 @@
+"""The leader's loop: plan with the pure scheduler, commit the plan, repeat on every change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from . import scheduler
+from .changes import Changes
+from .config import NodeConfig
+from .errors import Unavailable
+from .raft.bridge import CommandBridge
+from .raft.replica import Replica
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    def __init__(self, cfg: NodeConfig, replica: Replica, bridge: CommandBridge, changes: Changes):
+        self.cfg = cfg
+        self.replica = replica
+        self.bridge = bridge
+        self.changes = changes
+        self.policy = scheduler.Policy(result_ttl_s=cfg.result_ttl_s)
+        self.last_plan: dict = {}
+
+    def live_nodes(self) -> set[str]:
+        """Nodes the leader can reach over Raft right now (itself included)."""
+        nodes = self.replica.state.nodes
+        return {n for n, rec in nodes.items()
+                if n == self.cfg.node_id or self.replica.peer_connected(rec["raftAddr"])}
+
+    async def run(self) -> None:
+        while True:
+            if self.replica.is_leader():
+                try:
+                    await self._plan_once()
+                except Unavailable as exc:
+                    log.info("plan not committed: %s", exc)
+                    await asyncio.sleep(0.2)
+                except Exception:
+                    log.exception("scheduler failed")
+                    await asyncio.sleep(1.0)
+            await self.changes.wait(self.cfg.scheduler_interval_s)
+
+    async def _plan_once(self) -> None:
+        now = time.time()
+        with self.replica.lock:
+            cmds = scheduler.plan(self.replica.state, now, live_nodes=self.live_nodes(),
+                                  prefer=self.cfg.node_id, policy=self.policy)
+        if not cmds:
+            return
+        # Submitted together, the bridge packs them into one log entry.
+        results = await asyncio.gather(*(self.bridge.submit(c) for c in cmds), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        self.last_plan = {"at": now, "commands": [c["t"] for c in cmds], "results": results}

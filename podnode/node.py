@@ -1,0 +1,237 @@
+"""One POD node: the Raft replica, the worker agent, the leader's manager and the HTTP API, wired together.
+
+Run it with `podnode --id n1 --http 127.0.0.1:8080 --raft 127.0.0.1:9080 --peers HOST:PORT,...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from . import __version__
+from .api.app import build_app
+from .changes import Changes
+from .config import NodeConfig
+from .errors import BadRequest
+from .exec.agent import Agent
+from .manager import Manager
+from .raft import commands as C
+from .raft.bridge import CommandBridge
+from .raft.replica import RaftTiming, Replica
+from .raft.state import State
+
+log = logging.getLogger("podnode")
+T = TypeVar("T")
+SECRET_HEADER = "X-Pod-Secret"
+
+
+class PodNode:
+    def __init__(self, cfg: NodeConfig):
+        self.cfg = cfg
+        self.started_at = time.monotonic()
+        self.replica: Replica
+        self.bridge: CommandBridge
+        self.changes: Changes
+        self.agent: Agent
+        self.manager: Manager
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- life cycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        cfg.check_secure()
+        loop = asyncio.get_running_loop()
+        self.changes = Changes(loop)
+        self.replica = Replica(self_addr=cfg.raft_addr, peers=cfg.peers, data_dir=cfg.data_dir,
+                               password=cfg.secret, timing=cfg.timing,
+                               on_change=self.changes.notify_threadsafe,
+                               bind_address=f"{cfg.raft_host}:{cfg.raft_port}")
+        self.bridge = CommandBridge(self.replica, loop, timeout_s=cfg.command_timeout_s)
+        self.agent = Agent(cfg, self.replica, self.bridge, self.changes)
+        self.manager = Manager(cfg, self.replica, self.bridge, self.changes)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0))
+        line_cap = 4 * cfg.max_input_bytes + 8192
+        self._runner = web.AppRunner(build_app(self), access_log=None,
+                                     handler_args={"max_line_size": line_cap, "max_field_size": line_cap})
+        await self._runner.setup()
+        await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
+        self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
+                       asyncio.create_task(self.manager.run(), name="manager")]
+        log.info("node %s: HTTP %s, Raft %s, peers %s", cfg.node_id, cfg.http_url, cfg.raft_addr, cfg.peers)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.agent.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        self.bridge.fail_all()
+        await asyncio.to_thread(self.replica.destroy_synchronous)
+
+    # ---- reads ------------------------------------------------------------------------------------
+    def read(self, fn: Callable[[State], T]) -> T:
+        with self.replica.lock:
+            return fn(self.replica.state)
+
+    async def read_or_sync(self, fn: Callable[[State], T | None]) -> T | None:
+        """Read; on a miss, wait until this node has applied everything committed so far and read again.
+
+        A client may create something through one node and ask another at once: this keeps that working.
+        """
+        value = self.read(fn)
+        if value is None:
+            await self.bridge.submit({"t": C.SYNC})
+            value = self.read(fn)
+        return value
+
+    async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
+        """Output so far of a running execution, from whichever node runs it."""
+        worker = record.get("workerId")
+        if worker is None:
+            return "", ""
+        if worker == self.cfg.node_id:
+            return self.agent.output_of(record["id"]) or ("", "")
+        url = self.read(lambda s: s.nodes.get(worker, {}).get("httpUrl"))
+        if not url or self._session is None:
+            return "", ""
+        headers = {SECRET_HEADER: self.cfg.secret} if self.cfg.secret else {}
+        try:
+            async with self._session.get(f"{url}/internal/executions/{record['id']}/output",
+                                         headers=headers) as resp:
+                if resp.status != 200:
+                    return "", ""
+                body = await resp.json()
+                return body.get("stdout", ""), body.get("stderr", "")
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            log.info("could not read live output of %s from %s", record["id"], worker)
+            return "", ""
+
+    def check_peer_secret(self, request: web.Request) -> None:
+        if self.cfg.secret and not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self.cfg.secret):
+            raise BadRequest("internal route: missing or wrong cluster secret")
+
+    # ---- status -----------------------------------------------------------------------------------
+    def _raft_status(self) -> dict[str, Any]:
+        for _ in range(5):  # pysyncobj's status reads sets its thread may be changing
+            with contextlib.suppress(RuntimeError):
+                return self.replica.getStatus()
+        return {}
+
+    def status_view(self) -> dict[str, Any]:
+        raft = self._raft_status()
+        role = {0: "follower", 1: "candidate", 2: "leader"}.get(raft.get("state"), "follower")
+        with self.replica.lock:
+            state = self.replica.state
+            by_addr = {rec["raftAddr"]: n for n, rec in state.nodes.items()}
+            leader_addr = self.replica.leader_addr()
+            installed = {name: inst[self.cfg.node_id]["status"]
+                         for name, inst in state.installations.items() if self.cfg.node_id in inst}
+        peers = [{"id": by_addr.get(addr), "address": addr, "connected": self.replica.peer_connected(addr)}
+                 for addr in sorted(str(n.id) for n in self.replica.otherNodes)]
+        status = {
+            "node": self.cfg.node_id,
+            "role": role,
+            "leader": by_addr.get(leader_addr, leader_addr) if leader_addr else None,
+            "term": raft.get("raft_term"),
+            "commitIndex": raft.get("commit_idx"),
+            "lastApplied": raft.get("last_applied"),
+            "hasQuorum": raft.get("has_quorum"),
+            "httpUrl": self.cfg.http_url,
+            "raftAddress": self.cfg.raft_addr,
+            "peers": peers,
+            "slots": {"total": self.cfg.slots, "busy": len(self.agent.runs)},
+            "executions": self.agent.running_view(),
+            "activities": installed,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptimeSeconds": round(time.monotonic() - self.started_at, 1),
+        }
+        if role == "leader":
+            status["lastPlan"] = {k: v for k, v in self.manager.last_plan.items() if k != "results"}
+        return status
+
+    def workers_view(self) -> list[dict[str, Any]]:
+        with self.replica.lock:
+            state = self.replica.state
+            busy = state.busy_slots()
+            nodes = [dict(rec) for rec in state.nodes.values()]
+        return [{"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
+                 "busy": busy.get(n["id"], 0),
+                 "connected": n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"])}
+                for n in nodes]
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def parse_args(argv: list[str] | None = None) -> NodeConfig:
+    ap = argparse.ArgumentParser(prog="podnode", description="Run one POD node.")
+    ap.add_argument("--id", required=True, help="this node's name in the cluster, e.g. n1")
+    ap.add_argument("--http", type=_host_port, default=("127.0.0.1", 8080), help="HTTP API address HOST:PORT")
+    ap.add_argument("--raft", type=_host_port, default=("127.0.0.1", 9080), help="Raft address HOST:PORT")
+    ap.add_argument("--peers", default="", help="other members' Raft addresses, comma-separated")
+    ap.add_argument("--data-dir", default=None, help="journal, snapshot, activities (default ./pod-data/ID)")
+    ap.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="concurrent executions here")
+    ap.add_argument("--secret", default=os.environ.get("POD_SECRET"),
+                    help="cluster secret (env POD_SECRET); required when Raft binds beyond loopback")
+    ap.add_argument("--allow-file-urls", action=argparse.BooleanOptionalAction, default=None,
+                    help="accept file:// install scripts (default: only when HTTP binds to loopback)")
+    ap.add_argument("--advertise-host", default=None, help="host other nodes use to reach this one")
+    ap.add_argument("--output-cap-bytes", type=int, default=1024 * 1024, help="per stream of an execution")
+    ap.add_argument("--kill-grace-s", type=float, default=5.0, help="SIGTERM to SIGKILL when terminating")
+    ap.add_argument("--election-timeout-s", type=float, default=0.4,
+                    help="Raft election timeout (lower bound; the upper is 3.5x)")
+    ap.add_argument("--log-level", default=os.environ.get("POD_LOG_LEVEL", "INFO"))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    election = max(0.2, a.election_timeout_s)
+    timing = RaftTiming(heartbeat_s=min(0.05, election / 4), election_min_s=election,
+                        election_max_s=election * 3.5, leader_fallback_s=election * 7.5)
+    return NodeConfig(
+        node_id=a.id, http_host=a.http[0], http_port=a.http[1], raft_host=a.raft[0], raft_port=a.raft[1],
+        peers=[p.strip() for p in a.peers.split(",") if p.strip()],
+        data_dir=a.data_dir or os.path.join("pod-data", a.id), slots=a.slots, secret=a.secret or None,
+        allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
+        output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
+    )
+
+
+async def serve(cfg: NodeConfig) -> None:
+    node = PodNode(cfg)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %s stopping", cfg.node_id)
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

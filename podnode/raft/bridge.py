@@ -1,0 +1,119 @@
+"""Await replicated commands from asyncio without blocking the loop, with group commit.
+
+pysyncobj calls back from its own thread; the callback only hops onto the loop with call_soon_threadsafe.
+Commands submitted while earlier ones are in flight are packed into one `batch` entry, so a burst of
+requests costs few log entries. A batch that gets no answer within its timeout fails with 503 and is
+forgotten; a late answer for it is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from pysyncobj import FAIL_REASON
+
+from ..errors import Unavailable, from_result
+from . import commands as C
+from .replica import Replica
+
+log = logging.getLogger(__name__)
+
+_REASONS = {
+    FAIL_REASON.QUEUE_FULL: "the Raft queue is full",
+    FAIL_REASON.MISSING_LEADER: "no leader is elected yet",
+    FAIL_REASON.DISCARDED: "the leader changed before the command was committed",
+    FAIL_REASON.NOT_LEADER: "the node it reached is no longer the leader",
+    FAIL_REASON.LEADER_CHANGED: "the leader changed",
+    FAIL_REASON.REQUEST_DENIED: "the leader refused the request",
+}
+
+
+class CommandBridge:
+    def __init__(self, replica: Replica, loop: asyncio.AbstractEventLoop, *, timeout_s: float,
+                 max_inflight: int = 2, max_batch: int = 256, retry_after_s: float = 1.0):
+        self._replica = replica
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self._max_inflight = max_inflight
+        self._max_batch = max_batch
+        self._retry_after_s = retry_after_s
+        self._pending: list[tuple[dict, asyncio.Future]] = []
+        self._inflight: dict[int, list[asyncio.Future]] = {}
+        self._tokens = itertools.count(1)
+
+    def _unavailable(self, why: str) -> Unavailable:
+        return Unavailable(f"The cluster cannot accept writes right now: {why}; retry shortly",
+                           retry_after_s=self._retry_after_s)
+
+    async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Commit one command and return the state machine's result (a refusal is returned, not raised)."""
+        if self._replica.leader_addr() is None:
+            raise self._unavailable("no leader is elected yet")
+        fut = self._loop.create_future()
+        self._pending.append((cmd, fut))
+        self._kick()
+        return await fut
+
+    async def submit_ok(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Commit one command; a refusal recorded by the state machine is raised as its PodError."""
+        result = await self.submit(cmd)
+        if "error" in result:
+            raise from_result(result)
+        return result
+
+    def _kick(self) -> None:
+        while self._pending and len(self._inflight) < self._max_inflight:
+            group, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
+            cmds = [c for c, _ in group]
+            futs = [f for _, f in group]
+            token = next(self._tokens)
+            self._inflight[token] = futs
+            payload = C.encode(cmds[0] if len(cmds) == 1 else C.batch(cmds))
+            single = len(cmds) == 1
+
+            def on_result(res: Any, err: int, token=token, single=single) -> None:  # Raft thread
+                self._loop.call_soon_threadsafe(self._done, token, single, res, err)
+
+            self._loop.call_later(self._timeout_s, self._expire, token)
+            try:
+                self._replica.apply_command(payload, callback=on_result)
+            except Exception as exc:  # never leave futures hanging
+                log.exception("could not hand a command to Raft")
+                self._done(token, single, None, -1, repr(exc))
+
+    def _expire(self, token: int) -> None:
+        futs = self._inflight.pop(token, None)
+        if futs is not None:
+            self._fail(futs, self._unavailable(f"no commit within {self._timeout_s:g} s"))
+            self._kick()
+
+    def _done(self, token: int, single: bool, res: Any, err: int, why: str | None = None) -> None:
+        futs = self._inflight.pop(token, None)
+        if futs is None:
+            return
+        if err != FAIL_REASON.SUCCESS:
+            self._fail(futs, self._unavailable(why or _REASONS.get(err, f"Raft error {err}")))
+        else:
+            results = [res] if single else (res or {}).get("results", [])
+            for fut, result in itertools.zip_longest(futs, results, fillvalue=None):
+                if fut is not None and not fut.done():
+                    fut.set_result(result if isinstance(result, dict) else
+                                   {"error": "internal", "message": "no result"})
+        self._kick()
+
+    @staticmethod
+    def _fail(futs: list[asyncio.Future], exc: Exception) -> None:
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def fail_all(self) -> None:
+        """On shutdown: fail whatever waits."""
+        for futs in self._inflight.values():
+            self._fail(futs, self._unavailable("the node is shutting down"))
+        self._inflight.clear()
+        self._fail([f for _, f in self._pending], self._unavailable("the node is shutting down"))
+        self._pending.clear()

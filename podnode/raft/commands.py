@@ -1,0 +1,39 @@
+"""Replicated command types and their wire form.
+
+A command is a plain dict with a type `t`; it is packed with msgpack before it enters the Raft log, so
+the log holds data, not pickled code. Types are append-only: never rename or reuse one.
+Time (`now`, seconds since the epoch) and every other choice are made by the proposer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+NODE_UP = "node_up"
+ACTIVITY_NEW = "activity_new"
+ACTIVITY_DELETE = "activity_delete"
+INSTALL_ASSIGN = "install_assign"
+INSTALL_DONE = "install_done"
+UNINSTALL_DONE = "uninstall_done"
+EXEC_NEW = "exec_new"
+EXEC_PLACE = "exec_place"
+EXEC_FINISH = "exec_finish"
+EXEC_TERMINATE = "exec_terminate"
+EXEC_FORGET = "exec_forget"
+EXEC_EXPIRE = "exec_expire"
+SYNC = "sync"
+BATCH = "batch"
+
+
+def encode(cmd: dict[str, Any]) -> bytes:
+    return msgpack.packb(cmd, use_bin_type=True)
+
+
+def decode(payload: bytes) -> Any:
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
+def batch(cmds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"t": BATCH, "cmds": cmds}

@@ -1,0 +1,37 @@
+"""Lifecycles of activities, installations and executions: the only transitions the state machine allows."""
+
+from __future__ import annotations
+
+# Activity status words are the original POD's.
+VERIFYING, APPROVED, REJECTED, UNINSTALLING = "verifying", "approved", "rejected", "uninstalling"
+ACTIVITY_TRANSITIONS: dict[str, frozenset[str]] = {
+    VERIFYING: frozenset({APPROVED, REJECTED, UNINSTALLING}),
+    APPROVED: frozenset({UNINSTALLING}),
+    REJECTED: frozenset({UNINSTALLING}),
+    UNINSTALLING: frozenset(),
+}
+
+# Installation of one activity on one node.
+INSTALLING, INSTALLED, FAILED = "installing", "installed", "failed"
+INSTALLATION_TRANSITIONS: dict[str, frozenset[str]] = {
+    INSTALLING: frozenset({INSTALLED, FAILED, UNINSTALLING}),
+    INSTALLED: frozenset({UNINSTALLING}),
+    FAILED: frozenset({UNINSTALLING}),
+    UNINSTALLING: frozenset(),
+}
+
+# Execution status words are the original POD's.
+WAITING, IN_PROGRESS = "waiting", "in progress"
+FINISHED, ERROR, TERMINATED = "finished", "error", "terminated"
+TERMINAL = frozenset({FINISHED, ERROR, TERMINATED})
+EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    WAITING: frozenset({IN_PROGRESS, TERMINATED, ERROR}),
+    IN_PROGRESS: frozenset({FINISHED, ERROR, TERMINATED, WAITING}),
+    FINISHED: frozenset(),
+    ERROR: frozenset(),
+    TERMINATED: frozenset(),
+}
+
+
+def can_move(table: dict[str, frozenset[str]], current: str, new: str) -> bool:
+    return new in table.get(current, frozenset())

@@ -1,0 +1,116 @@
+"""The pysyncobj shell around `State`: one replicated method, msgpack snapshots, change notifications.
+
+Rules kept here (they bite): the replicated method never raises, commands are msgpack bytes chosen by the
+proposer, both journal and full-dump files are set, and the snapshot is plain msgpack data rather than a
+pickle of Python objects. Reads from other threads take `lock`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgpack
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+
+from . import commands as C
+from .state import State
+
+log = logging.getLogger(__name__)
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaftTiming:
+    heartbeat_s: float = 0.05            # appendEntriesPeriod: leader heartbeat interval
+    election_min_s: float = 0.4          # raftMinTimeout: a follower waits at least this long for a heartbeat
+    election_max_s: float = 1.4          # raftMaxTimeout
+    leader_fallback_s: float = 3.0       # a leader that hears from no majority this long steps down
+    connection_timeout_s: float = 3.5    # a silent peer connection is dropped after this long
+    connection_retry_s: float = 0.5      # reconnect to a lost peer this often
+    compaction_min_entries: int = 5000   # snapshot the state after this many log entries...
+    compaction_min_s: float = 300.0      # ...or this many seconds
+
+
+class Replica(SyncObj):
+    def __init__(self, *, self_addr: str, peers: list[str], data_dir: str, password: str | None,
+                 timing: RaftTiming, on_change: Callable[[], None], bind_address: str | None = None):
+        # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.
+        self.state = State()
+        self.lock = threading.RLock()
+        self._on_change = on_change
+        os.makedirs(data_dir, exist_ok=True)
+        conf = SyncObjConf(
+            password=password,
+            journalFile=os.path.join(data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
+            serializer=self._save_snapshot,
+            deserializer=self._load_snapshot,
+            appendEntriesUseBatch=False,      # send each entry at once: latency over throughput per entry
+            appendEntriesPeriod=timing.heartbeat_s,
+            raftMinTimeout=timing.election_min_s,
+            raftMaxTimeout=timing.election_max_s,
+            leaderFallbackTimeout=timing.leader_fallback_s,
+            connectionTimeout=max(timing.connection_timeout_s, timing.election_max_s),
+            connectionRetryTime=timing.connection_retry_s,
+            logCompactionMinEntries=timing.compaction_min_entries,
+            logCompactionMinTime=timing.compaction_min_s,
+            commandsWaitLeader=False,         # fail fast (503) instead of queueing while there is no leader
+            dynamicMembershipChange=True,
+            bindAddress=bind_address,
+        )
+        super().__init__(self_addr, peers, conf)
+
+    @replicated
+    def apply_command(self, payload: bytes) -> dict[str, Any]:
+        """The one replicated method. Never raises: pysyncobj would retry the entry forever."""
+        try:
+            cmd = C.decode(payload)
+        except Exception as exc:
+            return {"error": "bad_request", "message": f"undecodable command: {exc!r}"}
+        with self.lock:
+            result = self.state.apply(cmd)
+        try:
+            self._on_change()
+        except Exception:
+            log.exception("change notification failed")
+        return result
+
+    # ---- snapshots (called from the Raft thread) --------------------------------------------------
+    def _save_snapshot(self, filename: str, raft_data: tuple) -> None:
+        last, prev, cluster = raft_data
+        with self.lock:
+            packed = msgpack.packb({
+                "version": SNAPSHOT_VERSION,
+                "state": self.state.to_dict(),
+                "last": list(last),
+                "prev": list(prev),
+                "cluster": sorted(node.id for node in cluster),
+            }, use_bin_type=True)
+        with open(filename, "wb") as f:
+            f.write(packed)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _load_snapshot(self, filename: str) -> tuple:
+        with open(filename, "rb") as f:
+            data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+        with self.lock:
+            self.state.load_dict(data["state"])
+        self._on_change()
+        return tuple(data["last"]), tuple(data["prev"]), [TCPNode(n) for n in data["cluster"]]
+
+    # ---- read side --------------------------------------------------------------------------------
+    def leader_addr(self) -> str | None:
+        leader = self._getLeader()
+        return None if leader is None else str(leader.id if hasattr(leader, "id") else leader)
+
+    def is_leader(self) -> bool:
+        return self._isLeader()
+
+    def peer_connected(self, addr: str) -> bool:
+        return self.isNodeConnected(TCPNode(addr))

@@ -1,0 +1,407 @@
+"""The replicated state: activities, installations, executions and nodes, and the pure transitions on them.
+
+`State.apply(cmd)` is deterministic: everything it needs (time, ids of nodes, outputs) is in the command.
+It never raises for a bad command; a refusal is returned as {"error": kind, "message": ...} so that one
+bad entry can never wedge the Raft log. The class does no I/O and is tested without a network.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable
+
+from . import commands as C
+from .lifecycle import (
+    ACTIVITY_TRANSITIONS,
+    APPROVED,
+    ERROR,
+    EXECUTION_TRANSITIONS,
+    FAILED,
+    FINISHED,
+    IN_PROGRESS,
+    INSTALLATION_TRANSITIONS,
+    INSTALLED,
+    INSTALLING,
+    REJECTED,
+    TERMINAL,
+    TERMINATED,
+    UNINSTALLING,
+    VERIFYING,
+    WAITING,
+    can_move,
+)
+
+log = logging.getLogger(__name__)
+
+Result = dict[str, Any]
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def refuse(kind: str, message: str) -> Result:
+    return {"error": kind, "message": message}
+
+
+def missing_execution(exec_id: Any) -> Result:
+    return refuse(
+        "not_found",
+        f"Execution with id {exec_id} doesn't exist, its result has already been retrieved or it expired",
+    )
+
+
+class State:
+    """All replicated data, as plain dicts and lists (msgpack-able), plus the transitions on it."""
+
+    def __init__(self) -> None:
+        self.activities: dict[str, dict[str, Any]] = {}
+        self.installations: dict[str, dict[str, dict[str, Any]]] = {}
+        self.executions: dict[int, dict[str, Any]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.request_ids: dict[str, list] = {}
+        self.next_activity_id = 1
+        self.next_execution_id = 1
+        self.applied = 0
+        self._handlers: dict[str, Callable[[dict], Result]] = {
+            C.NODE_UP: self._node_up,
+            C.ACTIVITY_NEW: self._activity_new,
+            C.ACTIVITY_DELETE: self._activity_delete,
+            C.INSTALL_ASSIGN: self._install_assign,
+            C.INSTALL_DONE: self._install_done,
+            C.UNINSTALL_DONE: self._uninstall_done,
+            C.EXEC_NEW: self._exec_new,
+            C.EXEC_PLACE: self._exec_place,
+            C.EXEC_FINISH: self._exec_finish,
+            C.EXEC_TERMINATE: self._exec_terminate,
+            C.EXEC_FORGET: self._exec_forget,
+            C.EXEC_EXPIRE: self._exec_expire,
+            C.SYNC: lambda cmd: {"ok": True},
+            C.BATCH: self._batch,
+        }
+
+    # ---- snapshot -------------------------------------------------------------------------------
+    _FIELDS = ("activities", "installations", "executions", "nodes", "request_ids",
+               "next_activity_id", "next_execution_id", "applied")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._FIELDS}
+
+    def load_dict(self, data: dict[str, Any]) -> None:
+        fresh = State()
+        for name in self._FIELDS:
+            setattr(self, name, data.get(name, getattr(fresh, name)))
+
+    # ---- entry point ----------------------------------------------------------------------------
+    def apply(self, cmd: Any) -> Result:
+        """Apply one command. Never raises: bad input and internal faults become recorded refusals."""
+        self.applied += 1
+        if not isinstance(cmd, dict) or not isinstance(cmd.get("t"), str):
+            return refuse("bad_request", "malformed command")
+        handler = self._handlers.get(cmd["t"])
+        if handler is None:
+            return refuse("bad_request", f"unknown command type {cmd['t']!r}")
+        try:
+            return handler(cmd)
+        except Exception as exc:  # a bug must not wedge the log: record it and go on
+            log.exception("command %s failed", cmd.get("t"))
+            return refuse("internal", f"command {cmd['t']} failed: {exc!r}")
+
+    def _batch(self, cmd: dict) -> Result:
+        results = []
+        for sub in cmd.get("cmds") or []:
+            if isinstance(sub, dict) and sub.get("t") == C.BATCH:
+                results.append(refuse("bad_request", "nested batch"))
+            else:
+                results.append(self.apply(sub))
+        return {"ok": True, "results": results}
+
+    # ---- nodes ----------------------------------------------------------------------------------
+    def _node_up(self, cmd: dict) -> Result:
+        node = str(cmd["node"])
+        record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
+        record.update(
+            raftAddr=str(cmd["raftAddr"]),
+            httpUrl=str(cmd["httpUrl"]),
+            slots=max(0, int(cmd["slots"])),
+            version=str(cmd.get("version", "")),
+            seenAt=cmd["now"],
+        )
+        return {"ok": True, "node": dict(record)}
+
+    # ---- activities -----------------------------------------------------------------------------
+    def _activity_new(self, cmd: dict) -> Result:
+        name = cmd["name"]
+        existing = self.activities.get(name)
+        if existing is not None:
+            return refuse(
+                "conflict",
+                f"Activity {name!r} already exists (status {existing['status']}); delete it first or pick another name",
+            )
+        max_attempts = int(cmd.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS)
+        activity = {
+            "id": self.next_activity_id,
+            "name": name,
+            "installationScriptLocation": cmd["url"],
+            "status": VERIFYING,
+            "createdAt": cmd["now"],
+            "maxAttempts": max_attempts,
+        }
+        self.next_activity_id += 1
+        self.activities[name] = activity
+        self.installations[name] = {}
+        return {"ok": True, "activity": dict(activity)}
+
+    def _set_activity_status(self, activity: dict, status: str) -> None:
+        if not can_move(ACTIVITY_TRANSITIONS, activity["status"], status):
+            raise ValueError(f"activity {activity['name']}: {activity['status']} -> {status} not allowed")
+        activity["status"] = status
+
+    def _activity_delete(self, cmd: dict) -> Result:
+        name = cmd["name"]
+        activity = self.activities.get(name)
+        if activity is None:
+            return refuse("not_found", f"Activity {name!r} doesn't exist")
+        if activity["status"] == UNINSTALLING:
+            return refuse("conflict", f"Activity {name!r} is already being uninstalled")
+        self._set_activity_status(activity, UNINSTALLING)
+        for inst in self.installations.get(name, {}).values():
+            inst["status"] = UNINSTALLING
+        for execution in self.executions.values():
+            if execution["activityName"] == name and execution["status"] not in TERMINAL:
+                self._terminate(execution, cmd["now"], "activity deleted")
+        result = {"ok": True, "activity": dict(activity)}
+        self._drop_activity_if_uninstalled(name)
+        return result
+
+    def _drop_activity_if_uninstalled(self, name: str) -> None:
+        activity = self.activities.get(name)
+        if activity is not None and activity["status"] == UNINSTALLING and not self.installations.get(name):
+            del self.activities[name]
+            self.installations.pop(name, None)
+
+    # ---- installations --------------------------------------------------------------------------
+    def _install_assign(self, cmd: dict) -> Result:
+        assigned, refused = [], []
+        for name, node in cmd.get("assignments") or []:
+            why = self._why_not_install(name, node)
+            if why:
+                refused.append([name, node, why])
+                continue
+            self.installations[name][node] = {"status": INSTALLING, "since": cmd["now"]}
+            assigned.append([name, node])
+        return {"ok": True, "assigned": assigned, "refused": refused}
+
+    def _why_not_install(self, name: str, node: str) -> str | None:
+        activity = self.activities.get(name)
+        if activity is None:
+            return "no such activity"
+        if node not in self.nodes:
+            return "no such node"
+        installs = self.installations[name]
+        if node in installs:
+            return "already assigned"
+        if activity["status"] == VERIFYING and installs:
+            return "already being verified on another node"
+        if activity["status"] not in (VERIFYING, APPROVED):
+            return f"activity is {activity['status']}"
+        return None
+
+    def _install_done(self, cmd: dict) -> Result:
+        name, node = cmd["name"], cmd["node"]
+        inst = self.installations.get(name, {}).get(node)
+        if inst is None or inst["status"] != INSTALLING:
+            return {"ok": True, "ignored": True}
+        activity = self.activities[name]
+        if cmd.get("ok"):
+            inst.update(status=INSTALLED, since=cmd["now"])
+            if activity["status"] == VERIFYING:
+                self._set_activity_status(activity, APPROVED)
+            return {"ok": True}
+        reason = str(cmd.get("error") or "installation failed")
+        inst.update(status=FAILED, since=cmd["now"], errorDescription=reason)
+        if activity["status"] == VERIFYING:
+            self._set_activity_status(activity, REJECTED)
+            activity["errorDescription"] = reason
+            for execution in self.executions.values():
+                if execution["activityName"] == name and execution["status"] not in TERMINAL:
+                    self._end(execution, ERROR, cmd["now"], f"activity rejected: {reason}")
+        return {"ok": True}
+
+    def _uninstall_done(self, cmd: dict) -> Result:
+        name, node = cmd["name"], cmd["node"]
+        installs = self.installations.get(name, {})
+        inst = installs.get(node)
+        if inst is None or inst["status"] != UNINSTALLING:
+            return {"ok": True, "ignored": True}
+        del installs[node]
+        self._drop_activity_if_uninstalled(name)
+        return {"ok": True}
+
+    # ---- executions -----------------------------------------------------------------------------
+    def _exec_new(self, cmd: dict) -> Result:
+        name = cmd["name"]
+        request_id = cmd.get("requestId")
+        if request_id:
+            seen = self.request_ids.get(request_id)
+            if seen is not None:
+                execution = self.executions.get(seen[0])
+                if execution is None:
+                    return refuse("conflict", f"requestId {request_id!r} already created execution {seen[0]}, "
+                                              "whose result has already been retrieved")
+                if execution["activityName"] != name:
+                    return refuse("conflict", f"requestId {request_id!r} was used for activity "
+                                              f"{execution['activityName']!r}")
+                return {"ok": True, "execution": dict(execution), "duplicate": True}
+        activity = self.activities.get(name)
+        if activity is None:
+            return refuse("not_found", f"Activity {name!r} doesn't exist")
+        if activity["status"] not in (VERIFYING, APPROVED):
+            return refuse("conflict", f"Activity {name!r} is {activity['status']}; it cannot run executions")
+        exec_id = self.next_execution_id
+        self.next_execution_id += 1
+        execution = {
+            "id": exec_id,
+            "activityId": activity["id"],
+            "activityName": name,
+            "stdin": cmd.get("input") or "",
+            "status": WAITING,
+            "submitTime": cmd["now"],
+            "startTime": None,
+            "finishTime": None,
+            "workerId": None,
+            "attempt": 0,
+            "exitCode": None,
+            "stdout": "",
+            "stderr": "",
+        }
+        if request_id:
+            execution["requestId"] = request_id
+            self.request_ids[request_id] = [exec_id, cmd["now"]]
+        self.executions[exec_id] = execution
+        return {"ok": True, "execution": dict(execution)}
+
+    def _set_exec_status(self, execution: dict, status: str) -> None:
+        if not can_move(EXECUTION_TRANSITIONS, execution["status"], status):
+            raise ValueError(f"execution {execution['id']}: {execution['status']} -> {status} not allowed")
+        execution["status"] = status
+
+    def _end(self, execution: dict, status: str, now: float, reason: str | None = None) -> None:
+        self._set_exec_status(execution, status)
+        execution["finishTime"] = now
+        if reason:
+            execution["errorDescription"] = reason
+
+    def _terminate(self, execution: dict, now: float, reason: str) -> None:
+        was_running = execution["status"] == IN_PROGRESS
+        self._end(execution, TERMINATED, now, reason)
+        if was_running:
+            execution["outputPending"] = True
+
+    def busy_slots(self) -> dict[str, int]:
+        """Slots taken on each node: running executions, and terminated ones still being stopped."""
+        busy: dict[str, int] = {node: 0 for node in self.nodes}
+        for execution in self.executions.values():
+            node = execution["workerId"]
+            if node in busy and (execution["status"] == IN_PROGRESS or execution.get("outputPending")):
+                busy[node] += 1
+        return busy
+
+    def _exec_place(self, cmd: dict) -> Result:
+        busy = self.busy_slots()
+        placed, refused = [], []
+        for exec_id, node in cmd.get("placements") or []:
+            execution = self.executions.get(exec_id)
+            why = self._why_not_place(execution, node, busy)
+            if why:
+                refused.append([exec_id, why])
+                continue
+            self._set_exec_status(execution, IN_PROGRESS)
+            execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=cmd["now"])
+            busy[node] += 1
+            placed.append(exec_id)
+        return {"ok": True, "placed": placed, "refused": refused}
+
+    def _why_not_place(self, execution: dict | None, node: str, busy: dict[str, int]) -> str | None:
+        if execution is None:
+            return "no such execution"
+        if execution["status"] != WAITING:
+            return f"execution is {execution['status']}"
+        if node not in self.nodes:
+            return "no such node"
+        inst = self.installations.get(execution["activityName"], {}).get(node)
+        if inst is None or inst["status"] != INSTALLED:
+            return "activity not installed on node"
+        if busy[node] >= self.nodes[node]["slots"]:
+            return "node has no free slot"
+        return None
+
+    def _exec_finish(self, cmd: dict) -> Result:
+        accepted, ignored = [], []
+        for report in cmd.get("reports") or []:
+            execution = self.executions.get(report.get("id"))
+            if (execution is None or execution["workerId"] != report.get("node")
+                    or execution["attempt"] != report.get("attempt")):
+                ignored.append(report.get("id"))
+                continue
+            if execution["status"] == IN_PROGRESS:
+                code = report.get("exitCode")
+                status = FINISHED if code == 0 else ERROR
+                self._end(execution, status, cmd["now"], report.get("error"))
+            elif not execution.get("outputPending"):
+                ignored.append(report["id"])
+                continue
+            execution.pop("outputPending", None)
+            execution.update(
+                exitCode=report.get("exitCode"),
+                stdout=report.get("stdout") or "",
+                stderr=report.get("stderr") or "",
+                stdoutTruncated=bool(report.get("stdoutTruncated")),
+                stderrTruncated=bool(report.get("stderrTruncated")),
+            )
+            accepted.append(report["id"])
+        return {"ok": True, "accepted": accepted, "ignored": ignored}
+
+    def _exec_terminate(self, cmd: dict) -> Result:
+        execution = self.executions.get(cmd["id"])
+        if execution is None:
+            return missing_execution(cmd["id"])
+        if execution["status"] in TERMINAL:
+            return refuse("conflict", f"Execution {cmd['id']} has already ended ({execution['status']})")
+        self._terminate(execution, cmd["now"], "terminated by request")
+        return {"ok": True, "execution": dict(execution)}
+
+    def _exec_forget(self, cmd: dict) -> Result:
+        execution = self.executions.get(cmd["id"])
+        if execution is None:
+            return missing_execution(cmd["id"])
+        if execution["status"] not in TERMINAL:
+            return refuse("conflict", f"Execution {cmd['id']} has not ended yet")
+        del self.executions[cmd["id"]]
+        return {"ok": True, "execution": execution}
+
+    def _exec_expire(self, cmd: dict) -> Result:
+        expired = []
+        for exec_id in cmd.get("ids") or []:
+            execution = self.executions.get(exec_id)
+            if execution is not None and execution["status"] in TERMINAL:
+                del self.executions[exec_id]
+                expired.append(exec_id)
+        horizon = cmd.get("requestIdsBefore")
+        if horizon is not None:
+            for rid in [rid for rid, (_, t) in self.request_ids.items() if t < horizon]:
+                del self.request_ids[rid]
+        return {"ok": True, "expired": expired}
+
+    # ---- views ----------------------------------------------------------------------------------
+    def execution(self, exec_id: int) -> dict[str, Any] | None:
+        execution = self.executions.get(exec_id)
+        return copy.deepcopy(execution) if execution is not None else None
+
+    def activity(self, name: str) -> dict[str, Any] | None:
+        activity = self.activities.get(name)
+        if activity is None:
+            return None
+        view = dict(activity)
+        view["installations"] = [
+            {"workerId": node, **inst} for node, inst in sorted(self.installations.get(name, {}).items())
+        ]
+        return view

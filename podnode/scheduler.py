@@ -1,0 +1,92 @@
+"""The leader's decisions, as a pure function: state and time in, the commands to propose out.
+
+Like Nomad's scheduler, `plan` does no I/O; the state machine re-checks every decision when it applies
+it, so a plan made on slightly stale state can at worst be partly refused, never applied wrongly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .raft import commands as C
+from .raft.lifecycle import APPROVED, INSTALLED, TERMINAL, VERIFYING, WAITING
+from .raft.state import State
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    result_ttl_s: float = 24 * 3600.0       # a finished result nobody read is dropped after this long
+    request_id_ttl_s: float = 24 * 3600.0   # how long a newExecution requestId is remembered
+
+
+def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | None = None,
+         policy: Policy = Policy()) -> list[dict[str, Any]]:
+    """Commands that move the cluster towards what the state asks for, in the order to propose them."""
+    live = sorted(n for n in live_nodes if n in state.nodes)
+    busy = state.busy_slots()
+    cmds: list[dict[str, Any]] = []
+    installs = plan_installs(state, live, busy, prefer)
+    if installs:
+        cmds.append({"t": C.INSTALL_ASSIGN, "assignments": installs, "now": now})
+    placements = plan_placements(state, live, busy, prefer)
+    if placements:
+        cmds.append({"t": C.EXEC_PLACE, "placements": placements, "now": now})
+    expire = plan_expiry(state, now, policy)
+    if expire:
+        cmds.append(expire)
+    return cmds
+
+
+def _rank(node: str, free: int, prefer: str | None) -> tuple:
+    """Most free slots first; on a tie the preferred node (the leader: it learns of commits first)."""
+    return (-free, node != prefer, node)
+
+
+def plan_installs(state: State, live: list[str], busy: dict[str, int], prefer: str | None) -> list[list[str]]:
+    """Verify a new activity on ONE node; once approved, install it on every other live node."""
+    assignments: list[list[str]] = []
+    for name, activity in state.activities.items():
+        installs = state.installations.get(name, {})
+        if activity["status"] == VERIFYING and not installs and live:
+            node = min(live, key=lambda n: _rank(n, state.nodes[n]["slots"] - busy.get(n, 0), prefer))
+            assignments.append([name, node])
+        elif activity["status"] == APPROVED:
+            assignments.extend([name, node] for node in live if node not in installs)
+    return assignments
+
+
+def plan_placements(state: State, live: list[str], busy: dict[str, int],
+                    prefer: str | None) -> list[list[Any]]:
+    """Place waiting executions first-in first-out on live nodes with a free slot and a finished install."""
+    free = {n: state.nodes[n]["slots"] - busy.get(n, 0) for n in live}
+    free = {n: f for n, f in free.items() if f > 0}
+    placements: list[list[Any]] = []
+    if not free:
+        return placements
+    waiting = sorted(i for i, e in state.executions.items() if e["status"] == WAITING)
+    for exec_id in waiting:
+        installs = state.installations.get(state.executions[exec_id]["activityName"], {})
+        candidates = [n for n in free if installs.get(n, {}).get("status") == INSTALLED]
+        if not candidates:
+            continue
+        node = min(candidates, key=lambda n: _rank(n, free[n], prefer))
+        placements.append([exec_id, node])
+        free[node] -= 1
+        if free[node] == 0:
+            del free[node]
+            if not free:
+                break
+    return placements
+
+
+def plan_expiry(state: State, now: float, policy: Policy) -> dict[str, Any] | None:
+    """Drop results nobody read within the time-to-live, and forget old request ids."""
+    horizon = now - policy.result_ttl_s
+    ids = [i for i, e in state.executions.items()
+           if e["status"] in TERMINAL and (e["finishTime"] or now) < horizon and not e.get("outputPending")]
+    rid_horizon = now - policy.request_id_ttl_s
+    old_rids = any(t < rid_horizon for _, t in state.request_ids.values())
+    if not ids and not old_rids:
+        return None
+    return {"t": C.EXEC_EXPIRE, "ids": ids, "requestIdsBefore": rid_horizon if old_rids else None, "now": now}
