@@ -64,7 +64,7 @@ class PodNode:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0))
         line_cap = 4 * cfg.max_input_bytes + 8192
         self._runner = web.AppRunner(build_app(self), access_log=None,
-                                     handler_args={"max_line_size": line_cap, "max_field_size": line_cap})
+                                     max_line_size=line_cap, max_field_size=line_cap)
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
         self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
