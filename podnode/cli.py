@@ -124,11 +124,11 @@ def show_activity(act: dict) -> None:
     say(f"script    {act.get('installationScriptLocation')}")
     insts = act.get("installations") or []
     if insts:
-        say("installed " + ", ".join(f"{i.get('workerId')} {i.get('status')}" for i in insts))
+        say("nodes     " + ", ".join(f"{i.get('workerId')} {i.get('status')}" for i in insts))
     if act.get("errorDescription"):
         say(f"error     {act['errorDescription']}")
     for inst in insts:
-        if inst.get("errorDescription"):
+        if inst.get("errorDescription") and inst["errorDescription"] != act.get("errorDescription"):
             say(f"error on {inst.get('workerId')}: {inst['errorDescription']}")
 
 
@@ -311,13 +311,14 @@ def show_status(s: dict) -> None:
 
 # ---- pod up -------------------------------------------------------------------------------------------
 class _Stop(Exception):
-    """SIGTERM: stop the cluster like Ctrl-C does."""
+    """SIGINT or SIGTERM: stop the cluster. Set explicitly: a shell starts background jobs with SIGINT ignored."""
 
 
 def check_ports(base: int, nodes: int) -> None:
     for i in range(nodes):
         for port, what in ((base + i, "HTTP"), (base + 1000 + i, "Raft")):
             with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes do: TIME_WAIT is fine
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError as err:
@@ -328,23 +329,23 @@ def check_ports(base: int, nodes: int) -> None:
 def cmd_up(args: argparse.Namespace, api: Api) -> int:
     from .localcluster import LocalCluster
 
-    if args.nodes < 1 or not 0 < args.port and args.port + 1000 + args.nodes <= 65535:
+    if args.nodes < 1 or not 0 < args.port <= 65536 - 1000 - args.nodes:
         raise CliError("--nodes must be >= 1 and the ports must fit below 65536", EXIT_USAGE)
     check_ports(args.port, args.nodes)
     cluster = LocalCluster(args.data_dir, nodes=args.nodes, base_port=args.port, slots=args.slots,
                            log_dir=args.data_dir)
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return run_cluster(cluster, args.data_dir)
     except (KeyboardInterrupt, _Stop):
         say("stopping POD...")
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave nodes behind
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in previous:  # a second Ctrl-C must not leave nodes behind
+            signal.signal(sig, signal.SIG_IGN)
         cluster.stop()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _raise_stop(signum, frame) -> None:
@@ -372,12 +373,33 @@ def run_cluster(cluster, data_dir: str) -> int:
 
 
 # ---- arguments ----------------------------------------------------------------------------------------
+def _common() -> argparse.ArgumentParser:
+    """--url and --json are accepted after the command too (`pod status --json`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="a node's URL")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON")
+    return common
+
+
+class _Sub:
+    """Subparsers whose every parser also takes the common options."""
+
+    def __init__(self, actions):
+        self.actions = actions
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self.actions.add_parser(name, parents=[_common()], **kwargs)
+
+    def add_subparsers(self, parser: argparse.ArgumentParser, dest: str) -> "_Sub":
+        return _Sub(parser.add_subparsers(dest=dest, required=True, metavar="ACTION"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pod", description="Client of a POD cluster (processing on demand).")
     ap.add_argument("--url", default=os.environ.get("POD_URL", "http://localhost:8080"),
                     help="a node's URL (default: env POD_URL or http://localhost:8080)")
     ap.add_argument("--json", action="store_true", help="print the raw JSON answers")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _Sub(ap.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     add_up(sub)
     add_activity(sub)
     add_run(sub)
@@ -398,7 +420,7 @@ def add_up(sub) -> None:
 
 def add_activity(sub) -> None:
     act = sub.add_parser("activity", help="create, inspect or delete activities")
-    asub = act.add_subparsers(dest="activity_command", required=True, metavar="ACTION")
+    asub = sub.add_subparsers(act, "activity_command")
     p = asub.add_parser("create", help="install an activity on every node")
     p.add_argument("name")
     p.add_argument("--script", required=True, help="install script: http(s):// or file:// URL, or a local file")
@@ -424,7 +446,7 @@ def add_run(sub) -> None:
 
 def add_execution(sub) -> None:
     ex = sub.add_parser("execution", help="inspect or terminate an execution")
-    esub = ex.add_subparsers(dest="execution_command", required=True, metavar="ACTION")
+    esub = sub.add_subparsers(ex, "execution_command")
     p = esub.add_parser("status", help="an execution's status and output (an ended one is then deleted)")
     p.add_argument("id", type=int)
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for the end")
@@ -435,6 +457,7 @@ def add_execution(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (the `pod` script exits with it)."""
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args, Api(args.url))
@@ -443,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         code = err.code
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
-    sys.exit(code)
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

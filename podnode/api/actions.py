@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, Unavailable
 from ..exec.install import check_script_url
 from ..raft import commands as C
 from ..raft.lifecycle import TERMINAL
@@ -66,7 +66,12 @@ async def get_execution_status(node: PodNode, p: Params) -> dict[str, Any]:
     record = await _wait_for_end(node, exec_id, record, wait_s)
     if record["status"] in TERMINAL and not record.get("outputPending"):
         # Reading an ended execution hands over its result and deletes the record (the contract).
-        result = await node.bridge.submit_ok({"t": C.EXEC_FORGET, "id": exec_id})
+        try:
+            result = await node.bridge.submit_ok({"t": C.EXEC_FORGET, "id": exec_id})
+        except Unavailable:
+            # The delete may or may not commit; never lose the output over it. If it did not commit,
+            # a later read returns the same result again.
+            return {"execution": views.execution(record)}
         return {"execution": views.execution(result["execution"])}
     return {"execution": views.execution(record, output=await node.live_output(record))}
 

@@ -42,6 +42,15 @@ def refuse(kind: str, message: str) -> Result:
     return {"error": kind, "message": message}
 
 
+def _pairs(items: Any) -> list[tuple[Any, Any]]:
+    """Unpack [[a, b], ...] in full before anything changes, so a malformed entry refuses the whole command
+    instead of leaving it half applied. Raises for an entry that is not a pair of hashable values."""
+    pairs = [(a, b) for a, b in items or []]
+    for pair in pairs:
+        hash(pair)
+    return pairs
+
+
 def missing_execution(exec_id: Any) -> Result:
     return refuse(
         "not_found",
@@ -117,14 +126,15 @@ class State:
     # ---- nodes ----------------------------------------------------------------------------------
     def _node_up(self, cmd: dict) -> Result:
         node = str(cmd["node"])
-        record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
-        record.update(
+        fields = dict(  # all read before the node is added, so a malformed command adds nothing
             raftAddr=str(cmd["raftAddr"]),
             httpUrl=str(cmd["httpUrl"]),
             slots=max(0, int(cmd["slots"])),
             version=str(cmd.get("version", "")),
             seenAt=cmd["now"],
         )
+        record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
+        record.update(fields)
         return {"ok": True, "node": dict(record)}
 
     # ---- activities -----------------------------------------------------------------------------
@@ -156,7 +166,7 @@ class State:
         activity["status"] = status
 
     def _activity_delete(self, cmd: dict) -> Result:
-        name = cmd["name"]
+        name, now = cmd["name"], cmd["now"]
         activity = self.activities.get(name)
         if activity is None:
             return refuse("not_found", f"Activity {name!r} doesn't exist")
@@ -167,7 +177,7 @@ class State:
             inst["status"] = UNINSTALLING
         for execution in self.executions.values():
             if execution["activityName"] == name and execution["status"] not in TERMINAL:
-                self._terminate(execution, cmd["now"], "activity deleted")
+                self._terminate(execution, now, "activity deleted")
         result = {"ok": True, "activity": dict(activity)}
         self._drop_activity_if_uninstalled(name)
         return result
@@ -181,12 +191,13 @@ class State:
     # ---- installations --------------------------------------------------------------------------
     def _install_assign(self, cmd: dict) -> Result:
         assigned, refused = [], []
-        for name, node in cmd.get("assignments") or []:
+        now, assignments = cmd["now"], _pairs(cmd.get("assignments"))
+        for name, node in assignments:
             why = self._why_not_install(name, node)
             if why:
                 refused.append([name, node, why])
                 continue
-            self.installations[name][node] = {"status": INSTALLING, "since": cmd["now"]}
+            self.installations[name][node] = {"status": INSTALLING, "since": now}
             assigned.append([name, node])
         return {"ok": True, "assigned": assigned, "refused": refused}
 
@@ -238,7 +249,7 @@ class State:
 
     # ---- executions -----------------------------------------------------------------------------
     def _exec_new(self, cmd: dict) -> Result:
-        name = cmd["name"]
+        name, now = cmd["name"], cmd["now"]
         request_id = cmd.get("requestId")
         if request_id:
             seen = self.request_ids.get(request_id)
@@ -264,7 +275,7 @@ class State:
             "activityName": name,
             "stdin": cmd.get("input") or "",
             "status": WAITING,
-            "submitTime": cmd["now"],
+            "submitTime": now,
             "startTime": None,
             "finishTime": None,
             "workerId": None,
@@ -275,7 +286,7 @@ class State:
         }
         if request_id:
             execution["requestId"] = request_id
-            self.request_ids[request_id] = [exec_id, cmd["now"]]
+            self.request_ids[request_id] = [exec_id, now]
         self.executions[exec_id] = execution
         return {"ok": True, "execution": dict(execution)}
 
@@ -308,14 +319,15 @@ class State:
     def _exec_place(self, cmd: dict) -> Result:
         busy = self.busy_slots()
         placed, refused = [], []
-        for exec_id, node in cmd.get("placements") or []:
+        now, placements = cmd["now"], _pairs(cmd.get("placements"))
+        for exec_id, node in placements:
             execution = self.executions.get(exec_id)
             why = self._why_not_place(execution, node, busy)
             if why:
                 refused.append([exec_id, why])
                 continue
             self._set_exec_status(execution, IN_PROGRESS)
-            execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=cmd["now"])
+            execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now)
             busy[node] += 1
             placed.append(exec_id)
         return {"ok": True, "placed": placed, "refused": refused}
@@ -336,7 +348,12 @@ class State:
 
     def _exec_finish(self, cmd: dict) -> Result:
         accepted, ignored = [], []
-        for report in cmd.get("reports") or []:
+        now, reports = cmd["now"], list(cmd.get("reports") or [])
+        for report in reports:  # check them all before the first changes anything
+            if not isinstance(report, dict):
+                raise TypeError(f"report is not a map: {report!r}")
+            hash(report.get("id"))
+        for report in reports:
             execution = self.executions.get(report.get("id"))
             if (execution is None or execution["workerId"] != report.get("node")
                     or execution["attempt"] != report.get("attempt")):
@@ -345,7 +362,7 @@ class State:
             if execution["status"] == IN_PROGRESS:
                 code = report.get("exitCode")
                 status = FINISHED if code == 0 else ERROR
-                self._end(execution, status, cmd["now"], report.get("error"))
+                self._end(execution, status, now, report.get("error"))
             elif not execution.get("outputPending"):
                 ignored.append(report["id"])
                 continue
@@ -380,15 +397,18 @@ class State:
 
     def _exec_expire(self, cmd: dict) -> Result:
         expired = []
-        for exec_id in cmd.get("ids") or []:
+        ids = list(cmd.get("ids") or [])
+        for exec_id in ids:  # check them all before the first changes anything
+            hash(exec_id)
+        horizon = cmd.get("requestIdsBefore")
+        old_rids = [] if horizon is None else [rid for rid, (_, t) in self.request_ids.items() if t < horizon]
+        for exec_id in ids:
             execution = self.executions.get(exec_id)
             if execution is not None and execution["status"] in TERMINAL:
                 del self.executions[exec_id]
                 expired.append(exec_id)
-        horizon = cmd.get("requestIdsBefore")
-        if horizon is not None:
-            for rid in [rid for rid, (_, t) in self.request_ids.items() if t < horizon]:
-                del self.request_ids[rid]
+        for rid in old_rids:
+            del self.request_ids[rid]
         return {"ok": True, "expired": expired}
 
     # ---- views ----------------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""Benchmark: executions through a local 3-node cluster against raw subprocess spawning, in one run.
+
+    python -m podnode.bench [--executions N] [--concurrency C] [--nodes 3]
+
+Prints executions/s and p50/p95 latency (submit to finished-and-read) through the HTTP API, the single
+execution latency on an idle cluster, the raw rate of asyncio.create_subprocess_exec on the same main.sh,
+and the ratios. Figures, not assertions: this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from .localcluster import LocalCluster
+
+MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
+INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
+TERMINAL = {"finished", "error", "terminated"}
+
+
+async def call(session: aiohttp.ClientSession, url: str, **params) -> dict:
+    async with session.get(url + "/POD/", params=params) as resp:
+        body = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"{params.get('action')}: HTTP {resp.status} {body}")
+        return body
+
+
+async def one_execution(session: aiohttp.ClientSession, urls: list[str], i: int) -> float:
+    start = time.perf_counter()
+    submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
+    exec_id = (await call(session, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
+    while True:
+        e = (await call(session, read_url, action="getExecutionStatus", executionId=str(exec_id), wait="10"))
+        if e["execution"]["status"] in TERMINAL:
+            if e["execution"]["stdout"] != f"hello {i}\n":
+                raise RuntimeError(f"wrong output {e}")
+            return time.perf_counter() - start
+
+
+async def run_pool(n: int, concurrency: int, job) -> tuple[float, list[float]]:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def guarded(i: int) -> float:
+        async with sem:
+            return await job(i)
+    start = time.perf_counter()
+    latencies = await asyncio.gather(*(guarded(i) for i in range(n)))
+    return time.perf_counter() - start, list(latencies)
+
+
+async def raw_spawn(main: Path, i: int) -> float:
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(str(main), str(i), cwd=main.parent,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert out == f"hello {i}\n".encode()
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        install = workdir / "install.sh"
+        install.write_text(INSTALL)
+        await call(session, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())
+        while True:
+            act = (await call(session, urls[1], action="getActivityStatus", name="bench"))["activity"]
+            if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
+                    all(i["status"] == "installed" for i in act["installations"]):
+                break
+            await asyncio.sleep(0.1)
+        for i in range(10):  # warm-up
+            await one_execution(session, urls, i)
+        single = [await one_execution(session, urls, i) for i in range(40)]
+        elapsed, lat = await run_pool(n, concurrency, lambda i: one_execution(session, urls, i))
+    main = workdir / "raw" / "main.sh"
+    main.parent.mkdir()
+    main.write_text(MAIN)
+    main.chmod(0o755)
+    raw_elapsed, raw_lat = await run_pool(n, concurrency, lambda i: raw_spawn(main, i))
+    pod_rate, raw_rate = n / elapsed, n / raw_elapsed
+    print(f"idle cluster, one at a time : p50 {pct(single, 0.5):6.1f} ms   p95 {pct(single, 0.95):6.1f} ms"
+          f"   (goal p50 < 25 ms)")
+    print(f"POD, {n} executions, concurrency {concurrency}: {pod_rate:7.1f} executions/s"
+          f"   p50 {pct(lat, 0.5):6.1f} ms   p95 {pct(lat, 0.95):6.1f} ms")
+    print(f"raw asyncio.create_subprocess_exec, same load: {raw_rate:7.1f} spawns/s"
+          f"   p50 {pct(raw_lat, 0.5):6.1f} ms   p95 {pct(raw_lat, 0.95):6.1f} ms")
+    print(f"ratio POD / raw throughput: {pod_rate / raw_rate:.2f}   (goal >= 0.5)")
+    print(f"mean single-execution latency: {statistics.mean(single) * 1000:.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m podnode.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--executions", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--nodes", type=int, default=3)
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="pod-bench-") as tmp:
+        with LocalCluster(Path(tmp) / "cluster", nodes=a.nodes) as cluster:
+            cluster.start(timeout_s=60)
+            print(f"cluster: {a.nodes} nodes, {cluster.status(cluster.nodes[0])['slots']['total']} slots each")
+            asyncio.run(bench(cluster.urls, Path(tmp), a.executions, a.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The `pod` command line, run as a real subprocess against real node processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from podnode.localcluster import get_json
+from tests.conftest import Client, approved, install_script, wait_until
+
+pytestmark = pytest.mark.integration
+
+GREET = install_script('echo "hello $1"\necho "input was ${#1} characters" >&2')
+FAIL3 = install_script('echo "partial output"\necho "something broke: $1" >&2\nexit 3')
+SLOW = install_script("for i in $(seq 1 120); do echo tick $i; sleep 0.5; done")
+
+
+def pod(*args: str, url: str | None = None, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    """Run `python -m podnode.cli [--url URL] ARGS...` and capture its output."""
+    cmd = [sys.executable, "-m", "podnode.cli", *(["--url", url] if url else []), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("POD_URL", None)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+
+
+@pytest.fixture(scope="module")
+def api(cluster) -> Client:
+    return Client(cluster.urls)
+
+
+@pytest.fixture(scope="module")
+def greet(api, scripts) -> str:
+    approved(api, "cli-greet", scripts.add("cli-greet.sh", GREET))
+    return "cli-greet"
+
+
+def test_activity_create_wait_is_approved(cluster, scripts):
+    url = scripts.add("cli-create.sh", GREET)
+    res = pod("activity", "create", "cli-create", "--script", url, "--wait", url=cluster.urls[0])
+    assert res.returncode == 0, res.stderr
+    assert "approved" in res.stdout
+    status = pod("activity", "status", "cli-create", url=cluster.urls[1])
+    assert status.returncode == 0 and "cli-create" in status.stdout and "approved" in status.stdout
+
+
+def test_activity_create_from_a_local_path(cluster, tmp_path):
+    script = tmp_path / "local.sh"
+    script.write_text(GREET)
+    res = pod("activity", "create", "cli-local", "--script", str(script), "--wait", url=cluster.urls[2])
+    assert res.returncode == 0, res.stderr
+    assert script.resolve().as_uri() in res.stdout
+
+
+def test_rejected_activity_exits_1_with_the_reason(cluster, scripts):
+    url = scripts.add("cli-broken.sh", "#!/usr/bin/env bash\necho 'no main here'\nexit 7\n")
+    res = pod("activity", "create", "cli-broken", "--script", url, "--wait", url=cluster.urls[0])
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "rejected" in res.stderr and res.stderr.startswith("pod: ")
+
+
+def test_run_wait_prints_output_and_exits_0(cluster, greet):
+    res = pod("run", greet, "world wide", "--wait", url=cluster.urls[1])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "hello world wide\n"
+    assert res.stderr == "input was 10 characters\n"
+
+
+def test_run_wait_passes_on_the_exit_code_and_stderr(cluster, api, scripts):
+    approved(api, "cli-fail3", scripts.add("cli-fail3.sh", FAIL3))
+    res = pod("run", "cli-fail3", "x", "--wait", url=cluster.urls[2])
+    assert res.returncode == 3
+    assert res.stdout == "partial output\n"
+    assert res.stderr == "something broke: x\n"
+
+
+def test_run_then_execution_status_wait_returns_the_output(cluster, greet):
+    res = pod("run", greet, "later", url=cluster.urls[0])
+    assert res.returncode == 0, res.stderr
+    exec_id = re.search(r"execution (\d+)", res.stdout).group(1)
+    status = pod("execution", "status", exec_id, "--wait", "20", url=cluster.urls[1])
+    assert status.returncode == 0, status.stderr
+    assert "finished" in status.stdout and "hello later" in status.stdout
+    gone = pod("execution", "status", exec_id, url=cluster.urls[1])  # reading an ended one deleted it
+    assert gone.returncode == 2 and gone.stderr.startswith("pod: ")
+
+
+def test_execution_terminate_a_long_running_one(cluster, api, scripts):
+    approved(api, "cli-slow", scripts.add("cli-slow.sh", SLOW))
+    res = pod("--json", "run", "cli-slow", url=cluster.urls[0])
+    assert res.returncode == 0, res.stderr
+    exec_id = str(json.loads(res.stdout)["execution"]["id"])
+    wait_until(lambda: api.ok("getExecutionStatus", executionId=exec_id)["execution"]["status"] == "in progress",
+               what="the slow execution to start")
+    term = pod("execution", "terminate", exec_id, url=cluster.urls[1])
+    assert term.returncode == 0, term.stderr
+    assert "terminated" in term.stdout
+    final = pod("run", "cli-slow", "--wait", "--timeout", "1", url=cluster.urls[0])  # another one: times out
+    assert final.returncode == 124 and "execution" in final.stderr
+    status = pod("execution", "status", exec_id, "--wait", "20", url=cluster.urls[2])
+    assert status.returncode == 0 and "terminated" in status.stdout and "tick 1" in status.stdout
+    other = re.search(r"execution (\d+)", final.stderr).group(1)
+    assert pod("execution", "terminate", other, url=cluster.urls[0]).returncode == 0
+
+
+def test_unknown_activity_is_exit_2_with_a_message(cluster):
+    res = pod("run", "no-such-activity", "--wait", url=cluster.urls[0])
+    assert res.returncode == 2
+    assert res.stderr.startswith("pod: ") and "no-such-activity" in res.stderr
+    assert res.stdout == ""
+
+
+def test_unreachable_url_is_exit_3():
+    res = pod("status", url=f"http://127.0.0.1:{_closed_port()}")
+    assert res.returncode == 3
+    assert res.stderr.startswith("pod: cannot reach http://127.0.0.1:")
+
+
+def test_status_shows_the_node_and_its_role(cluster):
+    leader = cluster.leader()
+    res = pod("status", url=leader.url)
+    assert res.returncode == 0, res.stderr
+    assert leader.node_id in res.stdout and "leader" in res.stdout
+    for node in cluster.nodes:
+        assert node.url in res.stdout  # the workers table
+
+
+# ---- pod up -------------------------------------------------------------------------------------------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_base(nodes: int) -> int:
+    for _ in range(200):
+        base = random.randint(20000, 40000 - 1000 - nodes)
+        if all(_port_free(base + i) and _port_free(base + 1000 + i) for i in range(nodes)):
+            return base
+    raise AssertionError("no free port range found")
+
+
+def _has_leader(url: str) -> bool:
+    try:
+        code, body = get_json(url + "/status", timeout_s=1.0)
+    except OSError:
+        return False
+    return code == 200 and bool(body.get("leader"))
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_pod_up_runs_a_cluster_until_ctrl_c(tmp_path: Path):
+    base = _free_base(3)
+    out = tmp_path / "up.out"
+    cmd = [sys.executable, "-m", "podnode.cli", "up", "--nodes", "3", "--port", str(base),
+           "--data-dir", str(tmp_path / "data"), "--slots", "1"]
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    node_pids: list[int] = []
+    try:
+        wait_until(lambda: "POD is up" in out.read_text(), timeout_s=60, what=f"pod up; output {out}")
+        urls = re.findall(r"^n\d+\s+(http://\S+)", out.read_text(), re.M)
+        assert urls == [f"http://127.0.0.1:{base + i}" for i in range(3)], out.read_text()
+        assert "(leader)" in out.read_text()
+        wait_until(lambda: all(_has_leader(u) for u in urls), timeout_s=30, what="every node to know a leader")
+        node_pids = [get_json(u + "/status")[1]["pid"] for u in urls]
+        clash = pod("up", "--nodes", "1", "--port", str(base), "--data-dir", str(tmp_path / "clash"))
+        assert clash.returncode == 2 and str(base) in clash.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, out.read_text()
+        ports = [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]
+        wait_until(lambda: all(_port_closed(p) for p in ports), timeout_s=10, what="the node ports to close")
+    finally:
+        _stop(proc, node_pids)
+
+
+def _stop(proc: subprocess.Popen, node_pids: list[int]) -> None:
+    """After a failure: ask `pod up` to stop its nodes, then make sure it and they are gone."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    for pid in node_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# ---- retries ------------------------------------------------------------------------------------------
+def test_run_retries_503_with_the_same_request_id():
+    """A stub node answers 503 twice, then accepts: the CLI retries with one requestId, so one execution."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    seen: list[dict] = []
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_POST(self):
+            form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"]))
+                                                  .decode()).items()}
+            seen.append(form)
+            busy = len(seen) <= 2
+            body = json.dumps({"error": "no leader yet"} if busy else {"execution": {
+                "id": 7, "stdin": form.get("input", ""), "status": "waiting", "activityId": 1,
+                "activityName": form["name"]}}).encode()
+            self.send_response(503 if busy else 200)
+            if busy:
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        res = pod("run", "greet", "in put", url=f"http://127.0.0.1:{server.server_address[1]}", timeout_s=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 0, res.stderr
+    assert "execution 7" in res.stdout
+    assert len(seen) == 3 and len({s["requestId"] for s in seen}) == 1
+    assert all(s["input"] == "in put" and s["action"] == "newExecution" for s in seen)
