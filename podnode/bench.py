@@ -89,6 +89,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> Non
     main.parent.mkdir()
     main.write_text(MAIN)
     main.chmod(0o755)
+    _same_child_watcher()
     raw_elapsed, raw_lat = await run_pool(n, concurrency, lambda i: raw_spawn(main, i))
     pod_rate, raw_rate = n / elapsed, n / raw_elapsed
     print(f"idle cluster, one at a time : p50 {pct(single, 0.5):6.1f} ms   p95 {pct(single, 0.95):6.1f} ms"
@@ -106,12 +107,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--executions", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--slots", type=int, default=None, help="slots per node (default: the CPU count)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pod-bench-") as tmp:
-        with LocalCluster(Path(tmp) / "cluster", nodes=a.nodes) as cluster:
+        with LocalCluster(Path(tmp) / "cluster", nodes=a.nodes, slots=a.slots) as cluster:
             cluster.start(timeout_s=60)
             print(f"cluster: {a.nodes} nodes, {cluster.status(cluster.nodes[0])['slots']['total']} slots each")
             asyncio.run(bench(cluster.urls, Path(tmp), a.executions, a.concurrency))
+
+
+def _same_child_watcher() -> None:
+    """Give the raw spawn the same pidfd child watcher the nodes use, so the comparison is fair."""
+    from .node import _use_pidfd_child_watcher
+    _use_pidfd_child_watcher(asyncio.get_running_loop())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,17 @@
-"""Wake asyncio waiters when the replicated state changes (notified from the Raft thread)."""
+"""Wake asyncio waiters when the replicated state changes (notified from the Raft thread).
+
+Two kinds of waiter: the agent and the manager wake on any change; a client waiting for one execution
+wakes only when that execution changes, so many waiting clients cost nothing per unrelated commit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+from typing import Iterable
+
+ALL = object()  # marker: everything may have changed (a snapshot was loaded)
 
 
 class Changes:
@@ -11,10 +19,16 @@ class Changes:
         self._loop = loop
         self._event = asyncio.Event()
         self._scheduled = False
+        self._touched: collections.deque = collections.deque()  # appended by the Raft thread
+        self._execution_waiters: dict[int, list[asyncio.Future]] = {}
         self.version = 0
 
-    def notify_threadsafe(self) -> None:
-        """Called from any thread; coalesces bursts into one wake-up."""
+    def notify_threadsafe(self, touched: Iterable[int] | None = ()) -> None:
+        """Called from any thread; coalesces bursts into one wake-up. touched=None: wake every waiter."""
+        if touched is None:
+            self._touched.append(ALL)
+        else:
+            self._touched.extend(touched)
         if not self._scheduled:
             self._scheduled = True
             try:
@@ -27,9 +41,30 @@ class Changes:
         self.version += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
+        while self._touched:
+            item = self._touched.popleft()
+            ids = list(self._execution_waiters) if item is ALL else [item]
+            for exec_id in ids:
+                for fut in self._execution_waiters.pop(exec_id, []):
+                    if not fut.done():
+                        fut.set_result(None)
 
     async def wait(self, timeout_s: float) -> None:
         """Return at the next change, or after timeout_s."""
         event = self._event
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
+
+    async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
+        """Return when execution `exec_id` changes, or after timeout_s."""
+        fut = self._loop.create_future()
+        self._execution_waiters.setdefault(exec_id, []).append(fut)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(fut, timeout_s)
+        finally:
+            waiters = self._execution_waiters.get(exec_id)
+            if waiters is not None and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._execution_waiters[exec_id]

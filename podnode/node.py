@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any, Callable, TypeVar
 
@@ -217,7 +218,21 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     )
 
 
+def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
+    """Python 3.11 waits for each child in a thread of its own; a pidfd watcher needs none (3.12+ does this)."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    asyncio.set_child_watcher(watcher)
+    watcher.attach_loop(loop)
+
+
 async def serve(cfg: NodeConfig) -> None:
+    _use_pidfd_child_watcher(asyncio.get_running_loop())
     node = PodNode(cfg)
     await node.start()
     stop = asyncio.Event()

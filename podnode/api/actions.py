@@ -80,7 +80,7 @@ async def _wait_for_end(node: PodNode, exec_id: int, record: dict, wait_s: float
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while (record["status"] not in TERMINAL or record.get("outputPending")) and loop.time() < deadline:
-        await node.changes.wait(deadline - loop.time())
+        await node.changes.wait_execution(exec_id, deadline - loop.time())
         fresh = node.read(lambda s: s.execution(exec_id))
         if fresh is None:
             raise NotFound(missing_execution(exec_id)["message"])

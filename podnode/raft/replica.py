@@ -38,7 +38,7 @@ class RaftTiming:
 
 class Replica(SyncObj):
     def __init__(self, *, self_addr: str, peers: list[str], data_dir: str, password: str | None,
-                 timing: RaftTiming, on_change: Callable[[], None], bind_address: str | None = None):
+                 timing: RaftTiming, on_change: Callable[[set[int] | None], None], bind_address: str | None = None):
         # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.
         self.state = State()
         self.lock = threading.RLock()
@@ -74,8 +74,9 @@ class Replica(SyncObj):
             return {"error": "bad_request", "message": f"undecodable command: {exc!r}"}
         with self.lock:
             result = self.state.apply(cmd)
+            touched, self.state.touched = self.state.touched, set()
         try:
-            self._on_change()
+            self._on_change(touched)
         except Exception:
             log.exception("change notification failed")
         return result
@@ -101,7 +102,7 @@ class Replica(SyncObj):
             data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
         with self.lock:
             self.state.load_dict(data["state"])
-        self._on_change()
+        self._on_change(None)  # everything may have changed
         return tuple(data["last"]), tuple(data["prev"]), [TCPNode(n) for n in data["cluster"]]
 
     # ---- read side --------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ bad entry can never wedge the Raft log. The class does no I/O and is tested with
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any, Callable
 
@@ -70,6 +69,8 @@ class State:
         self.next_activity_id = 1
         self.next_execution_id = 1
         self.applied = 0
+        # Executions changed since the owner last took this set (not replicated state: a wake-up hint).
+        self.touched: set[int] = set()
         self._handlers: dict[str, Callable[[dict], Result]] = {
             C.NODE_UP: self._node_up,
             C.ACTIVITY_NEW: self._activity_new,
@@ -291,6 +292,7 @@ class State:
         return {"ok": True, "execution": dict(execution)}
 
     def _set_exec_status(self, execution: dict, status: str) -> None:
+        self.touched.add(execution["id"])
         if not can_move(EXECUTION_TRANSITIONS, execution["status"], status):
             raise ValueError(f"execution {execution['id']}: {execution['status']} -> {status} not allowed")
         execution["status"] = status
@@ -375,6 +377,7 @@ class State:
                 stderrTruncated=bool(report.get("stderrTruncated")),
             )
             accepted.append(report["id"])
+            self.touched.add(report["id"])
         return {"ok": True, "accepted": accepted, "ignored": ignored}
 
     def _exec_terminate(self, cmd: dict) -> Result:
@@ -393,6 +396,7 @@ class State:
         if execution["status"] not in TERMINAL:
             return refuse("conflict", f"Execution {cmd['id']} has not ended yet")
         del self.executions[cmd["id"]]
+        self.touched.add(cmd["id"])
         return {"ok": True, "execution": execution}
 
     def _exec_expire(self, cmd: dict) -> Result:
@@ -406,6 +410,7 @@ class State:
             execution = self.executions.get(exec_id)
             if execution is not None and execution["status"] in TERMINAL:
                 del self.executions[exec_id]
+                self.touched.add(exec_id)
                 expired.append(exec_id)
         for rid in old_rids:
             del self.request_ids[rid]
@@ -414,7 +419,7 @@ class State:
     # ---- views ----------------------------------------------------------------------------------
     def execution(self, exec_id: int) -> dict[str, Any] | None:
         execution = self.executions.get(exec_id)
-        return copy.deepcopy(execution) if execution is not None else None
+        return dict(execution) if execution is not None else None  # values are scalars
 
     def activity(self, name: str) -> dict[str, Any] | None:
         activity = self.activities.get(name)
