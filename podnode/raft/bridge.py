@@ -51,7 +51,9 @@ class CommandBridge:
     async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
         """Commit one command and return the state machine's result (a refusal is returned, not raised)."""
         if self._replica.leader_addr() is None:
-            raise self._unavailable("no leader is elected yet")
+            raise self._unavailable("no leader is elected yet; nothing was changed")
+        if not self._replica.has_quorum():
+            raise self._unavailable("this node reaches no majority of the cluster; nothing was changed")
         fut = self._loop.create_future()
         self._pending.append((cmd, fut))
         self._kick()
@@ -87,7 +89,9 @@ class CommandBridge:
     def _expire(self, token: int) -> None:
         futs = self._inflight.pop(token, None)
         if futs is not None:
-            self._fail(futs, self._unavailable(f"no commit within {self._timeout_s:g} s"))
+            self._fail(futs, self._unavailable(
+                f"no commit within {self._timeout_s:g} s; it may still be applied, so check before "
+                "repeating it (newExecution: retry with the same requestId)"))
             self._kick()
 
     def _done(self, token: int, single: bool, res: Any, err: int, why: str | None = None) -> None:

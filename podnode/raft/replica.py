@@ -110,6 +110,10 @@ class Replica(SyncObj):
         leader = self._getLeader()
         return None if leader is None else str(leader.id if hasattr(leader, "id") else leader)
 
+    def has_quorum(self) -> bool:
+        """Does this node reach a majority of the voters (itself included)?"""
+        return bool(self.hasQuorum)
+
     def is_leader(self) -> bool:
         return self._isLeader()
 

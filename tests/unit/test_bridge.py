@@ -30,9 +30,13 @@ class FakeReplica:
         self.state = State()
         self.calls: list[tuple[bytes, Any]] = []
         self.fail_with: Exception | None = None
+        self.quorum = True
 
     def leader_addr(self) -> str | None:
         return self.leader
+
+    def has_quorum(self) -> bool:
+        return self.quorum
 
     def apply_command(self, payload: bytes, callback=None) -> None:
         if self.fail_with is not None:
@@ -93,6 +97,17 @@ async def test_no_leader_fails_fast(loop_errors):
         await asyncio.wait_for(bridge.submit(node_up("n1")), 1.0)
     assert "no leader" in info.value.message
     assert info.value.retry_after_s == 1.0
+    assert replica.calls == []
+    assert loop_errors == []
+
+
+async def test_no_quorum_fails_fast_and_sends_nothing(loop_errors):
+    replica = FakeReplica()
+    replica.quorum = False
+    bridge = make_bridge(replica)
+    with pytest.raises(Unavailable) as info:
+        await asyncio.wait_for(bridge.submit(node_up("n1")), 1.0)
+    assert "majority" in info.value.message and "nothing was changed" in info.value.message
     assert replica.calls == []
     assert loop_errors == []
 
