@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from typing import Iterable
 
 ALL = object()  # marker: everything may have changed (a snapshot was loaded)
@@ -50,18 +49,23 @@ class Changes:
                         fut.set_result(None)
 
     async def wait(self, timeout_s: float) -> None:
-        """Return at the next change, or after timeout_s."""
-        event = self._event
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        """Return at the next change, or after timeout_s.
+
+        asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as
+        the inner wait completes, which left a stopping node looping forever.
+        """
+        task = asyncio.ensure_future(self._event.wait())
+        try:
+            await asyncio.wait({task}, timeout=timeout_s)
+        finally:
+            task.cancel()
 
     async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
         """Return when execution `exec_id` changes, or after timeout_s."""
         fut = self._loop.create_future()
         self._execution_waiters.setdefault(exec_id, []).append(fut)
         try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(fut, timeout_s)
+            await asyncio.wait({fut}, timeout=timeout_s)
         finally:
             waiters = self._execution_waiters.get(exec_id)
             if waiters is not None and fut in waiters:

@@ -64,7 +64,7 @@ class PodNode:
         self.manager = Manager(cfg, self.replica, self.bridge, self.changes)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0))
         line_cap = 4 * cfg.max_input_bytes + 8192
-        self._runner = web.AppRunner(build_app(self), access_log=None,
+        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0,
                                      max_line_size=line_cap, max_field_size=line_cap)
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
@@ -75,15 +75,21 @@ class PodNode:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+        if stuck:
+            log.error("tasks did not stop within 5 s: %s", [t.get_name() for t in stuck])
+        log.info("stopping: executions")
         with contextlib.suppress(Exception):
             await self.agent.shutdown()
+        log.info("stopping: HTTP")
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
         self.bridge.fail_all()
+        log.info("stopping: Raft")
         await asyncio.to_thread(self.replica.destroy_synchronous)
+        log.info("stopped")
 
     # ---- reads ------------------------------------------------------------------------------------
     def read(self, fn: Callable[[State], T]) -> T:
