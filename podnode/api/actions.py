@@ -24,6 +24,8 @@ Action = Callable[["PodNode", Params], Awaitable[dict[str, Any]]]
 async def new_activity(node: PodNode, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     url = P.required(p, "installationScriptLocation").strip()
+    if len(url) > P.MAX_URL_CHARS:
+        raise BadRequest(f"installationScriptLocation is longer than {P.MAX_URL_CHARS} characters")
     try:
         check_script_url(url, allow_file_urls=bool(node.cfg.allow_file_urls))
     except ValueError as exc:
@@ -96,8 +98,12 @@ async def terminate_execution(node: PodNode, p: Params) -> dict[str, Any]:
 
 async def get_all_executions(node: PodNode, p: Params) -> dict[str, Any]:
     records = node.read(lambda s: [s.execution(i) for i in sorted(s.executions)])
-    return {"executions": [views.execution(r, output=("", "")) | {"stdout": None, "stderr": None}
-                           for r in records]}
+    listed = []
+    for record in records:  # without output: read an execution for that
+        view = views.execution(record)
+        del view["stdout"], view["stderr"]
+        listed.append(view)
+    return {"executions": listed}
 
 
 async def get_workers(node: PodNode, p: Params) -> dict[str, Any]:

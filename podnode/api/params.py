@@ -10,6 +10,7 @@ from ..config import NAME_PATTERN
 from ..errors import BadRequest, TooLarge
 
 _NAME = re.compile(NAME_PATTERN)
+MAX_URL_CHARS = 2048
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 

@@ -97,6 +97,8 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(client, scripts, cluste
         ({"action": "newActivity", "name": "a" * 65, "installationScriptLocation": url}, 400, "Invalid"),
         ({"action": "newActivity", "name": "x1", "installationScriptLocation": "ftp://h/x"}, 400, "scheme"),
         ({"action": "newActivity", "name": "x2", "installationScriptLocation": "javascript:alert(1)"}, 400, ""),
+        ({"action": "newActivity", "name": "x3", "installationScriptLocation": "http://h/" + "a" * 3000}, 400,
+         "longer than"),
         ({"action": "newActivity", "name": "badinput", "installationScriptLocation": url}, 409, "already exists"),
         ({"action": "getActivityStatus", "name": "nope"}, 404, "doesn't exist"),
         ({"action": "deleteActivity", "name": "nope"}, 404, "doesn't exist"),
