@@ -1,0 +1,101 @@
+"""A real (single-member) pysyncobj replica: the msgpack snapshot and the journal bring the state back."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from pysyncobj import FAIL_REASON
+
+from podnode.localcluster import free_port
+from podnode.raft import commands as C
+from podnode.raft.replica import RaftTiming, Replica
+
+from ..conftest import wait_until
+
+
+def _replica(data_dir: str, port: int, changes: list) -> Replica:
+    return Replica(self_addr=f"127.0.0.1:{port}", peers=[], data_dir=data_dir, password=None,
+                   timing=RaftTiming(), on_change=lambda touched: changes.append(touched))
+
+
+def _apply(replica: Replica, cmd: dict) -> dict:
+    done = threading.Event()
+    box: dict = {}
+
+    def cb(res, err):
+        box.update(res=res, err=err)
+        done.set()
+    replica.apply_command(C.encode(cmd), callback=cb)
+    assert done.wait(10), "no commit within 10 s"
+    assert box["err"] == FAIL_REASON.SUCCESS, box
+    return box["res"]
+
+
+def _fill(replica: Replica) -> None:
+    now = time.time()
+    _apply(replica, {"t": C.NODE_UP, "node": "n1", "raftAddr": "127.0.0.1:1", "httpUrl": "http://x",
+                     "slots": 1, "now": now})
+    _apply(replica, {"t": C.ACTIVITY_NEW, "name": "a", "url": "http://x/a.sh", "now": now})
+    _apply(replica, {"t": C.INSTALL_ASSIGN, "assignments": [["a", "n1"]], "now": now})
+    _apply(replica, {"t": C.INSTALL_DONE, "name": "a", "node": "n1", "ok": True, "now": now})
+    for i in range(3):
+        _apply(replica, {"t": C.EXEC_NEW, "name": "a", "input": f"in{i}", "now": now})
+    _apply(replica, {"t": C.EXEC_PLACE, "placements": [[1, "n1"]], "now": now})
+    _apply(replica, {"t": C.EXEC_FINISH, "now": now, "reports": [
+        {"id": 1, "attempt": 1, "node": "n1", "exitCode": 0, "stdout": "out\x00ü", "stderr": ""}]})
+
+
+def _check(state) -> None:
+    assert state.activities["a"]["status"] == "approved"
+    assert state.executions[1]["status"] == "finished" and state.executions[1]["stdout"] == "out\x00ü"
+    assert [state.executions[i]["status"] for i in (2, 3)] == ["waiting", "waiting"]
+    assert state.next_execution_id == 4
+
+
+def _restart_and_check(tmp_path, port, before: dict) -> None:
+    changes: list = []
+    again = _replica(str(tmp_path), port, changes)
+    try:
+        def restored() -> bool:  # the journal is replayed entry by entry: wait for all of it
+            with again.lock:
+                return {k: v for k, v in again.state.to_dict().items() if k != "applied"} == before
+        wait_until(restored, timeout_s=15, what="state restored")
+        with again.lock:
+            _check(again.state)
+        # And it keeps working after the restart.
+        wait_until(again.is_leader, timeout_s=15, what="re-elected")
+        res = _apply(again, {"t": C.EXEC_NEW, "name": "a", "input": "after", "now": time.time()})
+        assert res["execution"]["id"] == 4
+    finally:
+        again.destroy_synchronous()
+
+
+def test_journal_alone_restores_the_state(tmp_path):
+    port = free_port()
+    first = _replica(str(tmp_path), port, [])
+    try:
+        wait_until(first.is_leader, timeout_s=15, what="single member elected")
+        _fill(first)
+        with first.lock:
+            before = {k: v for k, v in first.state.to_dict().items() if k != "applied"}
+    finally:
+        first.destroy_synchronous()
+    assert not os.path.exists(tmp_path / "raft.snapshot")
+    _restart_and_check(tmp_path, port, before)
+
+
+def test_snapshot_restores_the_state(tmp_path):
+    port = free_port()
+    first = _replica(str(tmp_path), port, [])
+    try:
+        wait_until(first.is_leader, timeout_s=15, what="single member elected")
+        _fill(first)
+        first.forceLogCompaction()
+        wait_until(lambda: os.path.exists(tmp_path / "raft.snapshot"), timeout_s=15, what="snapshot written")
+        with first.lock:
+            before = {k: v for k, v in first.state.to_dict().items() if k != "applied"}
+    finally:
+        first.destroy_synchronous()
+    _restart_and_check(tmp_path, port, before)
