@@ -20,7 +20,6 @@ class Changes:
         self._scheduled = False
         self._touched: collections.deque = collections.deque()  # appended by the Raft thread
         self._execution_waiters: dict[int, list[asyncio.Future]] = {}
-        self.version = 0
 
     def notify_threadsafe(self, touched: Iterable[int] | None = ()) -> None:
         """Called from any thread; coalesces bursts into one wake-up. touched=None: wake every waiter."""
@@ -37,7 +36,6 @@ class Changes:
 
     def _fire(self) -> None:
         self._scheduled = False
-        self.version += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
         while self._touched:

@@ -68,7 +68,6 @@ class State:
         self.request_ids: dict[str, list] = {}
         self.next_activity_id = 1
         self.next_execution_id = 1
-        self.applied = 0
         # Executions changed since the owner last took this set (not replicated state: a wake-up hint).
         self.touched: set[int] = set()
         self._handlers: dict[str, Callable[[dict], Result]] = {
@@ -90,7 +89,7 @@ class State:
 
     # ---- snapshot -------------------------------------------------------------------------------
     _FIELDS = ("activities", "installations", "executions", "nodes", "request_ids",
-               "next_activity_id", "next_execution_id", "applied")
+               "next_activity_id", "next_execution_id")
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._FIELDS}
@@ -103,7 +102,6 @@ class State:
     # ---- entry point ----------------------------------------------------------------------------
     def apply(self, cmd: Any) -> Result:
         """Apply one command. Never raises: bad input and internal faults become recorded refusals."""
-        self.applied += 1
         if not isinstance(cmd, dict) or not isinstance(cmd.get("t"), str):
             return refuse("bad_request", "malformed command")
         handler = self._handlers.get(cmd["t"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -54,14 +55,30 @@ def _check(state) -> None:
     assert state.next_execution_id == 4
 
 
-def _restart_and_check(tmp_path, port, before: dict) -> None:
-    changes: list = []
-    again = _replica(str(tmp_path), port, changes)
+def _state_data(replica: Replica) -> dict:
+    with replica.lock:
+        return copy.deepcopy(replica.state.to_dict())
+
+
+def _first_run(tmp_path, port: int, *, snapshot: bool) -> dict:
+    """Fill a fresh replica (snapshotting it if asked), stop it, and return the state it had."""
+    first = _replica(str(tmp_path), port, [])
     try:
-        def restored() -> bool:  # the journal is replayed entry by entry: wait for all of it
-            with again.lock:
-                return {k: v for k, v in again.state.to_dict().items() if k != "applied"} == before
-        wait_until(restored, timeout_s=15, what="state restored")
+        wait_until(first.is_leader, timeout_s=15, what="single member elected")
+        _fill(first)
+        if snapshot:
+            first.forceLogCompaction()
+            wait_until(lambda: os.path.exists(tmp_path / "raft.snapshot"), timeout_s=15, what="snapshot written")
+        return _state_data(first)
+    finally:
+        first.destroy_synchronous()
+
+
+def _restart_and_check(tmp_path, port, before: dict) -> None:
+    again = _replica(str(tmp_path), port, [])
+    try:
+        # The journal is replayed entry by entry: wait for all of it.
+        wait_until(lambda: _state_data(again) == before, timeout_s=15, what="state restored")
         with again.lock:
             _check(again.state)
         # And it keeps working after the restart.
@@ -74,28 +91,12 @@ def _restart_and_check(tmp_path, port, before: dict) -> None:
 
 def test_journal_alone_restores_the_state(tmp_path):
     port = free_port()
-    first = _replica(str(tmp_path), port, [])
-    try:
-        wait_until(first.is_leader, timeout_s=15, what="single member elected")
-        _fill(first)
-        with first.lock:
-            before = {k: v for k, v in first.state.to_dict().items() if k != "applied"}
-    finally:
-        first.destroy_synchronous()
+    before = _first_run(tmp_path, port, snapshot=False)
     assert not os.path.exists(tmp_path / "raft.snapshot")
     _restart_and_check(tmp_path, port, before)
 
 
 def test_snapshot_restores_the_state(tmp_path):
     port = free_port()
-    first = _replica(str(tmp_path), port, [])
-    try:
-        wait_until(first.is_leader, timeout_s=15, what="single member elected")
-        _fill(first)
-        first.forceLogCompaction()
-        wait_until(lambda: os.path.exists(tmp_path / "raft.snapshot"), timeout_s=15, what="snapshot written")
-        with first.lock:
-            before = {k: v for k, v in first.state.to_dict().items() if k != "applied"}
-    finally:
-        first.destroy_synchronous()
+    before = _first_run(tmp_path, port, snapshot=True)
     _restart_and_check(tmp_path, port, before)

@@ -75,9 +75,7 @@ def refused(state: State, cmd: Any, kind: str) -> dict:
 
 
 def snapshot(state: State) -> dict:
-    data = copy.deepcopy(state.to_dict())
-    data.pop("applied")
-    return data
+    return copy.deepcopy(state.to_dict())
 
 
 def approved_state(nodes: dict[str, int] | None = None, name: str = "act") -> State:
@@ -635,7 +633,6 @@ def test_malformed_commands_are_refused_without_raising_or_changing_state():
     for cmd in MALFORMED:
         state = busy_state()
         before = snapshot(state)
-        applied = state.applied
         try:
             result = state.apply(copy.deepcopy(cmd))
         except Exception as exc:  # pragma: no cover - the point of the test
@@ -643,7 +640,6 @@ def test_malformed_commands_are_refused_without_raising_or_changing_state():
         assert isinstance(result, dict) and "error" in result, (cmd, result)
         assert isinstance(result.get("message"), str), (cmd, result)
         assert snapshot(state) == before, f"refused command {cmd!r} changed the state"
-        assert state.applied == applied + 1
 
 
 def test_malformed_commands_inside_a_batch():
