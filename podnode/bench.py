@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _same_child_watcher() -> None:
     """Give the raw spawn the same pidfd child watcher the nodes use, so the comparison is fair."""
-    from .node import _use_pidfd_child_watcher
-    _use_pidfd_child_watcher(asyncio.get_running_loop())
+    from .node import use_pidfd_child_watcher
+    use_pidfd_child_watcher(asyncio.get_running_loop())
 
 
 if __name__ == "__main__":

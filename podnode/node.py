@@ -224,7 +224,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     )
 
 
-def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
+def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """Python 3.11 waits for each child in a thread of its own; a pidfd watcher needs none (3.12+ does this)."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
@@ -238,7 +238,7 @@ def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def serve(cfg: NodeConfig) -> None:
-    _use_pidfd_child_watcher(asyncio.get_running_loop())
+    use_pidfd_child_watcher(asyncio.get_running_loop())
     node = PodNode(cfg)
     await node.start()
     stop = asyncio.Event()
