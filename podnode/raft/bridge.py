@@ -81,7 +81,7 @@ class CommandBridge:
 
             self._loop.call_later(self._timeout_s, self._expire, token)
             try:
-                self._replica.apply_command(payload, callback=on_result)
+                self._replica.submit(payload, on_result)
             except Exception as exc:  # never leave futures hanging
                 log.exception("could not hand a command to Raft")
                 self._done(token, single, None, -1, repr(exc))

@@ -7,6 +7,7 @@ pickle of Python objects. Reads from other threads take `lock`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -16,12 +17,16 @@ from typing import Any, Callable
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
+from pysyncobj.poller import POLL_EVENT_TYPE
 
 from . import commands as C
 from .state import State
 
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
+# Coalescing AppendEntries reaches two private members of pysyncobj 0.3 (pinned below 0.4 in
+# pyproject.toml); without them, fall back to its unbatched mode.
+COALESCE = hasattr(SyncObj, "_SyncObj__sendAppendEntries") and hasattr(SyncObj, "_SyncObj__getCurrentLogIndex")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +55,9 @@ class Replica(SyncObj):
             fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
             serializer=self._save_snapshot,
             deserializer=self._load_snapshot,
-            appendEntriesUseBatch=False,      # send each entry at once: latency over throughput per entry
+            # AppendEntries go out once per Raft tick, carrying everything new (see _after_tick), instead
+            # of pysyncobj's unbatched mode, which sends one message per peer per command and per apply.
+            appendEntriesUseBatch=COALESCE,
             appendEntriesPeriod=timing.heartbeat_s,
             raftMinTimeout=timing.election_min_s,
             raftMaxTimeout=timing.election_max_s,
@@ -63,7 +70,47 @@ class Replica(SyncObj):
             dynamicMembershipChange=True,
             bindAddress=bind_address,
         )
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_subscribed = False
+        self._sent = (0, 0)  # (last log index, commit index) the leader last sent its peers
         super().__init__(self_addr, peers, conf)
+        if COALESCE:
+            self.addOnTickCallback(self._after_tick)
+
+    def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
+        """Hand a command to Raft from any thread, and wake the Raft thread to send it now."""
+        self.apply_command(payload, callback=callback)
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+
+    def _drain_wake(self, fd: int, events: int) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _after_tick(self) -> None:
+        """Raft thread, end of every tick: send new entries or a new commit index to the peers at once."""
+        if not self._wake_subscribed:
+            self._poller.subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
+            self._wake_subscribed = True
+        if not self._isLeader():
+            return
+        now = (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex)
+        if now != self._sent:
+            self._sent = now
+            self._SyncObj__sendAppendEntries()
+
+    def destroy_synchronous(self) -> None:
+        super().destroy_synchronous()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @replicated
     def apply_command(self, payload: bytes) -> dict[str, Any]:

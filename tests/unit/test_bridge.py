@@ -1,6 +1,6 @@
 """Tests for podnode.raft.bridge: group commit from asyncio into Raft.
 
-The Replica is replaced at the pysyncobj boundary by a small fake that records apply_command() calls and
+The Replica is replaced at the pysyncobj boundary by a small fake that records submit() calls and
 answers them, when the test says so, from another thread as pysyncobj does.
 """
 
@@ -23,7 +23,7 @@ _APPLY = object()
 
 
 class FakeReplica:
-    """Stands in for Replica: a leader address and apply_command(payload, callback=...)."""
+    """Stands in for Replica: a leader address and submit(payload, callback)."""
 
     def __init__(self, leader: str | None = "127.0.0.1:4000"):
         self.leader = leader
@@ -38,7 +38,7 @@ class FakeReplica:
     def has_quorum(self) -> bool:
         return self.quorum
 
-    def apply_command(self, payload: bytes, callback=None) -> None:
+    def submit(self, payload: bytes, callback=None) -> None:
         if self.fail_with is not None:
             raise self.fail_with
         assert isinstance(payload, bytes)
