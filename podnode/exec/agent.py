@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -30,7 +29,6 @@ class Agent:
         self.changes = changes
         self.node = cfg.node_id
         self.activities_dir = Path(cfg.data_dir) / "activities"
-        self.outputs_dir = Path(cfg.data_dir) / "executions"
         self.runs: dict[int, ExecutionRun] = {}
         self.done: set[tuple[int, int]] = set()
         self.installing: set[str] = set()
@@ -92,7 +90,7 @@ class Agent:
         run = ExecutionRun(
             execution_id=exec_id, attempt=attempt, activity=record["activityName"],
             activity_dir=self.activities_dir / record["activityName"],
-            output_dir=self.outputs_dir / f"{exec_id}-{attempt}", input=record["stdin"],
+            input=record["stdin"],
             output_cap_bytes=self.cfg.output_cap_bytes, kill_grace_s=self.cfg.kill_grace_s,
         )
         self.runs[exec_id] = run
@@ -129,17 +127,12 @@ class Agent:
                 try:
                     await self.bridge.submit({"t": C.EXEC_FINISH, "reports": reports, "now": time.time()})
                     backoff = 0.1
-                    for r in reports:
-                        self._discard_output(r["id"], r["attempt"])
                 except Unavailable as exc:
                     log.warning("could not report %d results yet: %s", len(reports), exc)
                     self._reports[:0] = reports
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
             self.changes.notify_threadsafe()
-
-    def _discard_output(self, exec_id: int, attempt: int) -> None:
-        shutil.rmtree(self.outputs_dir / f"{exec_id}-{attempt}", ignore_errors=True)
 
     # ---- activities -------------------------------------------------------------------------------
     async def _install(self, activity: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ def make_activity(tmp_path: Path, body: str, *, shebang: bool = True) -> Path:
 def make_run(tmp_path: Path, adir: Path, input: str = "", **kw) -> ExecutionRun:
     params = dict(
         execution_id=7, attempt=2, activity="demo", activity_dir=adir,
-        output_dir=tmp_path / "out", input=input, output_cap_bytes=1000,
+        input=input, output_cap_bytes=1000,
         kill_grace_s=0.5,
     )
     params.update(kw)
@@ -61,7 +61,6 @@ async def test_echo_input_exit_zero(tmp_path: Path) -> None:
     assert res.stderr == ""
     assert res.error is None and not res.terminated
     assert not res.stdout_truncated and not res.stderr_truncated
-    assert (tmp_path / "out" / "stdout").read_text() == "got:hello\n"
 
 
 async def test_nonzero_exit(tmp_path: Path) -> None:
@@ -104,7 +103,6 @@ async def test_stderr_flood_is_drained_and_truncated(tmp_path: Path) -> None:
     assert res.exit_code == 0
     assert res.stdout == "done\n" and not res.stdout_truncated
     assert res.stderr == "x" * 5000 and res.stderr_truncated
-    assert (tmp_path / "out" / "stderr").stat().st_size == 5000
 
 
 async def test_read_output_while_running_then_terminate(tmp_path: Path) -> None:
