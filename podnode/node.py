@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 import aiohttp
 from aiohttp import web
 
-from . import __version__
+from . import __version__, scheduler
 from .api.app import build_app
 from .changes import Changes
 from .config import NodeConfig
@@ -128,6 +128,16 @@ class PodNode:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             log.info("could not read live output of %s from %s", record["id"], worker)
             return "", ""
+
+    def propose_placement(self, activity: str) -> str | None:
+        """A node for a new execution to start on at once, as this node sees the cluster (see scheduler)."""
+        with self.replica.lock:
+            return scheduler.place_new(self.replica.state, activity, live_nodes=self.manager.live_nodes(),
+                                       prefer=self.replica_leader_node())
+
+    def replica_leader_node(self) -> str | None:
+        addr = self.replica.leader_addr()
+        return next((n for n, rec in self.replica.state.nodes.items() if rec["raftAddr"] == addr), None)
 
     def check_peer_secret(self, request: web.Request) -> None:
         if self.cfg.secret and not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self.cfg.secret):

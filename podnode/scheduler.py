@@ -66,11 +66,9 @@ def plan_placements(state: State, live: list[str], busy: dict[str, int],
         return placements
     waiting = sorted(i for i, e in state.executions.items() if e["status"] == WAITING)
     for exec_id in waiting:
-        installs = state.installations.get(state.executions[exec_id]["activityName"], {})
-        candidates = [n for n in free if installs.get(n, {}).get("status") == INSTALLED]
-        if not candidates:
+        node = _best_node(state, state.executions[exec_id]["activityName"], free, prefer)
+        if node is None:
             continue
-        node = min(candidates, key=lambda n: _rank(n, free[n], prefer))
         placements.append([exec_id, node])
         free[node] -= 1
         if free[node] == 0:
@@ -78,6 +76,22 @@ def plan_placements(state: State, live: list[str], busy: dict[str, int],
             if not free:
                 break
     return placements
+
+
+def _best_node(state: State, activity: str, free: dict[str, int], prefer: str | None) -> str | None:
+    installs = state.installations.get(activity, {})
+    candidates = [n for n in free if installs.get(n, {}).get("status") == INSTALLED]
+    return min(candidates, key=lambda n: _rank(n, free[n], prefer)) if candidates else None
+
+
+def place_new(state: State, activity: str, *, live_nodes: Iterable[str], prefer: str | None = None) -> str | None:
+    """Where a new execution should start at once, proposed with newExecution itself so that an idle
+    cluster needs no separate placement entry; None when it must queue (the state re-checks either way)."""
+    if any(e["status"] == WAITING for e in state.executions.values()):
+        return None  # first in, first out: the queue goes first
+    busy = state.busy_slots()
+    free = {n: state.nodes[n]["slots"] - busy.get(n, 0) for n in live_nodes if n in state.nodes}
+    return _best_node(state, activity, {n: f for n, f in free.items() if f > 0}, prefer)
 
 
 def plan_expiry(state: State, now: float, policy: Policy) -> dict[str, Any] | None:

@@ -52,7 +52,7 @@ async def delete_activity(node: PodNode, p: Params) -> dict[str, Any]:
 async def new_execution(node: PodNode, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     cmd = {"t": C.EXEC_NEW, "name": name, "input": P.execution_input(p, node.cfg.max_input_bytes),
-           "requestId": P.request_id(p), "now": time.time()}
+           "requestId": P.request_id(p), "now": time.time(), "node": node.propose_placement(name)}
     result = await node.bridge.submit_ok(cmd)
     return {"execution": views.execution_summary(result["execution"])}
 

@@ -287,6 +287,10 @@ class State:
             execution["requestId"] = request_id
             self.request_ids[request_id] = [exec_id, now]
         self.executions[exec_id] = execution
+        node = cmd.get("node")
+        if node is not None and not any(e["status"] == WAITING for i, e in self.executions.items() if i != exec_id):
+            # The proposer's placement, checked like any other; never ahead of executions already queued.
+            self._place(execution, node, self.busy_slots(), now)
         return {"ok": True, "execution": dict(execution)}
 
     def _set_exec_status(self, execution: dict, status: str) -> None:
@@ -321,16 +325,21 @@ class State:
         placed, refused = [], []
         now, placements = cmd["now"], _pairs(cmd.get("placements"))
         for exec_id, node in placements:
-            execution = self.executions.get(exec_id)
-            why = self._why_not_place(execution, node, busy)
+            why = self._place(self.executions.get(exec_id), node, busy, now)
             if why:
                 refused.append([exec_id, why])
-                continue
+            else:
+                placed.append(exec_id)
+        return {"ok": True, "placed": placed, "refused": refused}
+
+    def _place(self, execution: dict | None, node: str, busy: dict[str, int], now: float) -> str | None:
+        """Put a waiting execution on a node if the state allows it; return why not otherwise."""
+        why = self._why_not_place(execution, node, busy)
+        if why is None:
             self._set_exec_status(execution, IN_PROGRESS)
             execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now)
             busy[node] += 1
-            placed.append(exec_id)
-        return {"ok": True, "placed": placed, "refused": refused}
+        return why
 
     def _why_not_place(self, execution: dict | None, node: str, busy: dict[str, int]) -> str | None:
         if execution is None:

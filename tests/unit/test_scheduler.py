@@ -6,7 +6,7 @@ import copy
 
 from podnode.raft import commands as C
 from podnode.raft.state import State
-from podnode.scheduler import Policy, plan
+from podnode.scheduler import Policy, place_new, plan
 
 NOW = 100_000.0
 
@@ -282,3 +282,41 @@ def test_a_whole_plan_is_accepted_by_the_state():
     cmds = plan(state2, NOW, live_nodes=["n1"])
     result = ok(state2, C.batch(cmds))
     assert all("error" not in r and not r.get("refused") for r in result["results"])
+
+
+# ---- placement proposed with newExecution ------------------------------------------------------------
+def submit(state: State, name: str, node: str | None) -> dict:
+    return ok(state, {"t": C.EXEC_NEW, "name": name, "now": NOW, "node": node})["execution"]
+
+
+def test_place_new_picks_a_free_installed_live_node():
+    state = make_state({"n1": 1, "n2": 2, "n3": 4}, {"a": ["n1", "n2"]})
+    assert place_new(state, "a", live_nodes=["n1", "n2", "n3"]) == "n2"   # n3 has more slots but no install
+    assert place_new(state, "a", live_nodes=["n1"]) == "n1"
+    assert place_new(state, "a", live_nodes=["n3"]) is None
+    assert place_new(state, "missing", live_nodes=["n1", "n2"]) is None
+
+
+def test_new_execution_starts_at_once_where_proposed():
+    state = make_state({"n1": 1, "n2": 1}, {"a": ["n1", "n2"]})
+    first = submit(state, "a", place_new(state, "a", live_nodes=["n1", "n2"], prefer="n1"))
+    assert first["status"] == "in progress" and first["workerId"] == "n1" and first["attempt"] == 1
+    assert first["startTime"] == NOW
+    second = submit(state, "a", place_new(state, "a", live_nodes=["n1", "n2"], prefer="n1"))
+    assert second["workerId"] == "n2"
+    # Every slot is taken: nothing to propose, and a stale proposal is re-checked and ignored.
+    assert place_new(state, "a", live_nodes=["n1", "n2"]) is None
+    third = submit(state, "a", "n1")
+    assert third["status"] == "waiting" and third["workerId"] is None
+
+
+def test_new_execution_never_jumps_the_queue():
+    state = make_state({"n1": 1, "n2": 1}, {"a": ["n1"], "b": ["n2"]})
+    running = submit(state, "a", "n1")
+    queued = submit(state, "a", None)
+    assert (running["status"], queued["status"]) == ("in progress", "waiting")
+    # n2 is free, but an execution is already waiting: first in, first out, so nothing starts out of turn.
+    assert place_new(state, "b", live_nodes=["n1", "n2"]) is None
+    late = submit(state, "b", "n2")
+    assert late["status"] == "waiting"
+    assert placements(plan(state, NOW, live_nodes=["n1", "n2"])) == [[late["id"], "n2"]]
