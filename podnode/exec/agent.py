@@ -125,7 +125,8 @@ class Agent:
             while self._reports:
                 reports, self._reports = self._reports, []
                 try:
-                    await self.bridge.submit({"t": C.EXEC_FINISH, "reports": reports, "now": time.time()})
+                    await self.bridge.submit({"t": C.EXEC_FINISH, "reports": reports, "now": time.time(),
+                                              "pull": self.node})
                     backoff = 0.1
                 except Unavailable as exc:
                     log.warning("could not report %d results yet: %s", len(reports), exc)

@@ -385,7 +385,21 @@ class State:
             )
             accepted.append(report["id"])
             self.touched.add(report["id"])
-        return {"ok": True, "accepted": accepted, "ignored": ignored}
+        pulled = self._pull(cmd["pull"], now) if cmd.get("pull") is not None else []
+        return {"ok": True, "accepted": accepted, "ignored": ignored, "pulled": pulled}
+
+    def _pull(self, node: str, now: float) -> list[int]:
+        """The reporting node asks to refill the slots it just freed: give it the oldest waiting executions
+        it can run, first in first out, so a busy queue drains without a placement entry per slot."""
+        if node not in self.nodes:
+            return []
+        busy, pulled = self.busy_slots(), []
+        for exec_id in sorted(i for i, e in self.executions.items() if e["status"] == WAITING):
+            if busy[node] >= self.nodes[node]["slots"]:
+                break
+            if self._place(self.executions[exec_id], node, busy, now) is None:
+                pulled.append(exec_id)
+        return pulled
 
     def _exec_terminate(self, cmd: dict) -> Result:
         execution = self.executions.get(cmd["id"])

@@ -320,3 +320,33 @@ def test_new_execution_never_jumps_the_queue():
     late = submit(state, "b", "n2")
     assert late["status"] == "waiting"
     assert placements(plan(state, NOW, live_nodes=["n1", "n2"])) == [[late["id"], "n2"]]
+
+
+def finish(state: State, exec_id: int, node: str, pull: str | None) -> dict:
+    return ok(state, {"t": C.EXEC_FINISH, "now": NOW, "pull": pull, "reports": [
+        {"id": exec_id, "attempt": 1, "node": node, "exitCode": 0, "stdout": "", "stderr": ""}]})
+
+
+def test_a_finishing_node_pulls_the_oldest_waiting_work_it_can_run():
+    state = make_state({"n1": 1, "n2": 1}, {"a": ["n1", "n2"], "b": ["n2"]})
+    r1, r2 = submit(state, "a", "n1"), submit(state, "a", "n2")
+    wb, wa1, wa2 = submit(state, "b", None), submit(state, "a", None), submit(state, "a", None)
+    assert all(e["status"] == "waiting" for e in (wb, wa1, wa2))
+    # n1 cannot run b: it takes the oldest one it can run.
+    assert finish(state, r1["id"], "n1", pull="n1")["pulled"] == [wa1["id"]]
+    assert state.executions[wa1["id"]]["workerId"] == "n1"
+    # n2 takes b, which is older than the remaining a.
+    assert finish(state, r2["id"], "n2", pull="n2")["pulled"] == [wb["id"]]
+    # Without pull nothing is placed; the leader's plan does it.
+    assert finish(state, wa1["id"], "n1", pull=None)["pulled"] == []
+    assert state.executions[wa2["id"]]["status"] == "waiting"
+    assert placements(plan(state, NOW, live_nodes=["n1", "n2"])) == [[wa2["id"], "n1"]]
+
+
+def test_pull_respects_slots_and_unknown_nodes():
+    state = make_state({"n1": 2}, {"a": ["n1"]})
+    r1 = submit(state, "a", "n1")
+    submit(state, "a", "n1")
+    waiting = [submit(state, "a", None)["id"] for _ in range(3)]
+    assert finish(state, r1["id"], "n1", pull="n1")["pulled"] == waiting[:1]   # one slot freed, one taken
+    assert ok(state, {"t": C.EXEC_FINISH, "now": NOW, "pull": "ghost", "reports": []})["pulled"] == []
