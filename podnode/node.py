@@ -107,6 +107,23 @@ class PodNode:
             value = self.read(fn)
         return value
 
+    async def read_execution(self, exec_id: int) -> dict[str, Any] | None:
+        """An execution's record, or None if it does not exist (any more).
+
+        Ids are handed out in log order, so an id below this node's next one was created here and a miss
+        means it is gone. An id at or above it may be in flight to this node: wait briefly for it to
+        arrive, then fall back to a full catch-up (read_or_sync) before answering that it does not exist.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.2
+        while True:
+            record, next_id = self.read(lambda s: (s.execution(exec_id), s.next_execution_id))
+            if record is not None or exec_id < next_id:
+                return record
+            if loop.time() >= deadline:
+                return await self.read_or_sync(lambda s: s.execution(exec_id))
+            await self.changes.wait(deadline - loop.time())
+
     async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
         """Output so far of a running execution, from whichever node runs it."""
         worker = record.get("workerId")

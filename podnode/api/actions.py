@@ -60,7 +60,7 @@ async def new_execution(node: PodNode, p: Params) -> dict[str, Any]:
 async def get_execution_status(node: PodNode, p: Params) -> dict[str, Any]:
     exec_id = P.execution_id(p)
     wait_s = P.wait_seconds(p, node.cfg.max_wait_s)
-    record = await node.read_or_sync(lambda s: s.execution(exec_id))
+    record = await node.read_execution(exec_id)
     if record is None:
         raise NotFound(missing_execution(exec_id)["message"])
     if record.get("outputPending"):  # terminated: its output is on the way from the worker
