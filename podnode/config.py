@@ -43,6 +43,7 @@ class NodeConfig:
     install_timeout_s: float = 600.0              # install script run timeout
     kill_grace_s: float = 5.0                     # SIGTERM to SIGKILL, when terminating an execution
     scheduler_interval_s: float = 0.5             # the leader re-plans at least this often
+    node_lost_after_s: float = 3.0                # a node the leader cannot reach this long is lost: its work moves
     result_ttl_s: float = 24 * 3600.0             # unread finished results are dropped after this long
 
     def __post_init__(self) -> None:

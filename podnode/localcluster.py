@@ -131,6 +131,12 @@ class LocalCluster:
                 return node
         return None
 
+    def signal_node(self, node: LocalNode, sig: int) -> None:
+        """Send a signal to a node's process group without waiting (SIGSTOP, SIGCONT, ...)."""
+        if node.proc is not None and node.proc.poll() is None:
+            with _suppress_lookup():
+                os.killpg(node.proc.pid, sig)
+
     def stop_node(self, node: LocalNode, *, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
         proc = node.proc
         if proc is None or proc.poll() is not None:

@@ -26,10 +26,22 @@ class Manager:
         self.last_plan: dict = {}
 
     def live_nodes(self) -> set[str]:
-        """Nodes the leader can reach over Raft right now (itself included)."""
+        """Nodes this node reaches over Raft right now (itself included). On the leader a connected peer
+        must also have answered lately: a frozen one keeps its connection but stops answering."""
         nodes = self.replica.state.nodes
+        ages = self.replica.response_ages()
+        quiet_s = max(0.5, 10 * self.cfg.timing.heartbeat_s)
         return {n for n, rec in nodes.items()
-                if n == self.cfg.node_id or self.replica.peer_connected(rec["raftAddr"])}
+                if n == self.cfg.node_id or (self.replica.peer_connected(rec["raftAddr"])
+                                             and ages.get(rec["raftAddr"], 0.0) < quiet_s)}
+
+    def silent_s(self) -> dict[str, float]:
+        """Seconds since this leader last heard from each other node over Raft (a new leader's clocks start
+        when it took over, so nobody is declared lost for the time before it led)."""
+        ages = self.replica.response_ages()
+        nodes = self.replica.state.nodes
+        return {n: ages[rec["raftAddr"]] for n, rec in nodes.items()
+                if n != self.cfg.node_id and rec["raftAddr"] in ages}
 
     async def run(self) -> None:
         while True:
@@ -47,8 +59,10 @@ class Manager:
     async def _plan_once(self) -> None:
         now = time.time()
         with self.replica.lock:
-            cmds = scheduler.plan(self.replica.state, now, live_nodes=self.live_nodes(),
-                                  prefer=self.cfg.node_id, policy=self.policy)
+            state = self.replica.state
+            cmds = scheduler.plan_lost(state, now, silent_s=self.silent_s(), lost_after_s=self.cfg.node_lost_after_s)
+            cmds += scheduler.plan(state, now, live_nodes=self.live_nodes(), prefer=self.cfg.node_id,
+                                   policy=self.policy)
         if not cmds:
             return
         # Submitted together, the bridge packs them into one log entry.

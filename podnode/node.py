@@ -206,7 +206,7 @@ class PodNode:
             busy = state.busy_slots()
             nodes = [dict(rec) for rec in state.nodes.values()]
         return [{"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
-                 "busy": busy.get(n["id"], 0),
+                 "busy": busy.get(n["id"], 0), "status": n.get("status", "up"),
                  "connected": n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"])}
                 for n in nodes]
 
@@ -234,6 +234,8 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     ap.add_argument("--advertise-host", default=None, help="host other nodes use to reach this one")
     ap.add_argument("--output-cap-bytes", type=int, default=1024 * 1024, help="per stream of an execution")
     ap.add_argument("--kill-grace-s", type=float, default=5.0, help="SIGTERM to SIGKILL when terminating")
+    ap.add_argument("--node-lost-after-s", type=float, default=3.0,
+                    help="a node the leader cannot reach this long is declared lost and its work moves")
     ap.add_argument("--election-timeout-s", type=float, default=0.4,
                     help="Raft election timeout (lower bound; the upper is 3.5x)")
     ap.add_argument("--log-level", default=os.environ.get("POD_LOG_LEVEL", "INFO"))
@@ -248,6 +250,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         data_dir=a.data_dir or os.path.join("pod-data", a.id), slots=a.slots, secret=a.secret or None,
         allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
+        node_lost_after_s=a.node_lost_after_s,
     )
 
 

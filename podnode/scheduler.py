@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .raft import commands as C
-from .raft.lifecycle import APPROVED, INSTALLED, TERMINAL, VERIFYING, WAITING
+from .raft.lifecycle import APPROVED, INSTALLED, NODE_UP_STATUS, TERMINAL, VERIFYING, WAITING
 from .raft.state import State
 
 
@@ -23,7 +23,7 @@ class Policy:
 def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | None = None,
          policy: Policy = Policy()) -> list[dict[str, Any]]:
     """Commands that move the cluster towards what the state asks for, in the order to propose them."""
-    live = sorted(n for n in live_nodes if n in state.nodes)
+    live = up_nodes(state, live_nodes)
     busy = state.busy_slots()
     cmds: list[dict[str, Any]] = []
     installs = plan_installs(state, live, busy, prefer)
@@ -36,6 +36,21 @@ def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | N
     if expire:
         cmds.append(expire)
     return cmds
+
+
+def up_nodes(state: State, reachable: Iterable[str]) -> list[str]:
+    """Nodes that can take work: reachable now and not declared lost."""
+    return sorted(n for n in reachable
+                  if n in state.nodes and state.nodes[n].get("status", NODE_UP_STATUS) == NODE_UP_STATUS)
+
+
+def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_after_s: float) -> list[dict[str, Any]]:
+    """Declare lost every node that has been unreachable longer than lost_after_s (silent_s: node -> seconds
+    since the leader last reached it; the leader itself is never in it)."""
+    return [{"t": C.NODE_LOST, "node": node, "now": now,
+             "reason": f"node {node} was lost (unreachable for {silent:.1f} s)"}
+            for node, silent in sorted(silent_s.items())
+            if silent > lost_after_s and state.nodes.get(node, {}).get("status") == NODE_UP_STATUS]
 
 
 def _rank(node: str, free: int, prefer: str | None) -> tuple:
@@ -90,7 +105,7 @@ def place_new(state: State, activity: str, *, live_nodes: Iterable[str], prefer:
     if any(e["status"] == WAITING for e in state.executions.values()):
         return None  # first in, first out: the queue goes first
     busy = state.busy_slots()
-    free = {n: state.nodes[n]["slots"] - busy.get(n, 0) for n in live_nodes if n in state.nodes}
+    free = {n: state.nodes[n]["slots"] - busy.get(n, 0) for n in up_nodes(state, live_nodes)}
     return _best_node(state, activity, {n: f for n, f in free.items() if f > 0}, prefer)
 
 

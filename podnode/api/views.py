@@ -38,7 +38,7 @@ def execution(record: dict[str, Any], *, output: tuple[str, str] | None = None) 
         "workerId": record.get("workerId"),
         "attempts": record.get("attempt", 0),
     }
-    for key in ("errorDescription", "requestId"):
+    for key in ("errorDescription", "requestId", "lastError"):
         if record.get(key):
             view[key] = record[key]
     for key in ("stdoutTruncated", "stderrTruncated"):

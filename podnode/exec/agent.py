@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -13,6 +14,7 @@ from ..config import NodeConfig
 from ..errors import Unavailable
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
+from ..raft.lifecycle import NODE_LOST_STATUS
 from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
@@ -36,6 +38,9 @@ class Agent:
         self._reports: list[dict[str, Any]] = []
         self._report_wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self.incarnation = uuid.uuid4().hex   # this run of the node; see reconcile
+        self._lost_reported: set[tuple[int, int]] = set()
+        self._registering = False
 
     # ---- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -45,22 +50,70 @@ class Agent:
             with self.replica.lock:
                 todo = reconcile(self.replica.state, self.node,
                                  running={i: r.attempt for i, r in self.runs.items()},
-                                 done=self.done, installing=self.installing, uninstalling=self.uninstalling)
+                                 done=self.done, installing=self.installing, uninstalling=self.uninstalling,
+                                 incarnation=self.incarnation)
                 self._prune_done()
+                declared_lost = self.replica.state.nodes.get(self.node, {}).get("status") == NODE_LOST_STATUS
+            if declared_lost and not self._registering:
+                # The leader lost us (a freeze, a partition) and moved our work: say we are back.
+                self._spawn(self._register())
             await self._carry_out(todo)
             await self.changes.wait(1.0)
 
     async def _register(self) -> None:
-        cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
-                       "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
-                       "version": _version()}
-        await self._commit_retrying(cmd, lambda: True)
+        self._registering = True
+        try:
+            cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
+                           "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
+                           "version": _version(), "incarnation": self.incarnation}
+            await self._commit_retrying(cmd, lambda: True)
+            await self._check_activity_files()
+        finally:
+            self._registering = False
+
+    async def _check_activity_files(self) -> None:
+        """After (re)joining: reinstall activities whose files are gone, remove those no longer ours."""
+        with self.replica.lock:
+            mine = {name: insts[self.node]["status"] for name, insts in self.replica.state.installations.items()
+                    if self.node in insts}
+        present = set(await asyncio.to_thread(_present_activities, self.activities_dir))
+        for name in sorted(present - set(mine) - self.installing):
+            log.info("removing activity %s: this node no longer has it", name)
+            await asyncio.to_thread(remove_activity, self.activities_dir / name)
+        for name, status in sorted(mine.items()):
+            if status == "installed" and not (self.activities_dir / name / "main.sh").is_file():
+                log.info("reinstalling activity %s: its files are missing", name)
+                cmd = lambda name=name: {"t": C.REINSTALL, "name": name, "node": self.node,  # noqa: E731
+                                         "now": time.time()}
+                await self._commit_retrying(cmd, lambda name=name: self._install_status(name) == "installed")
+
+    async def _report_lost(self, records: list[dict[str, Any]]) -> None:
+        keys = [(r["id"], r["attempt"]) for r in records]
+        reports = [{"id": i, "attempt": a, "node": self.node} for i, a in keys]
+        cmd = lambda: {"t": C.EXEC_LOST, "reports": reports, "now": time.time(),  # noqa: E731
+                       "reason": f"node {self.node} restarted while running it"}
+        try:
+            await self._commit_retrying(cmd, lambda: any(self._still_in_progress_here(*k) for k in keys))
+        finally:
+            self._lost_reported.difference_update(keys)
+
+    def _still_in_progress_here(self, exec_id: int, attempt: int) -> bool:
+        """Does the state still count this attempt as running here (or owing its output)?"""
+        with self.replica.lock:
+            record = self.replica.state.executions.get(exec_id)
+            return wanted_here(record, self.node, attempt) or bool(
+                record and record.get("outputPending") and record["workerId"] == self.node
+                and record["attempt"] == attempt)
 
     def _prune_done(self) -> None:
         state = self.replica.state
         self.done = {(i, a) for i, a in self.done if wanted_here(state.executions.get(i), self.node, a)}
 
     async def _carry_out(self, todo) -> None:
+        lost = [r for r in todo.lost if (r["id"], r["attempt"]) not in self._lost_reported]
+        if lost:
+            self._lost_reported.update((r["id"], r["attempt"]) for r in lost)
+            self._spawn(self._report_lost(lost))
         for exec_id in todo.stop:
             run = self.runs.get(exec_id)
             if run is not None:
@@ -197,3 +250,10 @@ class Agent:
 def _version() -> str:
     from .. import __version__
     return __version__
+
+
+def _present_activities(activities_dir: Path) -> list[str]:
+    try:
+        return [p.name for p in activities_dir.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []

@@ -18,9 +18,10 @@ class Instructions:
     stop: list[int] = field(default_factory=list)                # local runs the state no longer wants
     install: list[dict[str, Any]] = field(default_factory=list)  # activities to install here
     uninstall: list[str] = field(default_factory=list)           # activities to remove from here
+    lost: list[dict[str, Any]] = field(default_factory=list)     # attempts placed on an earlier run of this node
 
     def __bool__(self) -> bool:
-        return bool(self.start or self.stop or self.install or self.uninstall)
+        return bool(self.start or self.stop or self.install or self.uninstall or self.lost)
 
 
 def wanted_here(record: dict[str, Any] | None, node: str, attempt: int) -> bool:
@@ -30,11 +31,13 @@ def wanted_here(record: dict[str, Any] | None, node: str, attempt: int) -> bool:
 
 
 def reconcile(state: State, node: str, *, running: dict[int, int], done: set[tuple[int, int]],
-              installing: set[str], uninstalling: set[str]) -> Instructions:
+              installing: set[str], uninstalling: set[str], incarnation: str = "") -> Instructions:
     """Compare the state's wishes for `node` with what runs here.
 
     running: execution id -> attempt of each local run; done: (id, attempt) that ended here and whose
-    report is on its way, so they are not started again.
+    report is on its way, so they are not started again. incarnation: this run of the node; an attempt
+    placed on an earlier run (before a crash or restart) is not started again but reported lost, so that
+    it is retried under the activity's maxAttempts like any other lost attempt.
     """
     out = Instructions()
     for exec_id, attempt in running.items():
@@ -43,7 +46,13 @@ def reconcile(state: State, node: str, *, running: dict[int, int], done: set[tup
     for exec_id, record in state.executions.items():
         if (record["status"] == IN_PROGRESS and record["workerId"] == node and exec_id not in running
                 and (exec_id, record["attempt"]) not in done):
-            out.start.append(dict(record))
+            if record.get("workerIncarnation", "") == incarnation:
+                out.start.append(dict(record))
+            else:
+                out.lost.append(dict(record))
+        elif (record.get("outputPending") and record["workerId"] == node and exec_id not in running
+                and record.get("workerIncarnation", "") != incarnation):
+            out.lost.append(dict(record))  # terminated while this node was down: its output is gone
     for name, installs in state.installations.items():
         inst = installs.get(node)
         if inst is None:

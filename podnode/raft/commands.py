@@ -24,6 +24,9 @@ EXEC_TERMINATE = "exec_terminate"
 EXEC_FORGET = "exec_forget"
 EXEC_EXPIRE = "exec_expire"
 SYNC = "sync"
+NODE_LOST = "node_lost"
+EXEC_LOST = "exec_lost"
+REINSTALL = "reinstall"
 BATCH = "batch"
 
 

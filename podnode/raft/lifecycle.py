@@ -11,11 +11,14 @@ ACTIVITY_TRANSITIONS: dict[str, frozenset[str]] = {
     UNINSTALLING: frozenset(),
 }
 
+# A node is up, or lost: unreachable past node_lost_after_s, or it said it restarted without its work.
+NODE_UP_STATUS, NODE_LOST_STATUS = "up", "lost"
+
 # Installation of one activity on one node.
 INSTALLING, INSTALLED, FAILED = "installing", "installed", "failed"
 INSTALLATION_TRANSITIONS: dict[str, frozenset[str]] = {
     INSTALLING: frozenset({INSTALLED, FAILED, UNINSTALLING}),
-    INSTALLED: frozenset({UNINSTALLING}),
+    INSTALLED: frozenset({UNINSTALLING, INSTALLING}),   # reinstall: a restarted node lost its files
     FAILED: frozenset({UNINSTALLING}),
     UNINSTALLING: frozenset(),
 }

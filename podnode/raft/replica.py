@@ -17,6 +17,7 @@ from typing import Any, Callable
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
+from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from . import commands as C
@@ -163,6 +164,26 @@ class Replica(SyncObj):
 
     def is_leader(self) -> bool:
         return self._isLeader()
+
+    def response_ages(self) -> dict[str, float]:
+        """On the leader: seconds since each peer last answered an AppendEntries (Raft address -> age).
+
+        A frozen peer keeps its TCP connection open, so "connected" alone never notices it; its answers
+        stop at once. Reads a private pysyncobj table (see COALESCE); empty where that is unavailable.
+        """
+        table = getattr(self, "_SyncObj__lastResponseTime", None)
+        if not self._isLeader() or table is None:
+            return {}
+        for _ in range(5):  # the Raft thread may be changing it
+            try:
+                snapshot = dict(table)
+                break
+            except RuntimeError:
+                continue
+        else:
+            return {}
+        now = pysyncobj_monotonic()
+        return {str(node.id): now - t for node, t in snapshot.items()}
 
     def peer_connected(self, addr: str) -> bool:
         return self.isNodeConnected(TCPNode(addr))

@@ -22,6 +22,8 @@ from .lifecycle import (
     INSTALLATION_TRANSITIONS,
     INSTALLED,
     INSTALLING,
+    NODE_LOST_STATUS,
+    NODE_UP_STATUS,
     REJECTED,
     TERMINAL,
     TERMINATED,
@@ -84,6 +86,9 @@ class State:
             C.EXEC_FORGET: self._exec_forget,
             C.EXEC_EXPIRE: self._exec_expire,
             C.SYNC: lambda cmd: {"ok": True},
+            C.NODE_LOST: self._node_lost,
+            C.EXEC_LOST: self._exec_lost,
+            C.REINSTALL: self._reinstall,
             C.BATCH: self._batch,
         }
 
@@ -130,11 +135,87 @@ class State:
             httpUrl=str(cmd["httpUrl"]),
             slots=max(0, int(cmd["slots"])),
             version=str(cmd.get("version", "")),
+            incarnation=str(cmd.get("incarnation", "")),
             seenAt=cmd["now"],
+            status=NODE_UP_STATUS,
         )
         record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
         record.update(fields)
+        record.pop("lostReason", None)
         return {"ok": True, "node": dict(record)}
+
+    def _node_lost(self, cmd: dict) -> Result:
+        """The leader has not reached the node for node_lost_after_s: move its work elsewhere."""
+        node, now, reason = cmd["node"], cmd["now"], str(cmd.get("reason") or f"node {cmd['node']} was lost")
+        record = self.nodes.get(node)
+        if record is None or record.get("status") == NODE_LOST_STATUS:
+            return {"ok": True, "ignored": True}
+        record.update(status=NODE_LOST_STATUS, lostAt=now, lostReason=reason)
+        moved = []
+        for execution in self.executions.values():
+            if execution["workerId"] != node:
+                continue
+            if execution["status"] == IN_PROGRESS:
+                self._lose_attempt(execution, now, reason)
+                moved.append(execution["id"])
+            elif execution.pop("outputPending", None):
+                self._output_lost(execution, reason)
+        # Installed activities stay listed (the node keeps its files and is usable again when it returns);
+        # unfinished installs and removals are dropped so that verifying and deleting can go on without it.
+        for name in list(self.installations):
+            inst = self.installations[name].get(node)
+            if inst is not None and inst["status"] in (INSTALLING, UNINSTALLING, FAILED):
+                del self.installations[name][node]
+                self._drop_activity_if_uninstalled(name)
+        return {"ok": True, "moved": moved}
+
+    def _lose_attempt(self, execution: dict, now: float, reason: str) -> None:
+        """An attempt died with its node: queue the execution again, or give up after maxAttempts."""
+        activity = self.activities.get(execution["activityName"])
+        max_attempts = activity["maxAttempts"] if activity else 1
+        if execution["attempt"] < max_attempts:
+            self._set_exec_status(execution, WAITING)
+            execution.update(workerId=None, startTime=None, lastError=reason)
+            execution.pop("workerIncarnation", None)
+        else:
+            self._end(execution, ERROR, now, f"{reason}; gave up after {execution['attempt']} attempts")
+
+    def _exec_lost(self, cmd: dict) -> Result:
+        """A node that restarted reports the attempts it was running and no longer has."""
+        now, reports = cmd["now"], list(cmd.get("reports") or [])
+        reason = str(cmd.get("reason") or "the node running it restarted")
+        for report in reports:
+            if not isinstance(report, dict):
+                raise TypeError(f"report is not a map: {report!r}")
+            hash(report.get("id"))
+        lost = []
+        for report in reports:
+            execution = self.executions.get(report.get("id"))
+            if (execution is None or execution["workerId"] != report.get("node")
+                    or execution["attempt"] != report.get("attempt")):
+                continue
+            if execution["status"] == IN_PROGRESS:
+                self._lose_attempt(execution, now, reason)
+            elif execution.pop("outputPending", None):
+                self._output_lost(execution, reason)
+            else:
+                continue
+            lost.append(execution["id"])
+        return {"ok": True, "lost": lost}
+
+    def _output_lost(self, execution: dict, reason: str) -> None:
+        """A terminated execution's output will never come: free its slot and say why it is empty."""
+        execution["errorDescription"] = f"{execution.get('errorDescription')}; its output was lost: {reason}"
+        self.touched.add(execution["id"])
+
+    def _reinstall(self, cmd: dict) -> Result:
+        """A node found an installed activity's files missing: install it there again."""
+        name, node, now = cmd["name"], cmd["node"], cmd["now"]
+        inst = self.installations.get(name, {}).get(node)
+        if inst is None or inst["status"] != INSTALLED:
+            return {"ok": True, "ignored": True}
+        inst.update(status=INSTALLING, since=now)
+        return {"ok": True}
 
     # ---- activities -----------------------------------------------------------------------------
     def _activity_new(self, cmd: dict) -> Result:
@@ -206,6 +287,8 @@ class State:
             return "no such activity"
         if node not in self.nodes:
             return "no such node"
+        if self.nodes[node].get("status") == NODE_LOST_STATUS:
+            return "node is lost"
         installs = self.installations[name]
         if node in installs:
             return "already assigned"
@@ -337,7 +420,8 @@ class State:
         why = self._why_not_place(execution, node, busy)
         if why is None:
             self._set_exec_status(execution, IN_PROGRESS)
-            execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now)
+            execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now,
+                             workerIncarnation=self.nodes[node].get("incarnation", ""))
             busy[node] += 1
         return why
 
@@ -348,6 +432,8 @@ class State:
             return f"execution is {execution['status']}"
         if node not in self.nodes:
             return "no such node"
+        if self.nodes[node].get("status") == NODE_LOST_STATUS:
+            return "node is lost"
         inst = self.installations.get(execution["activityName"], {}).get(node)
         if inst is None or inst["status"] != INSTALLED:
             return "activity not installed on node"
@@ -391,7 +477,7 @@ class State:
     def _pull(self, node: str, now: float) -> list[int]:
         """The reporting node asks to refill the slots it just freed: give it the oldest waiting executions
         it can run, first in first out, so a busy queue drains without a placement entry per slot."""
-        if node not in self.nodes:
+        if node not in self.nodes or self.nodes[node].get("status") == NODE_LOST_STATUS:
             return []
         busy, pulled = self.busy_slots(), []
         for exec_id in sorted(i for i, e in self.executions.items() if e["status"] == WAITING):
