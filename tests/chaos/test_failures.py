@@ -6,6 +6,7 @@ no execution runs on two nodes at once once the cluster has settled; nothing ack
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -93,6 +94,9 @@ def node_running_most(cluster: LocalCluster, client: Client, ids: list[int], *, 
 
 def test_sigkill_a_worker_moves_its_executions(chaos_cluster, scripts):
     client = live_client(chaos_cluster)
+    approved(client, "fast", scripts.add("fast.sh", install_script('sleep 0.5; echo "fast $1"')))
+    early = [submit(client, "fast", str(i)) for i in range(6)]   # 6 slots: 2 per node; left unread
+    wait_until(lambda: all(status_of(client, i) == "finished" for i in early), what="early ones finished")
     approved(client, "slowjob", scripts.add("slowjob.sh", install_script('sleep 2; echo "done $1"')))
     ids = [submit(client, "slowjob", str(i)) for i in range(6)]
     victim = wait_until(lambda: node_running_most(chaos_cluster, client, ids, not_leader=True),
@@ -101,6 +105,10 @@ def test_sigkill_a_worker_moves_its_executions(chaos_cluster, scripts):
                  == victim.node_id]
     chaos_cluster.stop_node(victim, sig=signal.SIGKILL)
     survivors = live_client(chaos_cluster, exclude=[victim])
+    # Finished output survives the node that produced it: it is in the replicated state.
+    early_finals = [read_final(survivors, i) for i in early]
+    assert [f["stdout"] for f in early_finals] == [f"fast {i}\n" for i in range(6)]
+    assert victim.node_id in {f["workerId"] for f in early_finals}
     finals = {i: read_final(survivors, i) for i in ids}
     for i, exec_id in enumerate(ids):
         assert finals[exec_id]["status"] == "finished", finals[exec_id]
@@ -217,12 +225,16 @@ def test_restart_one_node_then_the_whole_cluster(chaos_cluster, scripts):
     approved(client, "keep", scripts.add("keep.sh", install_script('echo "kept $1"')))
     done_id = submit(client, "keep", "before")
     wait_until(lambda: status_of(client, done_id) == "finished", what="finished, left unread")
-    # One node: SIGKILL and start again; it rejoins from its journal and takes work.
+    # One node: SIGKILL, lose its activity files, start again; it rejoins from its journal and reinstalls.
     node = chaos_cluster.nodes[1]
     chaos_cluster.stop_node(node, sig=signal.SIGKILL)
+    shutil.rmtree(node.data_dir / "activities" / "keep")
     chaos_cluster.start_node(node)
     chaos_cluster.wait_ready(timeout_s=30)
     assert client.ok("getActivityStatus", 1, name="keep")["activity"]["status"] == "approved"
+    wait_until(lambda: (node.data_dir / "activities" / "keep" / "main.sh").is_file(), what="reinstalled")
+    wait_until(lambda: {i["workerId"]: i["status"] for i in client.ok("getActivityStatus", name="keep")
+                        ["activity"]["installations"]}.get(node.node_id) == "installed", what="installed again")
     # The whole cluster, with work queued: every node killed at once, then started.
     approved(client, "block", scripts.add("block.sh", install_script("sleep 30")))
     blockers = [submit(client, "block", str(i)) for i in range(6)]   # fill the 6 slots
