@@ -35,6 +35,10 @@ case "$cmd" in
     ensure_venv ""
     exec "$VENV/bin/python" -m podnode.bench "$@"
     ;;
+  bench-failover)
+    ensure_venv ""
+    exec "$VENV/bin/python" -m podnode.bench_failover "$@"
+    ;;
   *)
     ensure_venv ""
     exec "$VENV/bin/pod" "$cmd" "$@"

@@ -150,11 +150,7 @@ class PodNode:
         """A node for a new execution to start on at once, as this node sees the cluster (see scheduler)."""
         with self.replica.lock:
             return scheduler.place_new(self.replica.state, activity, live_nodes=self.manager.live_nodes(),
-                                       prefer=self.replica_leader_node())
-
-    def replica_leader_node(self) -> str | None:
-        addr = self.replica.leader_addr()
-        return next((n for n, rec in self.replica.state.nodes.items() if rec["raftAddr"] == addr), None)
+                                       prefer=self.cfg.node_id)
 
     def check_peer_secret(self, request: web.Request) -> None:
         if self.cfg.secret and not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self.cfg.secret):
