@@ -24,6 +24,7 @@ class Manager:
         self.changes = changes
         self.policy = scheduler.Policy(result_ttl_s=cfg.result_ttl_s)
         self.last_plan: dict = {}
+        self._next_expiry = 0.0  # monotonic time of the next expiry scan
 
     def live_nodes(self) -> set[str]:
         """Nodes this node reaches over Raft right now (itself included). On the leader a connected peer
@@ -61,8 +62,11 @@ class Manager:
         with self.replica.lock:
             state = self.replica.state
             cmds = scheduler.plan_lost(state, now, silent_s=self.silent_s(), lost_after_s=self.cfg.node_lost_after_s)
+            expire = time.monotonic() >= self._next_expiry
+            if expire:
+                self._next_expiry = time.monotonic() + self.policy.expiry_interval_s
             cmds += scheduler.plan(state, now, live_nodes=self.live_nodes(), prefer=self.cfg.node_id,
-                                   policy=self.policy)
+                                   policy=self.policy, expire=expire)
         if not cmds:
             return
         # Submitted together, the bridge packs them into one log entry.

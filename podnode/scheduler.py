@@ -18,11 +18,13 @@ from .raft.state import State
 class Policy:
     result_ttl_s: float = 24 * 3600.0       # a finished result nobody read is dropped after this long
     request_id_ttl_s: float = 24 * 3600.0   # how long a newExecution requestId is remembered
+    expiry_interval_s: float = 5.0          # the leader looks for expired records this often
 
 
 def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | None = None,
-         policy: Policy = Policy()) -> list[dict[str, Any]]:
-    """Commands that move the cluster towards what the state asks for, in the order to propose them."""
+         policy: Policy = Policy(), expire: bool = True) -> list[dict[str, Any]]:
+    """Commands that move the cluster towards what the state asks for, in the order to propose them.
+    expire=False leaves out the expiry scan (it reads every record; the leader runs it on an interval)."""
     live = up_nodes(state, live_nodes)
     busy = state.busy_slots()
     cmds: list[dict[str, Any]] = []
@@ -32,9 +34,9 @@ def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | N
     placements = plan_placements(state, live, busy, prefer)
     if placements:
         cmds.append({"t": C.EXEC_PLACE, "placements": placements, "now": now})
-    expire = plan_expiry(state, now, policy)
-    if expire:
-        cmds.append(expire)
+    expiry = plan_expiry(state, now, policy) if expire else None
+    if expiry:
+        cmds.append(expiry)
     return cmds
 
 
