@@ -51,7 +51,7 @@ def reconcile(state: State, node: str, *, running: dict[int, int], done: set[tup
             else:
                 out.lost.append(dict(record))
         elif (record.get("outputPending") and record["workerId"] == node and exec_id not in running
-                and record.get("workerIncarnation", "") != incarnation):
+                and (exec_id, record["attempt"]) not in done and record.get("workerIncarnation", "") != incarnation):
             out.lost.append(dict(record))  # terminated while this node was down: its output is gone
     for name, installs in state.installations.items():
         inst = installs.get(node)

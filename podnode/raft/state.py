@@ -142,6 +142,7 @@ class State:
         record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
         record.update(fields)
         record.pop("lostReason", None)
+        record.pop("lostAt", None)
         return {"ok": True, "node": dict(record)}
 
     def _node_lost(self, cmd: dict) -> Result:
@@ -226,7 +227,9 @@ class State:
                 "conflict",
                 f"Activity {name!r} already exists (status {existing['status']}); delete it first or pick another name",
             )
-        max_attempts = int(cmd.get("maxAttempts") or DEFAULT_MAX_ATTEMPTS)
+        max_attempts = DEFAULT_MAX_ATTEMPTS if cmd.get("maxAttempts") is None else int(cmd["maxAttempts"])
+        if not 1 <= max_attempts <= 100:
+            return refuse("bad_request", f"maxAttempts must be from 1 to 100, not {max_attempts}")
         activity = {
             "id": self.next_activity_id,
             "name": name,
@@ -253,8 +256,12 @@ class State:
         if activity["status"] == UNINSTALLING:
             return refuse("conflict", f"Activity {name!r} is already being uninstalled")
         self._set_activity_status(activity, UNINSTALLING)
-        for inst in self.installations.get(name, {}).values():
-            inst["status"] = UNINSTALLING
+        installs = self.installations.get(name, {})
+        for node in list(installs):
+            if self.nodes.get(node, {}).get("status") == NODE_LOST_STATUS:
+                del installs[node]  # a lost node cleans up its own copy when it comes back
+            else:
+                installs[node]["status"] = UNINSTALLING
         for execution in self.executions.values():
             if execution["activityName"] == name and execution["status"] not in TERMINAL:
                 self._terminate(execution, now, "activity deleted")
