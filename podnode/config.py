@@ -33,6 +33,7 @@ class NodeConfig:
     secret: str | None = None                     # cluster secret; required when Raft binds beyond loopback
     allow_file_urls: bool | None = None           # file:// install scripts; None: only on a loopback node
     advertise_host: str | None = None             # host other nodes use to reach this one (default: bind host)
+    join: str | None = None                       # HTTP URL (or HOST:PORT) of any member, to join a running cluster
     timing: RaftTiming = field(default_factory=RaftTiming)
     command_timeout_s: float = 5.0                # a write not committed by then answers 503
     output_cap_bytes: int = 1024 * 1024           # per stream of one execution, kept and replicated

@@ -43,6 +43,7 @@ class LocalNode:
     host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
     extra_args: list[str] = field(default_factory=list)
+    join: str | None = None   # started with --join URL instead of a fixed peer list
 
     @property
     def url(self) -> str:
@@ -75,9 +76,21 @@ class LocalCluster:
         return [n.url for n in self.nodes]
 
     def command(self, node: LocalNode) -> list[str]:
-        peers = ",".join(n.raft_addr for n in self.nodes if n is not node)
+        if node.join:
+            members = ["--join", node.join]
+        else:
+            members = ["--peers", ",".join(n.raft_addr for n in self.nodes if n is not node and not n.join)]
         return [sys.executable, "-m", "podnode", "--id", node.node_id, "--http", f"{node.host}:{node.http_port}",
-                "--raft", node.raft_addr, "--peers", peers, "--data-dir", str(node.data_dir), *node.extra_args]
+                "--raft", node.raft_addr, *members, "--data-dir", str(node.data_dir), *node.extra_args]
+
+    def add_node(self, *, join: str, extra_args: list[str] | None = None, node_id: str | None = None) -> LocalNode:
+        """Start one more node that joins the running cluster through `join` (a member's URL)."""
+        node_id = node_id or f"n{len(self.nodes) + 1}"
+        node = LocalNode(node_id, free_port(), free_port(), self.data_dir / node_id, join=join,
+                         extra_args=list(extra_args if extra_args is not None else self.nodes[0].extra_args))
+        self.nodes.append(node)
+        self.start_node(node)
+        return node
 
     def start_node(self, node: LocalNode) -> None:
         node.data_dir.mkdir(parents=True, exist_ok=True)

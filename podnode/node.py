@@ -18,12 +18,13 @@ from typing import Any, Callable, TypeVar
 
 import aiohttp
 from aiohttp import web
+from pysyncobj import FAIL_REASON
 
 from . import __version__, scheduler
 from .api.app import build_app
 from .changes import Changes
 from .config import NodeConfig
-from .errors import BadRequest
+from .errors import BadRequest, Unavailable
 from .exec.agent import Agent
 from .manager import Manager
 from .raft import commands as C
@@ -152,6 +153,28 @@ class PodNode:
             return scheduler.place_new(self.replica.state, activity, live_nodes=self.manager.live_nodes(),
                                        prefer=self.cfg.node_id)
 
+    async def add_member(self, raft_addr: str) -> list[str]:
+        """Add a node to the Raft cluster (one change at a time, retried while another is in progress);
+        return the members afterwards. Adding one that is already a member changes nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.command_timeout_s * 3
+        while raft_addr not in self.replica.members():
+            fut = loop.create_future()
+
+            def done(res: Any, err: int, fut=fut) -> None:  # Raft thread
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err))
+            self.replica.addNodeToCluster(raft_addr, callback=done)
+            try:
+                err = await asyncio.wait_for(fut, self.cfg.command_timeout_s)
+            except asyncio.TimeoutError:
+                err = None
+            if err == FAIL_REASON.SUCCESS or raft_addr in self.replica.members():
+                break
+            if loop.time() > deadline:
+                raise Unavailable(f"could not add {raft_addr} to the cluster (Raft said {err}); retry")
+            await asyncio.sleep(0.2)
+        return self.replica.members()
+
     def check_peer_secret(self, request: web.Request) -> None:
         if self.cfg.secret and not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self.cfg.secret):
             raise BadRequest("internal route: missing or wrong cluster secret")
@@ -221,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     ap.add_argument("--http", type=_host_port, default=("127.0.0.1", 8080), help="HTTP API address HOST:PORT")
     ap.add_argument("--raft", type=_host_port, default=("127.0.0.1", 9080), help="Raft address HOST:PORT")
     ap.add_argument("--peers", default="", help="other members' Raft addresses, comma-separated")
+    ap.add_argument("--join", default=None, metavar="URL",
+                    help="join a running cluster through any member's HTTP address (http://HOST:PORT or HOST:PORT)")
     ap.add_argument("--data-dir", default=None, help="journal, snapshot, activities (default ./pod-data/ID)")
     ap.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="concurrent executions here")
     ap.add_argument("--secret", default=os.environ.get("POD_SECRET"),
@@ -242,7 +267,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
                         election_max_s=election * 3.5, leader_fallback_s=election * 7.5)
     return NodeConfig(
         node_id=a.id, http_host=a.http[0], http_port=a.http[1], raft_host=a.raft[0], raft_port=a.raft[1],
-        peers=[p.strip() for p in a.peers.split(",") if p.strip()],
+        peers=[p.strip() for p in a.peers.split(",") if p.strip()], join=a.join,
         data_dir=a.data_dir or os.path.join("pod-data", a.id), slots=a.slots, secret=a.secret or None,
         allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
@@ -263,8 +288,37 @@ def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     watcher.attach_loop(loop)
 
 
+async def join_cluster(cfg: NodeConfig, *, timeout_s: float = 60.0) -> list[str]:
+    """Ask a member to add this node to the Raft cluster; return the members' Raft addresses."""
+    url = cfg.join if "://" in (cfg.join or "") else f"http://{cfg.join}"
+    headers = {SECRET_HEADER: cfg.secret} if cfg.secret else {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        while True:
+            try:
+                async with session.post(f"{url}/internal/join", data={"node": cfg.node_id, "raftAddr": cfg.raft_addr},
+                                        headers=headers) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status == 200:
+                        return list(body["members"])
+                    why = body.get("error", f"HTTP {resp.status}")
+                    if resp.status < 500:
+                        raise SystemExit(f"cannot join through {url}: {why}")
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                why = repr(exc)
+            if loop.time() > deadline:
+                raise SystemExit(f"cannot join through {url} within {timeout_s:g} s: {why}")
+            log.info("join through %s not done yet (%s); retrying", url, why)
+            await asyncio.sleep(1.0)
+
+
 async def serve(cfg: NodeConfig) -> None:
     use_pidfd_child_watcher(asyncio.get_running_loop())
+    if cfg.join:
+        members = await join_cluster(cfg)
+        cfg.peers = [m for m in members if m != cfg.raft_addr]
+        log.info("joined through %s; members %s", cfg.join, members)
     node = PodNode(cfg)
     await node.start()
     stop = asyncio.Event()

@@ -72,9 +72,21 @@ def build_app(node: PodNode) -> web.Application:
             raise NotFound(f"execution {exec_id} is not running on {node.cfg.node_id}")
         return _json({"stdout": output[0], "stderr": output[1]})
 
+    async def join(request: web.Request) -> web.Response:
+        """A new node asks to be added to the Raft cluster; it gets the members to start with."""
+        node.check_peer_secret(request)
+        params = dict(request.query) | {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        raft_addr = params.get("raftAddr", "")
+        host, _, port = raft_addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise BadRequest("raftAddr must be HOST:PORT")
+        members = await node.add_member(raft_addr)
+        return _json({"members": members})
+
     for path in ("/POD/", "/POD"):
         app.router.add_get(path, pod_action)
         app.router.add_post(path, pod_action)
     app.router.add_get("/status", status)
     app.router.add_get("/internal/executions/{id}/output", execution_output)
+    app.router.add_post("/internal/join", join)
     return app

@@ -158,6 +158,10 @@ class Replica(SyncObj):
         leader = self._getLeader()
         return None if leader is None else str(leader.id if hasattr(leader, "id") else leader)
 
+    def members(self) -> list[str]:
+        """Raft addresses of every voting member, this node included."""
+        return sorted({str(n.id) for n in self.otherNodes} | {str(self.selfNode.id)})
+
     def has_quorum(self) -> bool:
         """Does this node reach a majority of the voters (itself included)?"""
         return bool(self.hasQuorum)

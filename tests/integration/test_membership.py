@@ -1,0 +1,37 @@
+"""Nodes join a running cluster through any member, install its activities and take work."""
+
+from __future__ import annotations
+
+from ..conftest import Client, approved, install_script, start_cluster, wait_until
+
+
+def test_a_node_joins_through_any_member_and_takes_work(tmp_path, scripts):
+    cluster = start_cluster(tmp_path, nodes=3, slots=1)
+    try:
+        client = Client(cluster.urls)
+        approved(client, "joinwork", scripts.add("joinwork.sh", install_script('sleep 1; echo "ran $1"')))
+        newcomer = cluster.add_node(join=cluster.nodes[1].url)   # a follower, most likely
+        wait_until(lambda: {w["id"]: w["status"] for w in client.ok("getWorkers")["workers"]}.get(newcomer.node_id)
+                   == "up", timeout_s=30, what="n4 registered")
+        # Every member now counts it as a peer, and it installs the existing activity.
+        wait_until(lambda: all(newcomer.raft_addr in {p["address"] for p in cluster.status(n)["peers"]}
+                               for n in cluster.nodes[:3]), what="n4 is a Raft member everywhere")
+        assert cluster.status(newcomer)["leader"] is not None
+        wait_until(lambda: {i["workerId"]: i["status"] for i in client.ok("getActivityStatus", name="joinwork")
+                            ["activity"]["installations"]}.get(newcomer.node_id) == "installed", what="installed")
+        client = Client(cluster.urls)
+        ids = [client.ok("newExecution", name="joinwork", input=str(i))["execution"]["id"] for i in range(4)]
+        workers = set()
+        for exec_id in ids:
+            final = wait_until(lambda: (e := client.ok("getExecutionStatus", executionId=exec_id, wait=5)
+                                        ["execution"])["status"] == "finished" and e, what="finished")
+            workers.add(final["workerId"])
+        assert newcomer.node_id in workers   # 4 slots, 4 executions at once: one ran on the newcomer
+        # Joining again (a restart with --join) changes nothing.
+        cluster.stop_node(newcomer)
+        cluster.start_node(newcomer)
+        cluster.wait_ready(timeout_s=30)
+        assert sorted(p["address"] for p in cluster.status(cluster.nodes[0])["peers"]) == \
+            sorted(n.raft_addr for n in cluster.nodes[1:])
+    finally:
+        cluster.stop()
