@@ -11,6 +11,7 @@ from .changes import Changes
 from .config import NodeConfig
 from .errors import Unavailable
 from .raft.bridge import CommandBridge
+from .raft.lifecycle import NODE_LEFT_STATUS
 from .raft.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ class Manager:
         return {n: ages[rec["raftAddr"]] for n, rec in nodes.items()
                 if n != self.cfg.node_id and rec["raftAddr"] in ages}
 
+    async def remove_member(self, raft_addr: str) -> None:
+        """Take a node that left out of the Raft cluster (one change at a time; retried on the next plan)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.replica.removeNodeFromCluster(
+            raft_addr, callback=lambda res, err: loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err)))
+        try:
+            err = await asyncio.wait_for(fut, self.cfg.command_timeout_s)
+            log.info("removed %s from the Raft cluster (result %s)", raft_addr, err)
+        except asyncio.TimeoutError:
+            log.warning("removing %s from the Raft cluster timed out; will retry", raft_addr)
+
     async def run(self) -> None:
         while True:
             if self.replica.is_leader():
@@ -62,11 +75,16 @@ class Manager:
         with self.replica.lock:
             state = self.replica.state
             cmds = scheduler.plan_lost(state, now, silent_s=self.silent_s(), lost_after_s=self.cfg.node_lost_after_s)
+            cmds += scheduler.plan_drains(state, now)
+            departed = [rec["raftAddr"] for rec in state.nodes.values()
+                        if rec.get("status") == NODE_LEFT_STATUS and rec["raftAddr"] in self.replica.members()]
             expire = time.monotonic() >= self._next_expiry
             if expire:
                 self._next_expiry = time.monotonic() + self.policy.expiry_interval_s
             cmds += scheduler.plan(state, now, live_nodes=self.live_nodes(), prefer=self.cfg.node_id,
                                    policy=self.policy, expire=expire)
+        for addr in departed:
+            await self.remove_member(addr)
         if not cmds:
             return
         # Submitted together, the bridge packs them into one log entry.

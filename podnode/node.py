@@ -31,6 +31,7 @@ from .raft import commands as C
 from .raft.bridge import CommandBridge
 from .raft.replica import RaftTiming, Replica
 from .raft.state import State
+from .scaling.cost import spend
 
 log = logging.getLogger("podnode")
 T = TypeVar("T")
@@ -107,6 +108,13 @@ class PodNode:
             await self.bridge.submit({"t": C.SYNC})
             value = self.read(fn)
         return value
+
+    async def caught_up(self) -> None:
+        """Before a read that must see every earlier write, made through any node: on a follower, wait
+        until everything committed so far is applied here. Without quorum the read is served as it is."""
+        if not self.replica.is_leader():
+            with contextlib.suppress(Unavailable):
+                await self.bridge.submit({"t": C.SYNC})
 
     async def read_execution(self, exec_id: int) -> dict[str, Any] | None:
         """An execution's record, or None if it does not exist (any more).
@@ -219,15 +227,23 @@ class PodNode:
             status["lastPlan"] = {k: v for k, v in self.manager.last_plan.items() if k != "results"}
         return status
 
-    def workers_view(self) -> list[dict[str, Any]]:
+    def workers_view(self) -> dict[str, Any]:
+        """Every node with its state, slots, load, provider and price; the spend rate and the spend so far."""
+        now = time.time()
         with self.replica.lock:
             state = self.replica.state
             busy = state.busy_slots()
             nodes = [dict(rec) for rec in state.nodes.values()]
-        return [{"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
-                 "busy": busy.get(n["id"], 0), "status": n.get("status", "up"),
-                 "connected": n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"])}
-                for n in nodes]
+            launches = {n: dict(rec) for n, rec in state.launches.items()}
+        rate, total = spend(nodes, launches.values(), now)
+        workers = [{"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
+                    "busy": busy.get(n["id"], 0), "load": round(busy.get(n["id"], 0) / n["slots"], 3) if n["slots"]
+                    else 0.0, "status": n.get("status", "up"), "provider": n.get("provider", "static"),
+                    "hourlyPrice": n.get("hourlyPrice", 0.0),
+                    "connected": n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"])}
+                   for n in nodes]
+        return {"workers": workers, "launching": [{"id": n, **rec} for n, rec in sorted(launches.items())],
+                "spendPerHour": round(rate, 6), "spentSoFar": round(total, 6)}
 
 
 # ---- command line -----------------------------------------------------------------------------------

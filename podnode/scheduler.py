@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .raft import commands as C
-from .raft.lifecycle import APPROVED, INSTALLED, NODE_UP_STATUS, TERMINAL, VERIFYING, WAITING
+from .raft.lifecycle import (APPROVED, IN_PROGRESS, INSTALLED, NODE_DRAINING_STATUS, NODE_UP_STATUS, TERMINAL,
+                             VERIFYING, WAITING)
 from .raft.state import State
 
 
@@ -52,7 +53,21 @@ def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_afte
     return [{"t": C.NODE_LOST, "node": node, "now": now,
              "reason": f"node {node} was lost (unreachable for {silent:.1f} s)"}
             for node, silent in sorted(silent_s.items())
-            if silent > lost_after_s and state.nodes.get(node, {}).get("status") == NODE_UP_STATUS]
+            if silent > lost_after_s and state.nodes.get(node, {}).get("status") in (NODE_UP_STATUS,
+                                                                                        NODE_DRAINING_STATUS)]
+
+
+def plan_drains(state: State, now: float) -> list[dict[str, Any]]:
+    """A draining node leaves once nothing runs on it any more, or at its deadline (its work then moves)."""
+    cmds = []
+    for node, rec in sorted(state.nodes.items()):
+        if rec.get("status") != NODE_DRAINING_STATUS:
+            continue
+        busy = any(e["workerId"] == node and (e["status"] == IN_PROGRESS or e.get("outputPending"))
+                   for e in state.executions.values())
+        if not busy or now >= rec.get("drainDeadline", now):
+            cmds.append({"t": C.NODE_LEFT, "node": node, "now": now})
+    return cmds
 
 
 def _rank(node: str, free: int, prefer: str | None) -> tuple:

@@ -13,6 +13,7 @@ from ..raft.lifecycle import TERMINAL
 from ..raft.state import missing_execution
 from . import params as P
 from . import views
+from .cluster_actions import CLUSTER_ACTIONS
 
 if TYPE_CHECKING:
     from ..node import PodNode
@@ -106,10 +107,6 @@ async def get_all_executions(node: PodNode, p: Params) -> dict[str, Any]:
     return {"executions": listed}
 
 
-async def get_workers(node: PodNode, p: Params) -> dict[str, Any]:
-    return {"workers": node.workers_view()}
-
-
 ACTIONS: dict[str, Action] = {
     "newActivity": new_activity,
     "getActivityStatus": get_activity_status,
@@ -118,5 +115,5 @@ ACTIONS: dict[str, Action] = {
     "getExecutionStatus": get_execution_status,
     "terminateExecution": terminate_execution,
     "getAllExecutions": get_all_executions,
-    "getWorkers": get_workers,
+    **CLUSTER_ACTIONS,
 }

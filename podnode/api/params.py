@@ -21,12 +21,30 @@ def required(params: Mapping[str, str], key: str) -> str:
     return value
 
 
-def activity_name(params: Mapping[str, str]) -> str:
-    name = required(params, "name")
-    if not _NAME.fullmatch(name):
-        raise BadRequest(f"Invalid activity name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-', "
+def name(params: Mapping[str, str], key: str, what: str) -> str:
+    """A name parameter (activity, policy, worker): 1 to 64 safe characters."""
+    value = required(params, key)
+    if not _NAME.fullmatch(value):
+        raise BadRequest(f"Invalid {what} name {value!r}: use 1 to 64 letters, digits, '_', '.' or '-', "
                          "starting with a letter or digit")
-    return name
+    return value
+
+
+def activity_name(params: Mapping[str, str]) -> str:
+    return name(params, "name", "activity")
+
+
+def seconds(params: Mapping[str, str], key: str, *, default: float, cap_s: float) -> float:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"Invalid {key} {raw!r}: give seconds, e.g. {key}=10") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(f"Invalid {key} {raw!r}: it must be zero or more seconds")
+    return min(value, cap_s)
 
 
 def execution_id(params: Mapping[str, str]) -> int:
@@ -37,16 +55,7 @@ def execution_id(params: Mapping[str, str]) -> int:
 
 
 def wait_seconds(params: Mapping[str, str], cap_s: float) -> float:
-    raw = params.get("wait")
-    if raw is None or raw == "":
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"Invalid wait {raw!r}: give seconds, e.g. wait=10") from None
-    if not math.isfinite(value) or value < 0:
-        raise BadRequest(f"Invalid wait {raw!r}: it must be zero or more seconds")
-    return min(value, cap_s)
+    return seconds(params, "wait", default=0.0, cap_s=cap_s)
 
 
 def execution_input(params: Mapping[str, str], cap_bytes: int) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +16,7 @@ from ..config import NodeConfig
 from ..errors import Unavailable
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
-from ..raft.lifecycle import NODE_LOST_STATUS
+from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
@@ -53,8 +55,12 @@ class Agent:
                                  done=self.done, installing=self.installing, uninstalling=self.uninstalling,
                                  incarnation=self.incarnation)
                 self._prune_done()
-                declared_lost = self.replica.state.nodes.get(self.node, {}).get("status") == NODE_LOST_STATUS
-            if declared_lost and not self._registering:
+                my_status = self.replica.state.nodes.get(self.node, {}).get("status")
+            if my_status == NODE_LEFT_STATUS:
+                log.info("this node has left the cluster; stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            if my_status == NODE_LOST_STATUS and not self._registering:
                 # The leader lost us (a freeze, a partition) and moved our work: say we are back.
                 self._spawn(self._register())
             await self._carry_out(todo)

@@ -13,6 +13,8 @@ ACTIVITY_TRANSITIONS: dict[str, frozenset[str]] = {
 
 # A node is up, or lost: unreachable past node_lost_after_s, or it said it restarted without its work.
 NODE_UP_STATUS, NODE_LOST_STATUS = "up", "lost"
+# Draining: no new work, leaves when its running work is done (or at its deadline); left: out of Raft.
+NODE_DRAINING_STATUS, NODE_LEFT_STATUS = "draining", "left"
 
 # Installation of one activity on one node.
 INSTALLING, INSTALLED, FAILED = "installing", "installed", "failed"

@@ -11,6 +11,8 @@ import logging
 from typing import Any, Callable
 
 from . import commands as C
+from .membership import MembershipCommands
+from .policies import PolicyCommands
 from .lifecycle import (
     ACTIVITY_TRANSITIONS,
     APPROVED,
@@ -22,6 +24,8 @@ from .lifecycle import (
     INSTALLATION_TRANSITIONS,
     INSTALLED,
     INSTALLING,
+    NODE_DRAINING_STATUS,
+    NODE_LEFT_STATUS,
     NODE_LOST_STATUS,
     NODE_UP_STATUS,
     REJECTED,
@@ -59,7 +63,7 @@ def missing_execution(exec_id: Any) -> Result:
     )
 
 
-class State:
+class State(PolicyCommands, MembershipCommands):
     """All replicated data, as plain dicts and lists (msgpack-able), plus the transitions on it."""
 
     def __init__(self) -> None:
@@ -68,6 +72,10 @@ class State:
         self.executions: dict[int, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.request_ids: dict[str, list] = {}
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.active_policy: str | None = None
+        self.launches: dict[str, dict[str, Any]] = {}
+        self.launch_failures: dict[str, Any] = {}
         self.next_activity_id = 1
         self.next_execution_id = 1
         # Executions changed since the owner last took this set (not replicated state: a wake-up hint).
@@ -89,11 +97,20 @@ class State:
             C.NODE_LOST: self._node_lost,
             C.EXEC_LOST: self._exec_lost,
             C.REINSTALL: self._reinstall,
+            C.POLICY_NEW: self._policy_new,
+            C.POLICY_DELETE: self._policy_delete,
+            C.POLICY_APPLY: self._policy_apply,
+            C.POLICY_RESET: self._policy_reset,
+            C.NODE_LAUNCHED: self._node_launched,
+            C.NODE_LAUNCH_FAILED: self._node_launch_failed,
+            C.NODE_DRAIN: self._node_drain,
+            C.NODE_LEFT: self._node_left,
             C.BATCH: self._batch,
         }
 
     # ---- snapshot -------------------------------------------------------------------------------
-    _FIELDS = ("activities", "installations", "executions", "nodes", "request_ids",
+    _FIELDS = ("activities", "installations", "executions", "nodes", "request_ids", "policies", "active_policy",
+               "launches", "launch_failures",
                "next_activity_id", "next_execution_id")
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,16 +157,19 @@ class State:
             status=NODE_UP_STATUS,
         )
         record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
+        if record.get("status") == NODE_DRAINING_STATUS:
+            fields["status"] = NODE_DRAINING_STATUS  # a restart does not cancel a drain
         record.update(fields)
         record.pop("lostReason", None)
         record.pop("lostAt", None)
+        self._adopt_launch(node, record)
         return {"ok": True, "node": dict(record)}
 
     def _node_lost(self, cmd: dict) -> Result:
         """The leader has not reached the node for node_lost_after_s: move its work elsewhere."""
         node, now, reason = cmd["node"], cmd["now"], str(cmd.get("reason") or f"node {cmd['node']} was lost")
         record = self.nodes.get(node)
-        if record is None or record.get("status") == NODE_LOST_STATUS:
+        if record is None or record.get("status") in (NODE_LOST_STATUS, NODE_LEFT_STATUS):
             return {"ok": True, "ignored": True}
         record.update(status=NODE_LOST_STATUS, lostAt=now, lostReason=reason)
         moved = []
@@ -294,8 +314,8 @@ class State:
             return "no such activity"
         if node not in self.nodes:
             return "no such node"
-        if self.nodes[node].get("status") == NODE_LOST_STATUS:
-            return "node is lost"
+        if self.nodes[node].get("status", NODE_UP_STATUS) != NODE_UP_STATUS:
+            return f"node is {self.nodes[node]['status']}"
         installs = self.installations[name]
         if node in installs:
             return "already assigned"
@@ -429,6 +449,7 @@ class State:
             self._set_exec_status(execution, IN_PROGRESS)
             execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now,
                              workerIncarnation=self.nodes[node].get("incarnation", ""))
+            self.nodes[node]["lastWorkAt"] = now
             busy[node] += 1
         return why
 
@@ -439,8 +460,8 @@ class State:
             return f"execution is {execution['status']}"
         if node not in self.nodes:
             return "no such node"
-        if self.nodes[node].get("status") == NODE_LOST_STATUS:
-            return "node is lost"
+        if self.nodes[node].get("status", NODE_UP_STATUS) != NODE_UP_STATUS:
+            return f"node is {self.nodes[node]['status']}"
         inst = self.installations.get(execution["activityName"], {}).get(node)
         if inst is None or inst["status"] != INSTALLED:
             return "activity not installed on node"
@@ -465,6 +486,7 @@ class State:
                 code = report.get("exitCode")
                 status = FINISHED if code == 0 else ERROR
                 self._end(execution, status, now, report.get("error"))
+                self._note_runtime(execution, now)
             elif not execution.get("outputPending"):
                 ignored.append(report["id"])
                 continue
@@ -484,7 +506,7 @@ class State:
     def _pull(self, node: str, now: float) -> list[int]:
         """The reporting node asks to refill the slots it just freed: give it the oldest waiting executions
         it can run, first in first out, so a busy queue drains without a placement entry per slot."""
-        if node not in self.nodes or self.nodes[node].get("status") == NODE_LOST_STATUS:
+        if node not in self.nodes or self.nodes[node].get("status", NODE_UP_STATUS) != NODE_UP_STATUS:
             return []
         busy, pulled = self.busy_slots(), []
         for exec_id in sorted(i for i, e in self.executions.items() if e["status"] == WAITING):
@@ -493,6 +515,16 @@ class State:
             if self._place(self.executions[exec_id], node, busy, now) is None:
                 pulled.append(exec_id)
         return pulled
+
+    def _note_runtime(self, execution: dict, now: float) -> None:
+        """Keep each activity's mean run time (moving average) and each node's last work time, for scaling."""
+        activity = self.activities.get(execution["activityName"])
+        if activity is not None and execution["startTime"] is not None:
+            took = max(0.0, now - execution["startTime"])
+            mean = activity.get("meanRuntimeS")
+            activity["meanRuntimeS"] = took if mean is None else 0.8 * mean + 0.2 * took
+        if execution["workerId"] in self.nodes:
+            self.nodes[execution["workerId"]]["lastWorkAt"] = now
 
     def _exec_terminate(self, cmd: dict) -> Result:
         execution = self.executions.get(cmd["id"])

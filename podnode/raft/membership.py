@@ -1,0 +1,72 @@
+"""Replicated node life cycle beyond up and lost: launches by a provider, draining, leaving.
+A mixin of State (pure, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .lifecycle import IN_PROGRESS, NODE_DRAINING_STATUS, NODE_LEFT_STATUS, NODE_UP_STATUS
+
+Result = dict[str, Any]
+
+
+class MembershipCommands:
+    nodes: dict[str, dict[str, Any]]
+    launches: dict[str, dict[str, Any]]
+    launch_failures: dict[str, Any]
+    executions: dict[int, dict[str, Any]]
+    installations: dict[str, dict[str, dict[str, Any]]]
+
+    def _node_launched(self, cmd: dict) -> Result:
+        """A provider was asked for this node; it counts as launching until it registers."""
+        node = str(cmd["node"])
+        if node in self.nodes or node in self.launches:
+            return {"error": "conflict", "message": f"node {node} already exists"}
+        self.launches[node] = {"provider": str(cmd["provider"]), "ref": str(cmd.get("ref") or ""),
+                               "hourlyPrice": float(cmd.get("hourlyPrice") or 0.0), "launchedAt": cmd["now"]}
+        return {"ok": True}
+
+    def _node_launch_failed(self, cmd: dict) -> Result:
+        node, now = str(cmd["node"]), cmd["now"]
+        self.launches.pop(node, None)
+        count = int(self.launch_failures.get("count", 0)) + 1
+        self.launch_failures.update(count=count, lastAt=now, lastNode=node, lastReason=str(cmd.get("reason") or ""))
+        return {"ok": True, "failures": count}
+
+    def _adopt_launch(self, node: str, record: dict[str, Any]) -> None:
+        """On registration, a launched node takes over its provider's facts and becomes removable."""
+        launch = self.launches.pop(node, None)
+        if launch is not None:
+            record.update(provider=launch["provider"], ref=launch["ref"], hourlyPrice=launch["hourlyPrice"],
+                          removable=True)
+
+    def _node_drain(self, cmd: dict) -> Result:
+        node, now = cmd["node"], cmd["now"]
+        record = self.nodes.get(node)
+        if record is None:
+            return {"error": "not_found", "message": f"Worker {node!r} doesn't exist"}
+        if record.get("status") != NODE_UP_STATUS:
+            return {"error": "conflict", "message": f"Worker {node!r} is {record.get('status')}; only an up "
+                                                      "worker can be drained"}
+        deadline_s = float(cmd.get("deadlineS") or 300.0)
+        record.update(status=NODE_DRAINING_STATUS, drainDeadline=now + deadline_s,
+                      drainReason=str(cmd.get("reason") or "asked to leave"))
+        return {"ok": True, "node": dict(record)}
+
+    def _node_left(self, cmd: dict) -> Result:
+        """The node is out of the cluster: its work is queued again and its installations forgotten."""
+        node, now = cmd["node"], cmd["now"]
+        record = self.nodes.get(node)
+        if record is None or record.get("status") == NODE_LEFT_STATUS:
+            return {"ok": True, "ignored": True}
+        reason = f"node {node} left the cluster"
+        record.update(status=NODE_LEFT_STATUS, leftAt=now)
+        for execution in self.executions.values():
+            if execution["workerId"] == node and execution["status"] == IN_PROGRESS:
+                self._lose_attempt(execution, now, reason)
+            elif execution["workerId"] == node and execution.pop("outputPending", None):
+                self._output_lost(execution, reason)
+        for name in list(self.installations):
+            if self.installations[name].pop(node, None) is not None:
+                self._drop_activity_if_uninstalled(name)
+        return {"ok": True}
