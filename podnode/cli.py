@@ -333,6 +333,7 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
         raise CliError("--nodes must be >= 1 and the ports must fit below 65536", EXIT_USAGE)
     check_ports(args.port, args.nodes)
     cluster = LocalCluster(args.data_dir, nodes=args.nodes, base_port=args.port, slots=args.slots,
+                           extra_args=["--provider", "local"],
                            log_dir=args.data_dir)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

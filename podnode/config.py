@@ -45,6 +45,9 @@ class NodeConfig:
     kill_grace_s: float = 5.0                     # SIGTERM to SIGKILL, when terminating an execution
     scheduler_interval_s: float = 0.5             # the leader re-plans at least this often
     node_lost_after_s: float = 3.0                # a node the leader cannot reach this long is lost: its work moves
+    provider: str | None = None                   # who launches and destroys nodes: none, local or libcloud
+    provider_options: dict = field(default_factory=dict)  # the provider's settings (libcloud: driver, image, ...)
+    scaling_interval_s: float = 2.0               # the leader evaluates the active policy this often
     result_ttl_s: float = 24 * 3600.0             # unread finished results are dropped after this long
 
     def __post_init__(self) -> None:

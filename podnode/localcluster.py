@@ -163,7 +163,26 @@ class LocalCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
+    def launched_by_provider(self) -> list[tuple[str, int]]:
+        """(node id, pid) of the nodes the local provider launched, as the cluster records them."""
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            try:
+                code, body = get_json(node.url + "/POD/?action=getWorkers", timeout_s=2.0)
+            except OSError:
+                continue
+            if code == 200:
+                entries = body.get("workers", []) + body.get("launching", [])
+                return [(e["id"], int(e["ref"])) for e in entries
+                        if e.get("provider") == "local" and str(e.get("ref") or "").isdigit()
+                        and e.get("status") != "left"]
+        return []
+
     def stop(self) -> None:
+        from .scaling.providers import stop_foreign_node
+        for node_id, pid in self.launched_by_provider():
+            stop_foreign_node(pid, node_id, grace_s=10.0)
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
                 with _suppress_lookup():

@@ -12,13 +12,15 @@ from .config import NodeConfig
 from .errors import Unavailable
 from .raft.bridge import CommandBridge
 from .raft.lifecycle import NODE_LEFT_STATUS
+from .scaling.autoscaler import Autoscaler
 from .raft.replica import Replica
 
 log = logging.getLogger(__name__)
 
 
 class Manager:
-    def __init__(self, cfg: NodeConfig, replica: Replica, bridge: CommandBridge, changes: Changes):
+    def __init__(self, cfg: NodeConfig, replica: Replica, bridge: CommandBridge, changes: Changes,
+                 autoscaler: Autoscaler | None = None):
         self.cfg = cfg
         self.replica = replica
         self.bridge = bridge
@@ -26,6 +28,8 @@ class Manager:
         self.policy = scheduler.Policy(result_ttl_s=cfg.result_ttl_s)
         self.last_plan: dict = {}
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
+        self.autoscaler = autoscaler
+        self._next_scaling = 0.0  # monotonic time of the next policy evaluation
 
     def live_nodes(self) -> set[str]:
         """Nodes this node reaches over Raft right now (itself included). On the leader a connected peer
@@ -62,6 +66,7 @@ class Manager:
             if self.replica.is_leader():
                 try:
                     await self._plan_once()
+                    await self._scale_if_due()
                 except Unavailable as exc:
                     log.info("plan not committed: %s", exc)
                     await asyncio.sleep(0.2)
@@ -69,6 +74,11 @@ class Manager:
                     log.exception("scheduler failed")
                     await asyncio.sleep(1.0)
             await self.changes.wait(self.cfg.scheduler_interval_s)
+
+    async def _scale_if_due(self) -> None:
+        if self.autoscaler is not None and time.monotonic() >= self._next_scaling:
+            self._next_scaling = time.monotonic() + self.autoscaler.interval_s
+            await self.autoscaler.tick()
 
     async def _plan_once(self) -> None:
         now = time.time()

@@ -31,7 +31,9 @@ from .raft import commands as C
 from .raft.bridge import CommandBridge
 from .raft.replica import RaftTiming, Replica
 from .raft.state import State
+from .scaling.autoscaler import Autoscaler
 from .scaling.cost import spend
+from .scaling.factory import load_options, make_provider
 
 log = logging.getLogger("podnode")
 T = TypeVar("T")
@@ -63,7 +65,11 @@ class PodNode:
                                bind_address=f"{cfg.raft_host}:{cfg.raft_port}")
         self.bridge = CommandBridge(self.replica, loop, timeout_s=cfg.command_timeout_s)
         self.agent = Agent(cfg, self.replica, self.bridge, self.changes)
-        self.manager = Manager(cfg, self.replica, self.bridge, self.changes)
+        provider = make_provider(cfg)
+        self.autoscaler = None if provider is None else Autoscaler(
+            node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, provider=provider,
+            interval_s=cfg.scaling_interval_s)
+        self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0))
         line_cap = 4 * cfg.max_input_bytes + 8192
         self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0,
@@ -80,6 +86,8 @@ class PodNode:
         _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
         if stuck:
             log.error("tasks did not stop within 5 s: %s", [t.get_name() for t in stuck])
+        if self.autoscaler is not None:
+            await self.autoscaler.close()
         log.info("stopping: executions")
         with contextlib.suppress(Exception):
             await self.agent.shutdown()
@@ -225,6 +233,10 @@ class PodNode:
         }
         if role == "leader":
             status["lastPlan"] = {k: v for k, v in self.manager.last_plan.items() if k != "results"}
+            if self.autoscaler is not None:
+                status["scaling"] = self.autoscaler.last_decision
+        workers = self.workers_view()
+        status["spendPerHour"], status["spentSoFar"] = workers["spendPerHour"], workers["spentSoFar"]
         return status
 
     def workers_view(self) -> dict[str, Any]:
@@ -235,15 +247,16 @@ class PodNode:
             busy = state.busy_slots()
             nodes = [dict(rec) for rec in state.nodes.values()]
             launches = {n: dict(rec) for n, rec in state.launches.items()}
+            failures = dict(state.launch_failures)
         rate, total = spend(nodes, launches.values(), now)
         workers = [{"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
                     "busy": busy.get(n["id"], 0), "load": round(busy.get(n["id"], 0) / n["slots"], 3) if n["slots"]
                     else 0.0, "status": n.get("status", "up"), "provider": n.get("provider", "static"),
-                    "hourlyPrice": n.get("hourlyPrice", 0.0),
+                    "hourlyPrice": n.get("hourlyPrice", 0.0), "ref": n.get("ref"),
                     "connected": n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"])}
                    for n in nodes]
         return {"workers": workers, "launching": [{"id": n, **rec} for n, rec in sorted(launches.items())],
-                "spendPerHour": round(rate, 6), "spentSoFar": round(total, 6)}
+                "launchFailures": failures, "spendPerHour": round(rate, 6), "spentSoFar": round(total, 6)}
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -275,6 +288,10 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
                     help="a node the leader cannot reach this long is declared lost and its work moves")
     ap.add_argument("--election-timeout-s", type=float, default=0.4,
                     help="Raft election timeout (lower bound; the upper is 3.5x)")
+    ap.add_argument("--provider", choices=["none", "local", "libcloud"], default="none",
+                    help="who launches and destroys nodes for the scaling policy (default none)")
+    ap.add_argument("--provider-config", default=None, metavar="FILE", help="JSON options of the provider")
+    ap.add_argument("--scaling-interval-s", type=float, default=2.0, help="how often the leader scales")
     ap.add_argument("--log-level", default=os.environ.get("POD_LOG_LEVEL", "INFO"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -287,7 +304,8 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         data_dir=a.data_dir or os.path.join("pod-data", a.id), slots=a.slots, secret=a.secret or None,
         allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
-        node_lost_after_s=a.node_lost_after_s,
+        node_lost_after_s=a.node_lost_after_s, provider=a.provider,
+        provider_options=load_options(a.provider_config), scaling_interval_s=a.scaling_interval_s,
     )
 
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
@@ -60,8 +61,9 @@ class Provider(Protocol):
         """Start a server that joins the cluster as `node_id`; raise ProviderError on failure."""
         ...
 
-    async def destroy(self, node_id: str) -> None:
-        """Stop the server of `node_id`; an unknown id is fine."""
+    async def destroy(self, node_id: str, ref: str | None = None) -> None:
+        """Stop the server of `node_id` (ref: the provider's handle recorded at launch, for a server that
+        another leader launched); an unknown id is fine."""
         ...
 
     async def list_nodes(self) -> list[LaunchedNode]:
@@ -149,10 +151,13 @@ class LocalProvider:
             raise ProviderError(f"cannot start local node {node_id}: {err}") from err
         return _LocalProcess(node_id, proc, http_port, raft_port, log_path)
 
-    async def destroy(self, node_id: str) -> None:
-        """SIGTERM the node's process group, SIGKILL after stop_grace_s; unknown ids are fine."""
+    async def destroy(self, node_id: str, ref: str | None = None) -> None:
+        """SIGTERM the node's process group, SIGKILL after stop_grace_s; unknown ids are fine. A node that
+        another leader launched is found by its pid (ref), checked to still be that podnode."""
         entry = self._procs.pop(node_id, None)
         if entry is None:
+            if ref and ref.isdigit():
+                await asyncio.to_thread(stop_foreign_node, int(ref), node_id, self.stop_grace_s)
             return
         await asyncio.to_thread(stop_process_group, entry.proc, self.stop_grace_s)
         log.info("local: stopped %s (pid %d, exit %s)", node_id, entry.proc.pid, entry.proc.returncode)
@@ -194,6 +199,22 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
         log.warning("pid %d did not stop within %.1f s of SIGTERM; killing it", proc.pid, grace_s)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def stop_foreign_node(pid: int, node_id: str, grace_s: float) -> None:
+    """Stop a podnode process this provider did not start (launched by an earlier leader on this machine)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return  # gone already
+    if b"podnode" not in cmdline or node_id.encode() not in cmdline:
+        log.warning("local: pid %d is not node %s any more; not touching it", pid, node_id)
+        return
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+    _signal_group(pid, signal.SIGKILL)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -326,8 +347,8 @@ class LibcloudProvider:
                         "must be an image that starts podnode by itself", self.driver_name, name)
         return kwargs
 
-    async def destroy(self, node_id: str) -> None:
-        """Destroy every live server named name_prefix+node_id; none is fine."""
+    async def destroy(self, node_id: str, ref: str | None = None) -> None:
+        """Destroy every live server named name_prefix+node_id; none is fine (found by name: ref unused)."""
         await asyncio.to_thread(self._destroy, node_id)
 
     def _destroy(self, node_id: str) -> None:
