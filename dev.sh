@@ -39,6 +39,10 @@ case "$cmd" in
     ensure_venv ""
     exec "$VENV/bin/python" -m podnode.bench_failover "$@"
     ;;
+  bench-scaling)
+    ensure_venv ""
+    exec "$VENV/bin/python" -m podnode.bench_scaling "$@"
+    ;;
   *)
     ensure_venv ""
     exec "$VENV/bin/pod" "$cmd" "$@"
