@@ -34,6 +34,8 @@ class NodeConfig:
     allow_file_urls: bool | None = None           # file:// install scripts; None: only on a loopback node
     advertise_host: str | None = None             # host other nodes use to reach this one (default: bind host)
     join: str | None = None                       # HTTP URL (or HOST:PORT) of any member, to join a running cluster
+    observer: bool = False                        # a non-voting member (set when joining a cluster of max_voters)
+    max_voters: int = 5                           # Raft voters at most; more nodes join as observers
     timing: RaftTiming = field(default_factory=RaftTiming)
     command_timeout_s: float = 5.0                # a write not committed by then answers 503
     output_cap_bytes: int = 1024 * 1024           # per stream of one execution, kept and replicated

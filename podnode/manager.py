@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
+
+import aiohttp
+from pysyncobj import FAIL_REASON
 
 from . import scheduler
 from .changes import Changes
@@ -29,25 +33,103 @@ class Manager:
         self.last_plan: dict = {}
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
+        self._observer_ok: dict[str, float] = {}  # observer -> monotonic time its /status last answered
         self._next_scaling = 0.0  # monotonic time of the next policy evaluation
 
     def live_nodes(self) -> set[str]:
-        """Nodes this node reaches over Raft right now (itself included). On the leader a connected peer
-        must also have answered lately: a frozen one keeps its connection but stops answering."""
+        """Nodes this node reaches right now (itself included). Voters: over Raft, and on the leader they must
+        also have answered lately (a frozen one keeps its connection but stops answering). Observers are not
+        Raft peers: the leader polls their /status instead."""
         nodes = self.replica.state.nodes
         ages = self.replica.response_ages()
         quiet_s = max(0.5, 10 * self.cfg.timing.heartbeat_s)
+        observer_ages = self._observer_ages()
         return {n for n, rec in nodes.items()
-                if n == self.cfg.node_id or (self.replica.peer_connected(rec["raftAddr"])
-                                             and ages.get(rec["raftAddr"], 0.0) < quiet_s)}
+                if n == self.cfg.node_id
+                or (rec.get("role") == "observer" and observer_ages.get(n, quiet_s) < quiet_s)
+                or (self.replica.peer_connected(rec["raftAddr"]) and ages.get(rec["raftAddr"], 0.0) < quiet_s)}
 
     def silent_s(self) -> dict[str, float]:
-        """Seconds since this leader last heard from each other node over Raft (a new leader's clocks start
-        when it took over, so nobody is declared lost for the time before it led)."""
+        """Seconds since this leader last heard from each other node (a new leader's clocks start when it
+        took over, so nobody is declared lost for the time before it led)."""
         ages = self.replica.response_ages()
         nodes = self.replica.state.nodes
-        return {n: ages[rec["raftAddr"]] for n, rec in nodes.items()
-                if n != self.cfg.node_id and rec["raftAddr"] in ages}
+        silent = {n: ages[rec["raftAddr"]] for n, rec in nodes.items()
+                  if n != self.cfg.node_id and rec.get("role") != "observer" and rec["raftAddr"] in ages}
+        return silent | self._observer_ages()
+
+    def _observer_ages(self) -> dict[str, float]:
+        now = time.monotonic()
+        return {n: now - t for n, t in self._observer_ok.items()}
+
+    async def _watch_observers(self) -> None:
+        """On the leader: poll every observer's /status (they are not Raft peers, so Raft cannot tell)."""
+        timeout = aiohttp.ClientTimeout(total=max(0.5, self.cfg.node_lost_after_s / 3))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                if not self.replica.is_leader():
+                    self._observer_ok.clear()
+                else:
+                    with self.replica.lock:
+                        observers = {n: rec["httpUrl"] for n, rec in self.replica.state.nodes.items()
+                                     if rec.get("role") == "observer" and rec.get("status") != NODE_LEFT_STATUS}
+                    for n in list(self._observer_ok):
+                        if n not in observers:
+                            del self._observer_ok[n]
+                    await asyncio.gather(*(self._poll_observer(session, n, url) for n, url in observers.items()))
+                await asyncio.sleep(0.25)
+
+    async def _poll_observer(self, session: aiohttp.ClientSession, node: str, url: str) -> None:
+        self._observer_ok.setdefault(node, time.monotonic())  # the clock starts when this leader first looks
+        try:
+            async with session.get(f"{url}/status") as resp:
+                if resp.status == 200:
+                    self._observer_ok[node] = time.monotonic()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass
+
+    async def _promote_if_needed(self) -> None:
+        """Keep max_voters voters: drop a lost voter from Raft and promote an observer in its place."""
+        with self.replica.lock:
+            promote, remove = scheduler.plan_promotion(self.replica.state, self.replica.members(),
+                                                       max_voters=self.cfg.max_voters)
+            target = self.replica.state.nodes.get(promote) if promote else None
+        if remove:
+            await self.remove_member(remove[0])
+            return
+        if target is None:
+            return
+        members = await self.add_member(target["raftAddr"])
+        headers = {"X-Pod-Secret": self.cfg.secret} if self.cfg.secret else {}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                async with session.post(f"{target['httpUrl']}/internal/promote", headers=headers,
+                                        data={"members": ",".join(members)}) as resp:
+                    log.info("promoted %s to voter: HTTP %s", promote, resp.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("could not tell %s it is a voter now: %s", promote, exc)
+
+    async def add_member(self, raft_addr: str) -> list[str]:
+        """Add a node to the Raft cluster (one change at a time, retried while another is in progress);
+        return the members afterwards. Adding one that is already a member changes nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.command_timeout_s * 3
+        while raft_addr not in self.replica.members():
+            fut = loop.create_future()
+
+            def done(res: Any, err: int, fut=fut) -> None:  # Raft thread
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err))
+            self.replica.addNodeToCluster(raft_addr, callback=done)
+            try:
+                err = await asyncio.wait_for(fut, self.cfg.command_timeout_s)
+            except asyncio.TimeoutError:
+                err = None
+            if err == FAIL_REASON.SUCCESS or raft_addr in self.replica.members():
+                break
+            if loop.time() > deadline:
+                raise Unavailable(f"could not add {raft_addr} to the cluster (Raft said {err}); retry")
+            await asyncio.sleep(0.2)
+        return self.replica.members()
 
     async def remove_member(self, raft_addr: str) -> None:
         """Take a node that left out of the Raft cluster (one change at a time; retried on the next plan)."""
@@ -62,10 +144,19 @@ class Manager:
             log.warning("removing %s from the Raft cluster timed out; will retry", raft_addr)
 
     async def run(self) -> None:
+        watcher = asyncio.create_task(self._watch_observers(), name="observers")
+        try:
+            await self._run()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _run(self) -> None:
         while True:
             if self.replica.is_leader():
                 try:
                     await self._plan_once()
+                    await self._promote_if_needed()
                     await self._scale_if_due()
                 except Unavailable as exc:
                     log.info("plan not committed: %s", exc)

@@ -18,7 +18,6 @@ from typing import Any, Callable, TypeVar
 
 import aiohttp
 from aiohttp import web
-from pysyncobj import FAIL_REASON
 
 from . import __version__, scheduler
 from .api.app import build_app
@@ -29,7 +28,7 @@ from .exec.agent import Agent
 from .manager import Manager
 from .raft import commands as C
 from .raft.bridge import CommandBridge
-from .raft.replica import RaftTiming, Replica
+from .raft.replica import RaftTiming, Replica, ReplicaRef
 from .raft.state import State
 from .scaling.autoscaler import Autoscaler
 from .scaling.cost import spend
@@ -59,10 +58,7 @@ class PodNode:
         cfg.check_secure()
         loop = asyncio.get_running_loop()
         self.changes = Changes(loop)
-        self.replica = Replica(self_addr=cfg.raft_addr, peers=cfg.peers, data_dir=cfg.data_dir,
-                               password=cfg.secret, timing=cfg.timing,
-                               on_change=self.changes.notify_threadsafe,
-                               bind_address=f"{cfg.raft_host}:{cfg.raft_port}")
+        self.replica = ReplicaRef(self._make_replica(observer=cfg.observer, peers=cfg.peers))
         self.bridge = CommandBridge(self.replica, loop, timeout_s=cfg.command_timeout_s)
         self.agent = Agent(cfg, self.replica, self.bridge, self.changes)
         provider = make_provider(cfg)
@@ -79,6 +75,25 @@ class PodNode:
         self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
                        asyncio.create_task(self.manager.run(), name="manager")]
         log.info("node %s: HTTP %s, Raft %s, peers %s", cfg.node_id, cfg.http_url, cfg.raft_addr, cfg.peers)
+
+    def _make_replica(self, *, observer: bool, peers: list[str]) -> Replica:
+        cfg = self.cfg
+        return Replica(self_addr=None if observer else cfg.raft_addr, peers=peers, data_dir=cfg.data_dir,
+                       password=cfg.secret, timing=cfg.timing, on_change=self.changes.notify_threadsafe,
+                       bind_address=None if observer else f"{cfg.raft_host}:{cfg.raft_port}")
+
+    async def promote(self, members: list[str]) -> None:
+        """Become a voter: the leader has added this node's Raft address; restart the replica on the same
+        journal and snapshot, now binding the Raft port, and register again."""
+        if not self.replica.observer:
+            return
+        log.info("promoted to voter; members %s", members)
+        self.bridge.fail_all()
+        old = self.replica.swap(self._make_replica(observer=False,
+                                                   peers=[m for m in members if m != self.cfg.raft_addr]))
+        self.cfg.observer = False
+        await asyncio.to_thread(old.destroy_synchronous)
+        self.agent.reregister()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -170,26 +185,7 @@ class PodNode:
                                        prefer=self.cfg.node_id)
 
     async def add_member(self, raft_addr: str) -> list[str]:
-        """Add a node to the Raft cluster (one change at a time, retried while another is in progress);
-        return the members afterwards. Adding one that is already a member changes nothing."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.cfg.command_timeout_s * 3
-        while raft_addr not in self.replica.members():
-            fut = loop.create_future()
-
-            def done(res: Any, err: int, fut=fut) -> None:  # Raft thread
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(err))
-            self.replica.addNodeToCluster(raft_addr, callback=done)
-            try:
-                err = await asyncio.wait_for(fut, self.cfg.command_timeout_s)
-            except asyncio.TimeoutError:
-                err = None
-            if err == FAIL_REASON.SUCCESS or raft_addr in self.replica.members():
-                break
-            if loop.time() > deadline:
-                raise Unavailable(f"could not add {raft_addr} to the cluster (Raft said {err}); retry")
-            await asyncio.sleep(0.2)
-        return self.replica.members()
+        return await self.manager.add_member(raft_addr)
 
     def check_peer_secret(self, request: web.Request) -> None:
         if self.cfg.secret and not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self.cfg.secret):
@@ -205,6 +201,8 @@ class PodNode:
     def status_view(self) -> dict[str, Any]:
         raft = self._raft_status()
         role = {0: "follower", 1: "candidate", 2: "leader"}.get(raft.get("state"), "follower")
+        if self.replica.observer:
+            role = "observer"
         with self.replica.lock:
             state = self.replica.state
             by_addr = {rec["raftAddr"]: n for n, rec in state.nodes.items()}
@@ -292,6 +290,8 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
                     help="who launches and destroys nodes for the scaling policy (default none)")
     ap.add_argument("--provider-config", default=None, metavar="FILE", help="JSON options of the provider")
     ap.add_argument("--scaling-interval-s", type=float, default=2.0, help="how often the leader scales")
+    ap.add_argument("--max-voters", type=int, default=5,
+                    help="Raft voters at most; further nodes join as non-voting observers (default 5)")
     ap.add_argument("--log-level", default=os.environ.get("POD_LOG_LEVEL", "INFO"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -306,6 +306,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
         node_lost_after_s=a.node_lost_after_s, provider=a.provider,
         provider_options=load_options(a.provider_config), scaling_interval_s=a.scaling_interval_s,
+        max_voters=max(3, a.max_voters),
     )
 
 
@@ -322,8 +323,9 @@ def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     watcher.attach_loop(loop)
 
 
-async def join_cluster(cfg: NodeConfig, *, timeout_s: float = 60.0) -> list[str]:
-    """Ask a member to add this node to the Raft cluster; return the members' Raft addresses."""
+async def join_cluster(cfg: NodeConfig, *, timeout_s: float = 60.0) -> tuple[list[str], str]:
+    """Ask a member to let this node in; return the voters' Raft addresses and this node's role (a voter,
+    or an observer once the cluster has max_voters voters)."""
     url = cfg.join if "://" in (cfg.join or "") else f"http://{cfg.join}"
     headers = {SECRET_HEADER: cfg.secret} if cfg.secret else {}
     loop = asyncio.get_running_loop()
@@ -335,7 +337,7 @@ async def join_cluster(cfg: NodeConfig, *, timeout_s: float = 60.0) -> list[str]
                                         headers=headers) as resp:
                     body = await resp.json(content_type=None)
                     if resp.status == 200:
-                        return list(body["members"])
+                        return list(body["members"]), body.get("role", "voter")
                     why = body.get("error", f"HTTP {resp.status}")
                     if resp.status < 500:
                         raise SystemExit(f"cannot join through {url}: {why}")
@@ -350,9 +352,10 @@ async def join_cluster(cfg: NodeConfig, *, timeout_s: float = 60.0) -> list[str]
 async def serve(cfg: NodeConfig) -> None:
     use_pidfd_child_watcher(asyncio.get_running_loop())
     if cfg.join:
-        members = await join_cluster(cfg)
+        members, role = await join_cluster(cfg)
         cfg.peers = [m for m in members if m != cfg.raft_addr]
-        log.info("joined through %s; members %s", cfg.join, members)
+        cfg.observer = role == "observer"
+        log.info("joined through %s as %s; voters %s", cfg.join, role, members)
     node = PodNode(cfg)
     await node.start()
     stop = asyncio.Event()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .raft import commands as C
-from .raft.lifecycle import (APPROVED, IN_PROGRESS, INSTALLED, NODE_DRAINING_STATUS, NODE_UP_STATUS, TERMINAL,
-                             VERIFYING, WAITING)
+from .raft.lifecycle import (APPROVED, IN_PROGRESS, INSTALLED, NODE_DRAINING_STATUS, NODE_LEFT_STATUS,
+                             NODE_LOST_STATUS, NODE_UP_STATUS, TERMINAL, VERIFYING, WAITING)
 from .raft.state import State
 
 
@@ -55,6 +55,22 @@ def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_afte
             for node, silent in sorted(silent_s.items())
             if silent > lost_after_s and state.nodes.get(node, {}).get("status") in (NODE_UP_STATUS,
                                                                                         NODE_DRAINING_STATUS)]
+
+
+def plan_promotion(state: State, members: list[str], *, max_voters: int) -> tuple[str | None, list[str]]:
+    """Keep max_voters voters while observers can stand in: (observer to promote or None, Raft addresses of
+    lost voters to take out of Raft first). A lost voter stays a member while nobody can replace it (it may
+    come back); one change at a time."""
+    by_addr = {rec["raftAddr"]: rec for rec in state.nodes.values()}
+    gone = [a for a in members if by_addr.get(a, {}).get("status") in (NODE_LOST_STATUS, NODE_LEFT_STATUS)]
+    busy = state.busy_slots()
+    observers = sorted((busy.get(n, 0), n) for n, rec in state.nodes.items()
+                       if rec.get("role") == "observer" and rec.get("status") == NODE_UP_STATUS)
+    if not observers:
+        return None, []
+    if gone:
+        return None, gone[:1]
+    return (observers[0][1] if len(members) < max_voters else None), []
 
 
 def plan_drains(state: State, now: float) -> list[dict[str, Any]]:

@@ -80,8 +80,21 @@ def build_app(node: PodNode) -> web.Application:
         host, _, port = raft_addr.rpartition(":")
         if not host or not port.isdigit():
             raise BadRequest("raftAddr must be HOST:PORT")
+        members = node.replica.members()
+        if raft_addr not in members and len(members) >= node.cfg.max_voters:
+            return _json({"members": members, "role": "observer"})
         members = await node.add_member(raft_addr)
-        return _json({"members": members})
+        return _json({"members": members, "role": "voter"})
+
+    async def promote(request: web.Request) -> web.Response:
+        """The leader has made this observer a voter: restart its replica as one."""
+        node.check_peer_secret(request)
+        params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        members = [m for m in params.get("members", "").split(",") if m]
+        if node.cfg.raft_addr not in members:
+            raise BadRequest("members must include this node's Raft address")
+        await node.promote(members)
+        return _json({"role": node.status_view()["role"]})
 
     for path in ("/POD/", "/POD"):
         app.router.add_get(path, pod_action)
@@ -89,4 +102,5 @@ def build_app(node: PodNode) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_get("/internal/executions/{id}/output", execution_output)
     app.router.add_post("/internal/join", join)
+    app.router.add_post("/internal/promote", promote)
     return app

@@ -71,11 +71,16 @@ class Agent:
         try:
             cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
                            "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
-                           "version": _version(), "incarnation": self.incarnation}
+                           "version": _version(), "incarnation": self.incarnation,
+                           "role": "observer" if self.cfg.observer else "voter"}
             await self._commit_retrying(cmd, lambda: True)
             await self._check_activity_files()
         finally:
             self._registering = False
+
+    def reregister(self) -> None:
+        """Register again (after a promotion: the role changed)."""
+        self._spawn(self._register())
 
     async def _check_activity_files(self) -> None:
         """After (re)joining: reinstall activities whose files are gone, remove those no longer ours."""

@@ -42,8 +42,23 @@ class RaftTiming:
     compaction_min_s: float = 300.0      # ...or this many seconds
 
 
+class ReplicaRef:
+    """The node's current replica, for every part that uses it: promoting an observer to a voter swaps
+    the replica underneath without the parts noticing."""
+
+    def __init__(self, replica: "Replica"):
+        self._replica = replica
+
+    def swap(self, replica: "Replica") -> "Replica":
+        old, self._replica = self._replica, replica
+        return old
+
+    def __getattr__(self, name: str):
+        return getattr(self._replica, name)
+
+
 class Replica(SyncObj):
-    def __init__(self, *, self_addr: str, peers: list[str], data_dir: str, password: str | None,
+    def __init__(self, *, self_addr: str | None, peers: list[str], data_dir: str, password: str | None,
                  timing: RaftTiming, on_change: Callable[[set[int] | None], None], bind_address: str | None = None):
         # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.
         self.state = State()
@@ -138,7 +153,7 @@ class Replica(SyncObj):
                 "state": self.state.to_dict(),
                 "last": list(last),
                 "prev": list(prev),
-                "cluster": sorted(node.id for node in cluster),
+                "cluster": sorted(node.id for node in cluster if node is not None),
             }, use_bin_type=True)
         with open(filename, "wb") as f:
             f.write(packed)
@@ -159,8 +174,14 @@ class Replica(SyncObj):
         return None if leader is None else str(leader.id if hasattr(leader, "id") else leader)
 
     def members(self) -> list[str]:
-        """Raft addresses of every voting member, this node included."""
-        return sorted({str(n.id) for n in self.otherNodes} | {str(self.selfNode.id)})
+        """Raft addresses of every voting member, this node included (an observer is not one)."""
+        me = {str(self.selfNode.id)} if self.selfNode is not None else set()
+        return sorted({str(n.id) for n in self.otherNodes} | me)
+
+    @property
+    def observer(self) -> bool:
+        """A non-voting member (pysyncobj read-only node): it follows the log and submits, never votes."""
+        return self.selfNode is None
 
     def has_quorum(self) -> bool:
         """Does this node reach a majority of the voters (itself included)?"""

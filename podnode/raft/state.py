@@ -153,6 +153,7 @@ class State(PolicyCommands, MembershipCommands):
             slots=max(0, int(cmd["slots"])),
             version=str(cmd.get("version", "")),
             incarnation=str(cmd.get("incarnation", "")),
+            role=str(cmd.get("role") or "voter"),
             seenAt=cmd["now"],
             status=NODE_UP_STATUS,
         )

@@ -1,0 +1,52 @@
+"""Seven nodes with at most five Raft voters: the rest observe, run work, and replace lost voters."""
+
+from __future__ import annotations
+
+import signal
+
+from ..conftest import Client, approved, install_script, start_cluster, wait_until
+from .test_failures import read_final, submit
+
+ARGS = ["--election-timeout-s", "0.3", "--kill-grace-s", "1", "--node-lost-after-s", "1.5", "--max-voters", "5"]
+
+
+def roles(cluster) -> dict[str, str]:
+    return {n.node_id: (cluster.status(n) or {}).get("role") for n in cluster.nodes if n.proc.poll() is None}
+
+
+def voters(cluster) -> set[str]:
+    return {n for n, r in roles(cluster).items() if r in ("leader", "follower", "candidate")}
+
+
+def test_seven_nodes_capped_voters_survive_losing_voters(tmp_path, scripts):
+    cluster = start_cluster(tmp_path, nodes=3, slots=2, extra_args=ARGS)
+    try:
+        for _ in range(4):
+            node = cluster.add_node(join=cluster.nodes[0].url)
+            wait_until(lambda: {w["id"]: w["status"] for w in Client(cluster.urls[:1]).ok("getWorkers")["workers"]}
+                       .get(node.node_id) == "up", timeout_s=30, what=f"{node.node_id} up")
+        assert voters(cluster) == {"n1", "n2", "n3", "n4", "n5"}
+        assert {n: r for n, r in roles(cluster).items() if n in ("n6", "n7")} == {"n6": "observer", "n7": "observer"}
+        client = Client(cluster.urls)
+        approved(client, "wide", scripts.add("wide.sh", install_script('sleep 1; echo "w $1"')))
+        ids = [submit(client, "wide", str(i)) for i in range(14)]   # 7 nodes x 2 slots
+        finals = [read_final(client, i) for i in ids]
+        assert {"n6", "n7"} & {f["workerId"] for f in finals}, "observers run work too"
+
+        # Lose a voter (not the leader): an observer is promoted, and five voters remain.
+        for round_ in range(2):
+            leader = wait_until(cluster.leader, what="leader")
+            victim = next(n for n in cluster.nodes if n.node_id in voters(cluster) and n is not leader)
+            cluster.stop_node(victim, sig=signal.SIGKILL)
+            wait_until(lambda: len(voters(cluster)) == 5, timeout_s=30, what=f"voter replaced (round {round_})")
+            alive = [n for n in cluster.nodes if n.proc.poll() is None]
+            leader_status = cluster.status(wait_until(cluster.leader, what="leader"))
+            members = {p["address"] for p in leader_status["peers"]}
+            assert victim.raft_addr not in members and len(members) == 4
+            client = Client([n.url for n in alive])
+            ids = [submit(client, "wide", f"r{round_}-{i}") for i in range(6)]
+            for i, exec_id in enumerate(ids):
+                assert read_final(client, exec_id)["stdout"] == f"w r{round_}-{i}\n"
+        assert not any(r == "observer" for r in roles(cluster).values())   # both observers were promoted
+    finally:
+        cluster.stop()
