@@ -35,6 +35,8 @@ class NodeConfig:
     advertise_host: str | None = None             # host other nodes use to reach this one (default: bind host)
     join: str | None = None                       # HTTP URL (or HOST:PORT) of any member, to join a running cluster
     observer: bool = False                        # a non-voting member (set when joining a cluster of max_voters)
+    cluster_name: str = "pod"                     # announced over zeroconf; --join auto finds only this cluster
+    announce: bool = True                         # announce this node over zeroconf (_pod._tcp.local.)
     max_voters: int = 5                           # Raft voters at most; more nodes join as observers
     timing: RaftTiming = field(default_factory=RaftTiming)
     command_timeout_s: float = 5.0                # a write not committed by then answers 503
@@ -68,6 +70,11 @@ class NodeConfig:
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"http://{host}:{self.http_port}"
+
+    @property
+    def zeroconf_interfaces(self) -> list[str] | None:
+        """Loopback-only nodes announce and browse on loopback; others on every interface."""
+        return ["127.0.0.1"] if is_loopback(self.http_host) else None
 
     def check_secure(self) -> None:
         """Raft messages are pickles: an open Raft port is remote code execution. Refuse to run that way."""

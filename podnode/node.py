@@ -24,6 +24,7 @@ from .api.app import build_app
 from .changes import Changes
 from .config import NodeConfig
 from .errors import BadRequest, Unavailable
+from .discovery import Announcer, find_members
 from .exec.agent import Agent
 from .manager import Manager
 from .raft import commands as C
@@ -51,6 +52,7 @@ class PodNode:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
+        self.announcer: Announcer | None = None
 
     # ---- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -74,7 +76,17 @@ class PodNode:
         await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
         self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
                        asyncio.create_task(self.manager.run(), name="manager")]
+        if cfg.announce:
+            self.announcer = Announcer(cluster=cfg.cluster_name, node_id=cfg.node_id, http_url=cfg.http_url,
+                                       interfaces=cfg.zeroconf_interfaces)
+            self._tasks.append(asyncio.create_task(self._announce(), name="announce"))
         log.info("node %s: HTTP %s, Raft %s, peers %s", cfg.node_id, cfg.http_url, cfg.raft_addr, cfg.peers)
+
+    async def _announce(self) -> None:
+        try:
+            await self.announcer.start()
+        except Exception as exc:  # discovery is a convenience: a node without multicast still works
+            log.warning("could not announce over zeroconf: %s", exc)
 
     def _make_replica(self, *, observer: bool, peers: list[str]) -> Replica:
         cfg = self.cfg
@@ -103,6 +115,9 @@ class PodNode:
             log.error("tasks did not stop within 5 s: %s", [t.get_name() for t in stuck])
         if self.autoscaler is not None:
             await self.autoscaler.close()
+        if self.announcer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.announcer.stop(), 3.0)
         log.info("stopping: executions")
         with contextlib.suppress(Exception):
             await self.agent.shutdown()
@@ -272,7 +287,12 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     ap.add_argument("--raft", type=_host_port, default=("127.0.0.1", 9080), help="Raft address HOST:PORT")
     ap.add_argument("--peers", default="", help="other members' Raft addresses, comma-separated")
     ap.add_argument("--join", default=None, metavar="URL",
-                    help="join a running cluster through any member's HTTP address (http://HOST:PORT or HOST:PORT)")
+                    help="join a running cluster through any member's HTTP address (http://HOST:PORT or "
+                         "HOST:PORT), or 'auto' to find one of --cluster-name on the local network (zeroconf)")
+    ap.add_argument("--cluster-name", default=os.environ.get("POD_CLUSTER", "pod"),
+                    help="the cluster's name, announced over zeroconf (default pod)")
+    ap.add_argument("--announce", action=argparse.BooleanOptionalAction, default=True,
+                    help="announce this node over zeroconf so that --join auto finds the cluster")
     ap.add_argument("--data-dir", default=None, help="journal, snapshot, activities (default ./pod-data/ID)")
     ap.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="concurrent executions here")
     ap.add_argument("--secret", default=os.environ.get("POD_SECRET"),
@@ -306,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
         node_lost_after_s=a.node_lost_after_s, provider=a.provider,
         provider_options=load_options(a.provider_config), scaling_interval_s=a.scaling_interval_s,
-        max_voters=max(3, a.max_voters),
+        max_voters=max(3, a.max_voters), cluster_name=a.cluster_name, announce=a.announce,
     )
 
 
@@ -351,6 +371,14 @@ async def join_cluster(cfg: NodeConfig, *, timeout_s: float = 60.0) -> tuple[lis
 
 async def serve(cfg: NodeConfig) -> None:
     use_pidfd_child_watcher(asyncio.get_running_loop())
+    if cfg.join == "auto":
+        found = await find_members(cluster=cfg.cluster_name, timeout_s=10.0, interfaces=cfg.zeroconf_interfaces,
+                                   exclude_node=cfg.node_id)
+        if not found:
+            raise SystemExit(f"--join auto: no member of cluster {cfg.cluster_name!r} answered on the local "
+                             "network within 10 s")
+        log.info("found cluster %s through zeroconf: %s", cfg.cluster_name, found)
+        cfg.join = found[0]
     if cfg.join:
         members, role = await join_cluster(cfg)
         cfg.peers = [m for m in members if m != cfg.raft_addr]
