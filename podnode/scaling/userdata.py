@@ -1,4 +1,4 @@
-"""Cloud-init user data that turns a fresh Linux server into a POD node joining a running cluster.
+"""Cloud-init user data that turns a fresh Linux server into a POD node joining a running cluster (or seeding one).
 
 The script begins with a block of plain shell assignments (`POD_NODE_ID=...`, `POD_JOIN=...`, `POD_SECRET=...`,
 `POD_SLOTS=...`, `POD_PIP_SPEC=...`), each value quoted with `shlex.quote`, so that tools (and the test cloud
@@ -42,8 +42,11 @@ def settings_block(settings: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(*, node_id: str, join_url: str, cluster_secret: str | None, slots: int, pod_version: str) -> str:
+def render(*, node_id: str, join_url: str | None, cluster_secret: str | None, slots: int, pod_version: str) -> str:
     """A `#!/bin/bash` cloud-init script: install podnode in a venv and run it under systemd, joining `join_url`.
+
+    A None or empty `join_url` renders a seed: POD_JOIN is empty, the node starts without --join (and without
+    peers) and becomes a one-node cluster that later nodes join.
 
     The node listens for HTTP on 0.0.0.0:8080 and for Raft on the server's first address (`hostname -I`) port 9080,
     which it also advertises. An empty or None `cluster_secret` starts the node without `--secret` (podnode
@@ -53,7 +56,7 @@ def render(*, node_id: str, join_url: str, cluster_secret: str | None, slots: in
         raise ValueError(f"slots must be >= 1, got {slots}")
     block = settings_block({
         "POD_NODE_ID": node_id,
-        "POD_JOIN": join_url,
+        "POD_JOIN": join_url or "",
         "POD_SECRET": cluster_secret or "",
         "POD_SLOTS": str(slots),
         "POD_PIP_SPEC": pip_spec(pod_version),
@@ -120,8 +123,11 @@ cat > {config}/run.sh <<'POD_RUN_EOF'
 #!/bin/bash
 set -euo pipefail
 {block}IP="$(hostname -I | awk '{{print $1}}')"
-args=(--id "$POD_NODE_ID" --join "$POD_JOIN" --http 0.0.0.0:{http_port} --raft "$IP:{raft_port}"
+args=(--id "$POD_NODE_ID" --http 0.0.0.0:{http_port} --raft "$IP:{raft_port}"
       --advertise-host "$IP" --slots "$POD_SLOTS" --data-dir {data})
+if [ -n "$POD_JOIN" ]; then
+    args+=(--join "$POD_JOIN")
+fi
 if [ -n "$POD_SECRET" ]; then
     args+=(--secret "$POD_SECRET")
 fi

@@ -1,7 +1,9 @@
 """A libcloud compute driver whose "servers" are podnode processes on this machine, for testing providers.
 
 Unlike libcloud's Dummy driver it gives every node a fresh id and really runs what the user data asks for:
-it reads the settings block with `userdata.parse` and starts `python -m podnode` joining the cluster.
+it reads the settings block with `userdata.parse` and starts `python -m podnode` joining the cluster, or, when
+POD_JOIN is empty, a seed: a node with neither --join nor --peers that becomes a one-node cluster. Each node's HTTP
+URL is in node.extra["http_url"].
 """
 
 from __future__ import annotations
@@ -107,14 +109,17 @@ class PodTestNodeDriver(NodeDriver):
         http_port, raft_port = free_ports(2)
         node_dir = self.data_dir / name
         node_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "podnode", "--id", settings["POD_NODE_ID"], "--join", settings["POD_JOIN"],
-               "--http", f"127.0.0.1:{http_port}", "--raft", f"127.0.0.1:{raft_port}", "--data-dir", str(node_dir),
-               "--slots", settings["POD_SLOTS"], *FAST_ARGS]
+        cmd = [sys.executable, "-m", "podnode", "--id", settings["POD_NODE_ID"],
+               "--http", f"127.0.0.1:{http_port}", "--raft", f"127.0.0.1:{raft_port}", "--advertise-host", "127.0.0.1",
+               "--data-dir", str(node_dir), "--slots", settings["POD_SLOTS"], *FAST_ARGS]
+        if settings.get("POD_JOIN"):
+            cmd += ["--join", settings["POD_JOIN"]]
+        env = {k: v for k, v in os.environ.items() if k != "POD_SECRET"}
         if settings.get("POD_SECRET"):
-            cmd += ["--secret", settings["POD_SECRET"]]
+            env["POD_SECRET"] = settings["POD_SECRET"]    # as the real run script's secret: not in argv
         with open(self.data_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True, env=env)
         return proc, f"http://127.0.0.1:{http_port}"
 
     def list_nodes(self) -> list[Node]:
