@@ -77,6 +77,33 @@ def move_once(cluster: LocalCluster, trial: int) -> float:
     return took
 
 
+def voters(cluster: LocalCluster) -> set[str]:
+    return {n.node_id for n in cluster.nodes if n.proc is not None and n.proc.poll() is None
+            and (cluster.status(n) or {}).get("role") in ("leader", "follower", "candidate")}
+
+
+def voter_replacement(trials: int, tmp: str) -> list[float]:
+    """Seven nodes, at most five voters: SIGKILL a voter, time until five voters answer again."""
+    took = []
+    with LocalCluster(Path(tmp) / "seven", nodes=3, slots=1) as cluster:
+        cluster.start(timeout_s=60)
+        for _ in range(4):
+            cluster.add_node(join=cluster.nodes[0].url)
+            cluster.wait_ready(timeout_s=60)
+        for _ in range(trials):
+            poll(lambda: len(voters(cluster)) == 5, timeout_s=60, interval_s=0.1)
+            leader = poll(cluster.leader)
+            victim = next(n for n in cluster.nodes if n.node_id in voters(cluster) and n is not leader)
+            cluster.stop_node(victim, sig=signal.SIGKILL)
+            start = time.monotonic()
+            poll(lambda: len(voters(cluster)) == 5, timeout_s=60, interval_s=0.05)
+            took.append(time.monotonic() - start)
+            victim.extra_args = list(victim.extra_args)
+            victim.join = cluster.nodes[0].url if victim is not cluster.nodes[0] else cluster.nodes[1].url
+            cluster.start_node(victim)   # back as an observer, ready for the next trial
+    return took
+
+
 def summary(name: str, values: list[float]) -> str:
     return (f"{name}: min {min(values):.2f} s  median {statistics.median(values):.2f} s  "
             f"max {max(values):.2f} s  ({len(values)} trials)")
@@ -101,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
             moves = [move_once(cluster, t) for t in range(a.trials)]
             print(summary("node SIGKILL to its executions running elsewhere", moves)
                   + "   (goal < node_lost_after_s + 2 s = 5 s)")
+        replaced = voter_replacement(a.trials, tmp)
+        print(summary("7 nodes, 5 voters: voter SIGKILL to 5 voters again", replaced)
+              + "   (node_lost_after_s 3 s, then one observer promoted)")
 
 
 if __name__ == "__main__":

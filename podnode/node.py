@@ -202,6 +202,20 @@ class PodNode:
     async def add_member(self, raft_addr: str) -> list[str]:
         return await self.manager.add_member(raft_addr)
 
+    async def forward_to_leader(self, path: str, data: dict[str, str]) -> tuple[dict, int]:
+        """POST an internal request to the leader's HTTP API; (body, status)."""
+        leader = self.status_view()["leader"]
+        url = self.read(lambda s: s.nodes.get(leader, {}).get("httpUrl")) if leader else None
+        if not url or self._session is None:
+            raise Unavailable("no leader is known yet; retry shortly", retry_after_s=1.0)
+        headers = {SECRET_HEADER: self.cfg.secret} if self.cfg.secret else {}
+        try:
+            async with self._session.post(f"{url}{path}", data=data, headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                return await resp.json(content_type=None), resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise Unavailable(f"could not reach the leader: {exc!r}; retry shortly", retry_after_s=1.0) from None
+
     def check_peer_secret(self, request: web.Request) -> None:
         if self.cfg.secret and not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), self.cfg.secret):
             raise BadRequest("internal route: missing or wrong cluster secret")

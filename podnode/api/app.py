@@ -22,6 +22,7 @@ STATUS_CODES: dict[type[PodError], int] = {
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+    """A JSON response (status and headers optional)."""
     return web.Response(text=json.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
@@ -80,6 +81,8 @@ def build_app(node: PodNode) -> web.Application:
         host, _, port = raft_addr.rpartition(":")
         if not host or not port.isdigit():
             raise BadRequest("raftAddr must be HOST:PORT")
+        if node.replica.observer:  # an observer's view of the voters may lag: let the leader decide
+            return _json(*(await node.forward_to_leader("/internal/join", params)))
         members = node.replica.members()
         if raft_addr not in members and len(members) >= node.cfg.max_voters:
             return _json({"members": members, "role": "observer"})
