@@ -524,13 +524,11 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 def load_provider_options(path: str | Path) -> dict[str, Any]:
     """The libcloud provider's options from a JSON file (as for `podnode --provider-config`)."""
+    from .scaling.factory import read_options
     try:
-        options = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise BootstrapError(f"cannot read provider config {path}: {err}") from None
-    if not isinstance(options, dict):
-        raise BootstrapError(f"provider config {path} must be a JSON object")
-    return options
+        return read_options(path)
+    except ValueError as err:
+        raise BootstrapError(str(err)) from None
 
 
 def provider_from_options(options: dict[str, Any], secret: str) -> Any:

@@ -11,18 +11,27 @@ from ..config import NodeConfig
 from .providers import LibcloudProvider, LocalProvider, Provider
 
 
-def load_options(path: str | None) -> dict[str, Any]:
+def read_options(path: str | Path) -> dict[str, Any]:
     """The provider's options from a JSON file (libcloud: driver, key, secret, driver_kwargs, image, size,
-    location, slots; optional "register": "module:function" to register a driver outside libcloud)."""
-    if not path:
-        return {}
+    location, slots; optional "register": "module:function" to register a driver outside libcloud).
+    ValueError with a message a person can act on when the file is unreadable or not a JSON object."""
     try:
         options = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"cannot read provider config {path}: {exc}") from None
+        raise ValueError(f"cannot read provider config {path}: {exc}") from None
     if not isinstance(options, dict):
-        raise SystemExit(f"provider config {path} must be a JSON object")
+        raise ValueError(f"provider config {path} must be a JSON object")
     return options
+
+
+def load_options(path: str | None) -> dict[str, Any]:
+    """read_options for the podnode command line: no file means no options; a bad one stops the node."""
+    if not path:
+        return {}
+    try:
+        return read_options(path)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def make_provider(cfg: NodeConfig) -> Provider | None:

@@ -92,6 +92,15 @@ def node_running_most(cluster: LocalCluster, client: Client, ids: list[int], *, 
     return max(candidates, key=lambda n: counts[n.node_id]) if candidates else None
 
 
+def busiest_follower(cluster: LocalCluster, client: Client, ids: list[int]):
+    """The follower running most of these executions, and the ids it runs."""
+    victim = wait_until(lambda: node_running_most(cluster, client, ids, not_leader=True),
+                        what="a follower running executions")
+    on_victim = [i for i in ids if client.ok("getExecutionStatus", executionId=i)["execution"]["workerId"]
+                 == victim.node_id]
+    return victim, on_victim
+
+
 def test_sigkill_a_worker_moves_its_executions(chaos_cluster, scripts):
     client = live_client(chaos_cluster)
     approved(client, "fast", scripts.add("fast.sh", install_script('sleep 0.5; echo "fast $1"')))
@@ -99,10 +108,7 @@ def test_sigkill_a_worker_moves_its_executions(chaos_cluster, scripts):
     wait_until(lambda: all(status_of(client, i) == "finished" for i in early), what="early ones finished")
     approved(client, "slowjob", scripts.add("slowjob.sh", install_script('sleep 2; echo "done $1"')))
     ids = [submit(client, "slowjob", str(i)) for i in range(6)]
-    victim = wait_until(lambda: node_running_most(chaos_cluster, client, ids, not_leader=True),
-                        what="a follower running executions")
-    on_victim = [i for i in ids if client.ok("getExecutionStatus", executionId=i)["execution"]["workerId"]
-                 == victim.node_id]
+    victim, on_victim = busiest_follower(chaos_cluster, client, ids)
     chaos_cluster.stop_node(victim, sig=signal.SIGKILL)
     survivors = live_client(chaos_cluster, exclude=[victim])
     # Finished output survives the node that produced it: it is in the replicated state.
@@ -124,10 +130,7 @@ def test_max_attempts_ends_in_error_naming_the_lost_node(chaos_cluster, scripts)
     client = live_client(chaos_cluster)
     approved(client, "once", scripts.add("once.sh", install_script("sleep 30")), maxAttempts=1)
     ids = [submit(client, "once", str(i)) for i in range(6)]
-    victim = wait_until(lambda: node_running_most(chaos_cluster, client, ids, not_leader=True),
-                        what="a follower running executions")
-    on_victim = [i for i in ids if client.ok("getExecutionStatus", executionId=i)["execution"]["workerId"]
-                 == victim.node_id]
+    victim, on_victim = busiest_follower(chaos_cluster, client, ids)
     chaos_cluster.stop_node(victim, sig=signal.SIGKILL)
     survivors = live_client(chaos_cluster, exclude=[victim])
     for exec_id in on_victim:
@@ -141,10 +144,7 @@ def test_sigstop_past_lost_after_then_sigcont_runs_nothing_twice(chaos_cluster, 
     approved(client, "marker", scripts.add("marker.sh", install_script(
         'echo "start $1 attempt $POD_ATTEMPT"; sleep 3; echo "end $1"')))
     ids = [submit(client, "marker", str(i)) for i in range(6)]
-    victim = wait_until(lambda: node_running_most(chaos_cluster, client, ids, not_leader=True),
-                        what="a follower running executions")
-    on_victim = [i for i in ids if client.ok("getExecutionStatus", executionId=i)["execution"]["workerId"]
-                 == victim.node_id]
+    victim, on_victim = busiest_follower(chaos_cluster, client, ids)
     chaos_cluster.signal_node(victim, signal.SIGSTOP)
     try:
         survivors = live_client(chaos_cluster, exclude=[victim])

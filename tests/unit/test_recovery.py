@@ -13,6 +13,8 @@ import pytest
 from podnode.exec.reconcile import reconcile
 from podnode.raft import commands as C
 from podnode.raft.state import State
+
+from .builders import activity_new, assign, install_done
 from podnode.scheduler import place_new, plan, plan_lost, up_nodes
 
 NOW = 1000.0
@@ -26,18 +28,6 @@ def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None
     if incarnation is not None:
         cmd["incarnation"] = incarnation
     return cmd
-
-
-def activity_new(name: str, now: float = NOW, **kw: Any) -> dict:
-    return {"t": C.ACTIVITY_NEW, "name": name, "url": f"http://scripts/{name}.sh", "now": now, **kw}
-
-
-def assign(*pairs: tuple[str, str], now: float = NOW) -> dict:
-    return {"t": C.INSTALL_ASSIGN, "assignments": [list(p) for p in pairs], "now": now}
-
-
-def install_done(name: str, node: str, ok: bool = True, error: str | None = None, now: float = NOW) -> dict:
-    return {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": ok, "error": error, "now": now}
 
 
 def exec_new(name: str, now: float = NOW) -> dict:

@@ -10,6 +10,8 @@ import pytest
 from podnode.raft import commands as C
 from podnode.raft.state import State
 
+from .builders import activity_new, assign, install_done
+
 NOW = 1000.0
 
 
@@ -17,18 +19,6 @@ NOW = 1000.0
 def node_up(node: str, slots: int = 2, now: float = NOW) -> dict:
     return {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:4000", "httpUrl": f"http://{node}:8000",
             "slots": slots, "version": "1", "now": now}
-
-
-def activity_new(name: str, now: float = NOW, **kw: Any) -> dict:
-    return {"t": C.ACTIVITY_NEW, "name": name, "url": f"http://scripts/{name}.sh", "now": now, **kw}
-
-
-def assign(*pairs: tuple[str, str], now: float = NOW) -> dict:
-    return {"t": C.INSTALL_ASSIGN, "assignments": [list(p) for p in pairs], "now": now}
-
-
-def install_done(name: str, node: str, ok: bool = True, error: str | None = None, now: float = NOW) -> dict:
-    return {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": ok, "error": error, "now": now}
 
 
 def uninstall_done(name: str, node: str) -> dict:
