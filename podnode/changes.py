@@ -16,7 +16,7 @@ ALL = object()  # marker: everything may have changed (a snapshot was loaded)
 class Changes:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._event = asyncio.Event()
+        self._next: asyncio.Future = loop.create_future()  # resolved at the next change, then replaced
         self._scheduled = False
         self._touched: collections.deque = collections.deque()  # appended by the Raft thread
         self._execution_waiters: dict[int, list[asyncio.Future]] = {}
@@ -36,8 +36,8 @@ class Changes:
 
     def _fire(self) -> None:
         self._scheduled = False
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        fired, self._next = self._next, self._loop.create_future()
+        fired.set_result(None)
         while self._touched:
             item = self._touched.popleft()
             ids = list(self._execution_waiters) if item is ALL else [item]
@@ -49,14 +49,11 @@ class Changes:
     async def wait(self, timeout_s: float) -> None:
         """Return at the next change, or after timeout_s.
 
-        asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as
-        the inner wait completes, which left a stopping node looping forever.
+        Every waiter shares one future per change (no task each). asyncio.wait, not wait_for: on Python
+        3.11 wait_for can swallow a cancellation that arrives as the inner wait completes, which left a
+        stopping node looping forever; asyncio.wait never cancels the shared future either.
         """
-        task = asyncio.ensure_future(self._event.wait())
-        try:
-            await asyncio.wait({task}, timeout=timeout_s)
-        finally:
-            task.cancel()
+        await asyncio.wait({self._next}, timeout=timeout_s)
 
     async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
         """Return when execution `exec_id` changes, or after timeout_s."""

@@ -15,6 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: all sockets stay bound until every port is picked (free_port twice in a
+    row can return the same port)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -64,9 +77,9 @@ class LocalCluster:
         self.log_dir = Path(log_dir) if log_dir else self.data_dir
         self.quiet = quiet
         self.nodes: list[LocalNode] = []
+        ports = [] if base_port else free_ports(2 * nodes)   # all at once: no two nodes get the same port
         for i in range(nodes):
-            http = base_port + i if base_port else free_port()
-            raft = base_port + 1000 + i if base_port else free_port()
+            http, raft = (base_port + i, base_port + 1000 + i) if base_port else ports[2 * i:2 * i + 2]
             self.nodes.append(LocalNode(f"n{i + 1}", http, raft, self.data_dir / f"n{i + 1}",
                                         extra_args=list(extra_args or []) +
                                         (["--slots", str(slots)] if slots is not None else [])))
@@ -86,7 +99,7 @@ class LocalCluster:
     def add_node(self, *, join: str, extra_args: list[str] | None = None, node_id: str | None = None) -> LocalNode:
         """Start one more node that joins the running cluster through `join` (a member's URL)."""
         node_id = node_id or f"n{len(self.nodes) + 1}"
-        node = LocalNode(node_id, free_port(), free_port(), self.data_dir / node_id, join=join,
+        node = LocalNode(node_id, *free_ports(2), self.data_dir / node_id, join=join,
                          extra_args=list(extra_args if extra_args is not None else self.nodes[0].extra_args))
         self.nodes.append(node)
         self.start_node(node)

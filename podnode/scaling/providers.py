@@ -12,7 +12,6 @@ import inspect
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from .. import __version__
+from ..localcluster import free_ports
 from . import userdata
 
 log = logging.getLogger(__name__)
@@ -172,19 +172,6 @@ class LocalProvider:
 
     def _launched(self, entry: _LocalProcess) -> LaunchedNode:
         return LaunchedNode(node_id=entry.node_id, ref=str(entry.proc.pid), hourly_price=0.0, provider=self.name)
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free ports: all sockets stay bound until every port is picked (free_port twice in a row
-    can return the same port)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
