@@ -236,7 +236,7 @@ class State(PolicyCommands, MembershipCommands):
         inst = self.installations.get(name, {}).get(node)
         if inst is None or inst["status"] != INSTALLED:
             return {"ok": True, "ignored": True}
-        inst.update(status=INSTALLING, since=now)
+        self._set_install_status(inst, INSTALLING, now)
         return {"ok": True}
 
     # ---- activities -----------------------------------------------------------------------------
@@ -269,6 +269,12 @@ class State(PolicyCommands, MembershipCommands):
             raise ValueError(f"activity {activity['name']}: {activity['status']} -> {status} not allowed")
         activity["status"] = status
 
+    @staticmethod
+    def _set_install_status(inst: dict, status: str, now: float) -> None:
+        if not can_move(INSTALLATION_TRANSITIONS, inst["status"], status):
+            raise ValueError(f"installation: {inst['status']} -> {status} not allowed")
+        inst.update(status=status, since=now)
+
     def _activity_delete(self, cmd: dict) -> Result:
         name, now = cmd["name"], cmd["now"]
         activity = self.activities.get(name)
@@ -282,7 +288,7 @@ class State(PolicyCommands, MembershipCommands):
             if self.nodes.get(node, {}).get("status") == NODE_LOST_STATUS:
                 del installs[node]  # a lost node cleans up its own copy when it comes back
             else:
-                installs[node]["status"] = UNINSTALLING
+                self._set_install_status(installs[node], UNINSTALLING, now)
         for execution in self.executions.values():
             if execution["activityName"] == name and execution["status"] not in TERMINAL:
                 self._terminate(execution, now, "activity deleted")
@@ -333,12 +339,13 @@ class State(PolicyCommands, MembershipCommands):
             return {"ok": True, "ignored": True}
         activity = self.activities[name]
         if cmd.get("ok"):
-            inst.update(status=INSTALLED, since=cmd["now"])
+            self._set_install_status(inst, INSTALLED, cmd["now"])
             if activity["status"] == VERIFYING:
                 self._set_activity_status(activity, APPROVED)
             return {"ok": True}
         reason = str(cmd.get("error") or "installation failed")
-        inst.update(status=FAILED, since=cmd["now"], errorDescription=reason)
+        self._set_install_status(inst, FAILED, cmd["now"])
+        inst["errorDescription"] = reason
         if activity["status"] == VERIFYING:
             self._set_activity_status(activity, REJECTED)
             activity["errorDescription"] = reason
