@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -35,6 +36,15 @@ class Client:
         code, body = self.call(action, node, **params)
         assert code == 200, (action, params, code, body)
         return body
+
+
+def pid_alive(pid: int) -> bool:
+    """Is a process with this pid still there?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_until(check: Callable[[], Any], *, timeout_s: float = 20.0, interval_s: float = 0.1, what: str = "") -> Any:

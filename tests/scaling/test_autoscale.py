@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 
-from ..conftest import Client, approved, install_script, start_cluster, wait_until
+from ..conftest import Client, pid_alive, approved, install_script, start_cluster, wait_until
 
 FAST = ["--election-timeout-s", "0.3", "--kill-grace-s", "1", "--node-lost-after-s", "1.5",
         "--scaling-interval-s", "0.5"]
 GROW = "minWorkers=1,maxWorkers=5,maxWait=1000,terminationTime=1500,cooldown=500"
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def workers(client: Client) -> dict[str, dict]:
@@ -59,18 +52,23 @@ def test_local_provider_grows_and_shrinks(tmp_path, scripts):
         client = Client(cluster.urls[:1])
         launched, _ = grow_and_shrink(cluster, client, scripts, "local")
         pids = {n: int(w["ref"]) for n, w in workers(client).items() if n in launched}
-        wait_until(lambda: not any(alive(p) for p in pids.values()), timeout_s=30, what="processes gone")
+        wait_until(lambda: not any(pid_alive(p) for p in pids.values()), timeout_s=30, what="processes gone")
     finally:
         cluster.stop()
 
 
-def test_libcloud_provider_through_a_test_driver(tmp_path, scripts):
+def cloud_cluster(tmp_path, size: str):
+    """Three seed nodes whose provider is libcloud with the test driver, servers of the given size."""
     config = tmp_path / "cloud.json"
-    config.write_text(json.dumps({"driver": "podtest", "key": "k", "image": "pod-image", "size": "small",
+    config.write_text(json.dumps({"driver": "podtest", "key": "k", "image": "pod-image", "size": size,
                                   "driver_kwargs": {"data_dir": str(tmp_path / "cloud")}, "slots": 1,
                                   "register": "tests.scaling.podtest_driver:register"}))
-    cluster = start_cluster(tmp_path / "c", nodes=3, slots=1,
-                            extra_args=FAST + ["--provider", "libcloud", "--provider-config", str(config)])
+    return start_cluster(tmp_path / "c", nodes=3, slots=1,
+                         extra_args=FAST + ["--provider", "libcloud", "--provider-config", str(config)])
+
+
+def test_libcloud_provider_through_a_test_driver(tmp_path, scripts):
+    cluster = cloud_cluster(tmp_path, "small")
     try:
         client = Client(cluster.urls[:1])
         launched, body = grow_and_shrink(cluster, client, scripts, "libcloud")
@@ -81,12 +79,7 @@ def test_libcloud_provider_through_a_test_driver(tmp_path, scripts):
 
 
 def test_failed_launches_are_counted_not_leaked_and_back_off(tmp_path, scripts):
-    config = tmp_path / "cloud.json"
-    config.write_text(json.dumps({"driver": "podtest", "key": "k", "image": "pod-image", "size": "huge",
-                                  "driver_kwargs": {"data_dir": str(tmp_path / "cloud")}, "slots": 1,
-                                  "register": "tests.scaling.podtest_driver:register"}))
-    cluster = start_cluster(tmp_path / "c", nodes=3, slots=1,
-                            extra_args=FAST + ["--provider", "libcloud", "--provider-config", str(config)])
+    cluster = cloud_cluster(tmp_path, "huge")   # the driver has no such size: every launch fails
     try:
         client = Client(cluster.urls)
         client.ok("newPolicy", name="more", rules="minWorkers=4,maxWorkers=5,cooldown=500")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import time
 from typing import Any, Callable
@@ -15,7 +14,7 @@ from podnode.localcluster import LocalCluster, get_json
 from podnode.scaling import userdata
 from podnode.scaling.providers import LaunchedNode, LibcloudProvider, LocalProvider, Provider, ProviderError
 
-from ..conftest import start_cluster
+from ..conftest import pid_alive, start_cluster
 from . import podtest_driver
 
 FAST = ["--election-timeout-s", "0.3", "--node-lost-after-s", "1.5"]
@@ -49,14 +48,6 @@ def workers(url: str) -> dict[str, str]:
     except OSError:
         return {}
     return {w["id"]: w["status"] for w in body.get("workers", [])} if code == 200 else {}
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture

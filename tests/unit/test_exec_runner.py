@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
 from podnode.exec.runner import ExecutionResult, ExecutionRun
+
+from ..conftest import pid_alive
 
 DEADLINE_S = 10.0
 
@@ -43,14 +44,6 @@ async def wait_until(pred, timeout: float = DEADLINE_S) -> None:
     while not pred():
         assert time.monotonic() < end, "condition not reached in time"
         await asyncio.sleep(0.02)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_echo_input_exit_zero(tmp_path: Path) -> None:
