@@ -17,12 +17,23 @@ from typing import Any
 
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
-from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS, WAITING
+from ..raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS, WAITING
 from ..raft.replica import Replica
 from .policy import Decision, Situation, WorkerView, decide
 from .providers import Provider, ProviderError
 
 log = logging.getLogger(__name__)
+
+
+def runtime_estimate_s(state, activity: str, now: float) -> float:
+    """How long one execution of the activity is expected to run: its mean so far; before any has finished,
+    at least as long as its running ones have already run (and one second at the least)."""
+    mean = state.activities.get(activity, {}).get("meanRuntimeS")
+    if mean is not None:
+        return float(mean)
+    running = [now - e["startTime"] for e in state.executions.values()
+               if e["activityName"] == activity and e["status"] == IN_PROGRESS and e["startTime"] is not None]
+    return max([1.0, *running])
 
 
 class Autoscaler:
@@ -81,7 +92,7 @@ class Autoscaler:
             workers.append(WorkerView(id=node, slots=rec["slots"], busy=busy.get(node, 0), idle_for_s=idle,
                                       is_leader=node == leader, removable=bool(rec.get("removable")),
                                       hourly_price=float(rec.get("hourlyPrice") or 0.0)))
-        queue = tuple(float(state.activities.get(e["activityName"], {}).get("meanRuntimeS") or 1.0)
+        queue = tuple(runtime_estimate_s(state, e["activityName"], now)
                       for e in state.executions.values() if e["status"] == WAITING)
         try:
             price, slots = self.provider.hourly_price(), self.provider.slots_per_node()

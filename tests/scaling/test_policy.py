@@ -615,3 +615,21 @@ def test_fixed_never_goes_below_the_quorum_floor():
     d = decide({"fixedWorkers": 1}, situation(workers))
     assert d.destroy == () and d.launch == 0
     assert "quorum floor" in d.reason
+
+
+def test_runtime_estimate_before_and_after_the_first_finish():
+    from podnode.raft import commands as C
+    from podnode.raft.state import State
+    from podnode.scaling.autoscaler import runtime_estimate_s
+
+    state = State()
+    state.apply({"t": C.NODE_UP, "node": "n1", "raftAddr": "a:1", "httpUrl": "http://a", "slots": 2, "now": 0.0})
+    state.apply({"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 0.0})
+    state.apply({"t": C.INSTALL_ASSIGN, "assignments": [["a", "n1"]], "now": 0.0})
+    state.apply({"t": C.INSTALL_DONE, "name": "a", "node": "n1", "ok": True, "now": 0.0})
+    assert runtime_estimate_s(state, "a", 100.0) == 1.0            # nothing known yet
+    state.apply({"t": C.EXEC_NEW, "name": "a", "now": 10.0, "node": "n1"})
+    assert runtime_estimate_s(state, "a", 25.0) == 15.0            # it has already run 15 s
+    state.apply({"t": C.EXEC_FINISH, "now": 30.0, "reports": [
+        {"id": 1, "attempt": 1, "node": "n1", "exitCode": 0}]})
+    assert runtime_estimate_s(state, "a", 99.0) == 20.0            # the mean of what finished
