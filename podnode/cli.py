@@ -282,16 +282,22 @@ def cmd_execution_terminate(args: argparse.Namespace, api: Api) -> int:
 # ---- status -------------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace, api: Api) -> int:
     status = api.get_json(f"{api.url}/status", 10.0)
-    workers = api.action("getWorkers").get("workers", [])
+    body = api.action("getWorkers")
+    workers = body.get("workers", [])
     if args.json:
         emit_json({"status": status, "workers": workers})
         return 0
     show_status(status)
     say()
-    rows = [["WORKER", "URL", "SLOTS", "BUSY", "CONNECTED"]]
-    rows += [[str(w.get("id")), str(w.get("httpUrl")), str(w.get("slots")), str(w.get("busy")),
+    rows = [["WORKER", "STATUS", "URL", "SLOTS", "BUSY", "PROVIDER", "PRICE/H", "CONNECTED"]]
+    rows += [[str(w.get("id")), str(w.get("status", "up")), str(w.get("httpUrl")), str(w.get("slots")),
+              str(w.get("busy")), str(w.get("provider", "static")), f"{w.get('hourlyPrice') or 0:g}",
               "yes" if w.get("connected") else "no"] for w in workers]
     table(rows)
+    say(f"\nspend       {body.get('spendPerHour', 0):g}/h now, {body.get('spentSoFar', 0):.4g} so far"
+        + (f"; launching {', '.join(l['id'] for l in body['launching'])}" if body.get("launching") else ""))
+    if status.get("scaling"):
+        say(f"scaling     {status['scaling'].get('reason')}")
     return 0
 
 
