@@ -16,8 +16,9 @@ ALL = object()  # marker: everything may have changed (a snapshot was loaded)
 class Changes:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._next: asyncio.Future = loop.create_future()  # resolved at the next change, then replaced
+        self._waiters: list[asyncio.Future] = []  # woken at the next change, whatever it is
         self._scheduled = False
+        self.version = 0  # counts wake-ups, so a waiter can tell whether it missed one
         self._touched: collections.deque = collections.deque()  # appended by the Raft thread
         self._execution_waiters: dict[int, list[asyncio.Future]] = {}
 
@@ -36,8 +37,11 @@ class Changes:
 
     def _fire(self) -> None:
         self._scheduled = False
-        fired, self._next = self._next, self._loop.create_future()
-        fired.set_result(None)
+        self.version += 1
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
         while self._touched:
             item = self._touched.popleft()
             ids = list(self._execution_waiters) if item is ALL else [item]
@@ -46,24 +50,45 @@ class Changes:
                     if not fut.done():
                         fut.set_result(None)
 
-    async def wait(self, timeout_s: float) -> None:
-        """Return at the next change, or after timeout_s.
-
-        Every waiter shares one future per change (no task each). asyncio.wait, not wait_for: on Python
-        3.11 wait_for can swallow a cancellation that arrives as the inner wait completes, which left a
-        stopping node looping forever; asyncio.wait never cancels the shared future either.
-        """
-        await asyncio.wait({self._next}, timeout=timeout_s)
+    async def wait(self, timeout_s: float, since: int | None = None) -> None:
+        """Return at the next change, or after timeout_s; at once if there was one after `version` was
+        `since` (a change that came while the caller was busy is not missed)."""
+        if since is not None and since != self.version:
+            return
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await self._until(fut, timeout_s)
+        finally:
+            if fut in self._waiters:  # timed out or cancelled
+                self._waiters.remove(fut)
 
     async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
         """Return when execution `exec_id` changes, or after timeout_s."""
         fut = self._loop.create_future()
         self._execution_waiters.setdefault(exec_id, []).append(fut)
         try:
-            await asyncio.wait({fut}, timeout=timeout_s)
+            await self._until(fut, timeout_s)
         finally:
             waiters = self._execution_waiters.get(exec_id)
             if waiters is not None and fut in waiters:
                 waiters.remove(fut)
                 if not waiters:
                     del self._execution_waiters[exec_id]
+
+    async def _until(self, fut: asyncio.Future, timeout_s: float) -> None:
+        """Await a future of this waiter's own until it is resolved or timeout_s passes.
+
+        Cheaper than asyncio.wait (no sets, no callbacks per call), and unlike Python 3.11's wait_for it
+        never swallows a cancellation: cancelling the waiting task just cancels its own future.
+        """
+        timer = self._loop.call_later(max(0.0, timeout_s), _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -49,6 +49,7 @@ class Agent:
         self._spawn(self._report_loop())
         await self._register()
         while True:
+            seen = self.changes.version
             with self.replica.lock:
                 todo = reconcile(self.replica.state, self.node,
                                  running={i: r.attempt for i, r in self.runs.items()},
@@ -64,7 +65,7 @@ class Agent:
                 # The leader lost us (a freeze, a partition) and moved our work: say we are back.
                 self._spawn(self._register())
             await self._carry_out(todo)
-            await self.changes.wait(1.0)
+            await self.changes.wait(1.0, since=seen)
 
     async def _register(self) -> None:
         self._registering = True
