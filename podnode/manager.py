@@ -152,7 +152,9 @@ class Manager:
             await asyncio.gather(watcher, return_exceptions=True)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            seen, planned_at = self.changes.version, loop.time()
             if self.replica.is_leader():
                 try:
                     await self._plan_once()
@@ -164,7 +166,13 @@ class Manager:
                 except Exception:
                     log.exception("scheduler failed")
                     await asyncio.sleep(1.0)
-            await self.changes.wait(self.cfg.scheduler_interval_s)
+            await self.changes.wait(self.cfg.scheduler_interval_s, since=seen)
+            # Under load the state changes hundreds of times a second; one plan covers all the changes
+            # since the last, so plan at most every plan_gap_s (placing is mostly done without the
+            # leader: the receiving node places a new execution, a finishing one pulls the next).
+            rest = planned_at + self.cfg.plan_gap_s - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
 
     async def _scale_if_due(self) -> None:
         if self.autoscaler is not None and time.monotonic() >= self._next_scaling:
