@@ -8,6 +8,7 @@ pickle of Python objects. Reads from other threads take `lock`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -21,9 +22,11 @@ from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 
 from . import commands as C
+from . import wire
 from .state import State
 
 log = logging.getLogger(__name__)
+wire.install()
 SNAPSHOT_VERSION = 1
 # Coalescing AppendEntries reaches two private members of pysyncobj 0.3 (pinned below 0.4 in
 # pyproject.toml); without them, fall back to its unbatched mode.
@@ -211,4 +214,11 @@ class Replica(SyncObj):
         return {str(node.id): now - t for node, t in snapshot.items()}
 
     def peer_connected(self, addr: str) -> bool:
-        return self.isNodeConnected(TCPNode(addr))
+        return self.isNodeConnected(_tcp_node(addr))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tcp_node(addr: str) -> TCPNode:
+    """pysyncobj nodes compare by address; building one parses it, so the leader's frequent liveness checks
+    reuse them."""
+    return TCPNode(addr)

@@ -1,0 +1,28 @@
+"""Tests for podnode.raft.wire: pysyncobj messages go out as uncompressed zlib streams any peer reads."""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+
+from pysyncobj import tcp_connection
+
+from podnode.raft import replica, wire
+
+
+def test_installed_when_the_replica_module_loads():
+    assert replica.wire is wire
+    assert tcp_connection.zlib is wire._StoredZlib
+    assert wire.install()  # idempotent
+
+
+def test_messages_are_stored_not_compressed_and_plain_zlib_reads_them():
+    message = {"type": "append_entries", "entries": [(b"\x01" + b"x" * 500, 7, 3)], "term": 3}
+    data = tcp_connection.zlib.compress(pickle.dumps(message), 3)
+    assert len(data) > 500  # level 0: nothing squeezed
+    assert pickle.loads(zlib.decompress(data)) == message
+
+
+def test_compressed_messages_from_other_peers_still_decode():
+    message = {"type": "next_node_idx", "next_node_idx": 12, "success": True}
+    assert pickle.loads(tcp_connection.zlib.decompress(zlib.compress(pickle.dumps(message), 3))) == message
