@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
+
+import pytest
 
 from podnode.exec.runner import ExecutionResult, ExecutionRun
 
@@ -174,3 +177,23 @@ async def test_terminate_after_exit_is_harmless(tmp_path: Path) -> None:
     res = await run_to_end(run)
     await asyncio.wait_for(run.terminate(), DEADLINE_S)
     assert res.exit_code == 0
+
+
+async def test_the_process_is_reaped_and_no_fd_is_left_open(tmp_path: Path) -> None:
+    adir = make_activity(tmp_path, "echo hi\n")
+    fds_before = len(os.listdir("/proc/self/fd"))
+    run = make_run(tmp_path, adir)
+    res = await run_to_end(run)
+    assert res.exit_code == 0 and res.stdout == "hi\n"
+    with pytest.raises(ChildProcessError):  # already reaped: no zombie left behind
+        os.waitpid(run.pid, os.WNOHANG)
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+async def test_exit_is_noticed_without_pidfd(tmp_path: Path, monkeypatch) -> None:
+    def no_pidfd(pid: int) -> int:
+        raise OSError("pidfd_open is not available here")
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    adir = make_activity(tmp_path, 'echo "$1"\nexit 4\n')
+    res = await run_to_end(make_run(tmp_path, adir, "polled"))
+    assert res.exit_code == 4 and res.stdout == "polled\n"
