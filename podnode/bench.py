@@ -5,6 +5,9 @@
 Prints executions/s and p50/p95 latency (submit to finished-and-read) through the HTTP API, the single
 execution latency on an idle cluster, the raw rate of asyncio.create_subprocess_exec on the same main.sh,
 and the ratios. Figures, not assertions: this machine is shared.
+
+The client is podnode.loadclient, a lean keep-alive HTTP/1.1 client: it runs on the same cores as the
+nodes, so its own CPU per execution is printed too.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
+from .loadclient import LoadClient
 from .localcluster import LocalCluster
 
 MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
@@ -25,20 +27,19 @@ INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x
 TERMINAL = {"finished", "error", "terminated"}
 
 
-async def call(session: aiohttp.ClientSession, url: str, **params) -> dict:
-    async with session.get(url + "/POD/", params=params) as resp:
-        body = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"{params.get('action')}: HTTP {resp.status} {body}")
-        return body
+async def call(client: LoadClient, url: str, **params) -> dict:
+    status, body = await client.get_json(url, "/POD/", params)
+    if status != 200:
+        raise RuntimeError(f"{params.get('action')}: HTTP {status} {body}")
+    return body
 
 
-async def one_execution(session: aiohttp.ClientSession, urls: list[str], i: int) -> float:
+async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
     start = time.perf_counter()
     submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
-    exec_id = (await call(session, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
+    exec_id = (await call(client, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
     while True:
-        e = (await call(session, read_url, action="getExecutionStatus", executionId=str(exec_id), wait="10"))
+        e = (await call(client, read_url, action="getExecutionStatus", executionId=str(exec_id), wait="10"))
         if e["execution"]["status"] in TERMINAL:
             if e["execution"]["stdout"] != f"hello {i}\n":
                 raise RuntimeError(f"wrong output {e}")
@@ -71,20 +72,22 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    async with LoadClient(timeout_s=60) as client:
         install = workdir / "install.sh"
         install.write_text(INSTALL)
-        await call(session, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())
+        await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())
         while True:
-            act = (await call(session, urls[1], action="getActivityStatus", name="bench"))["activity"]
+            act = (await call(client, urls[1], action="getActivityStatus", name="bench"))["activity"]
             if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
                     all(i["status"] == "installed" for i in act["installations"]):
                 break
             await asyncio.sleep(0.1)
         for i in range(10):  # warm-up
-            await one_execution(session, urls, i)
-        single = [await one_execution(session, urls, i) for i in range(40)]
-        elapsed, lat = await run_pool(n, concurrency, lambda i: one_execution(session, urls, i))
+            await one_execution(client, urls, i)
+        single = [await one_execution(client, urls, i) for i in range(40)]
+        cpu_before = time.process_time()
+        elapsed, lat = await run_pool(n, concurrency, lambda i: one_execution(client, urls, i))
+        client_cpu_ms = (time.process_time() - cpu_before) / n * 1000
     main = workdir / "raw" / "main.sh"
     main.parent.mkdir()
     main.write_text(MAIN)
@@ -96,6 +99,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> Non
           f"   (goal p50 < 25 ms)")
     print(f"POD, {n} executions, concurrency {concurrency}: {pod_rate:7.1f} executions/s"
           f"   p50 {pct(lat, 0.5):6.1f} ms   p95 {pct(lat, 0.95):6.1f} ms")
+    print(f"  (the load generator itself used {client_cpu_ms:.2f} ms of CPU per execution on the same cores)")
     print(f"raw asyncio.create_subprocess_exec, same load: {raw_rate:7.1f} spawns/s"
           f"   p50 {pct(raw_lat, 0.5):6.1f} ms   p95 {pct(raw_lat, 0.95):6.1f} ms")
     print(f"ratio POD / raw throughput: {pod_rate / raw_rate:.2f}   (goal >= 0.5)")
@@ -104,7 +108,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m podnode.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--executions", type=int, default=300)
+    ap.add_argument("--executions", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--slots", type=int, default=None, help="slots per node (default: the CPU count)")
