@@ -41,7 +41,9 @@ class CommandBridge:
         self._max_batch = max_batch
         self._retry_after_s = retry_after_s
         self._pending: list[tuple[dict, asyncio.Future]] = []
-        self._inflight: dict[int, list[asyncio.Future]] = {}
+        self._inflight: dict[int, list[asyncio.Future]] = {}  # in submission order
+        self._deadlines: dict[int, float] = {}  # token -> loop time it expires; oldest first
+        self._expiry: asyncio.TimerHandle | None = None  # one timer, for the oldest batch in flight
         self._tokens = itertools.count(1)
 
     def _unavailable(self, why: str) -> Unavailable:
@@ -79,25 +81,40 @@ class CommandBridge:
             def on_result(res: Any, err: int, token=token, single=single) -> None:  # Raft thread
                 self._loop.call_soon_threadsafe(self._done, token, single, res, err)
 
-            self._loop.call_later(self._timeout_s, self._expire, token)
+            self._deadlines[token] = self._loop.time() + self._timeout_s
+            if self._expiry is None:
+                self._expiry = self._loop.call_at(self._deadlines[token], self._expire_due)
             try:
                 self._replica.submit(payload, on_result)
             except Exception as exc:  # never leave futures hanging
                 log.exception("could not hand a command to Raft")
                 self._done(token, single, None, -1, repr(exc))
 
-    def _expire(self, token: int) -> None:
-        futs = self._inflight.pop(token, None)
-        if futs is not None:
-            self._fail(futs, self._unavailable(
+    def _expire_due(self) -> None:
+        """Fail the batches that got no answer in time, then arm the timer for the oldest left.
+
+        All batches have the same timeout, so the oldest in flight expires first: one timer does, where a
+        timer per batch filled the loop's heap with thousands under load."""
+        self._expiry = None
+        now = self._loop.time()
+        expired = False
+        for token, deadline in list(self._deadlines.items()):
+            if deadline > now:
+                self._expiry = self._loop.call_at(deadline, self._expire_due)
+                break
+            del self._deadlines[token]
+            self._fail(self._inflight.pop(token), self._unavailable(
                 f"no commit within {self._timeout_s:g} s; it may still be applied, so check before "
                 "repeating it (newExecution: retry with the same requestId)"))
+            expired = True
+        if expired:
             self._kick()
 
     def _done(self, token: int, single: bool, res: Any, err: int, why: str | None = None) -> None:
         futs = self._inflight.pop(token, None)
         if futs is None:
             return
+        del self._deadlines[token]
         if err != FAIL_REASON.SUCCESS:
             self._fail(futs, self._unavailable(why or _REASONS.get(err, f"Raft error {err}")))
         else:
@@ -119,5 +136,9 @@ class CommandBridge:
         for futs in self._inflight.values():
             self._fail(futs, self._unavailable("the node is shutting down"))
         self._inflight.clear()
+        self._deadlines.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self._fail([f for _, f in self._pending], self._unavailable("the node is shutting down"))
         self._pending.clear()
