@@ -11,12 +11,14 @@ import collections
 from typing import Iterable
 
 ALL = object()  # marker: everything may have changed (a snapshot was loaded)
+COARSE_S = 0.1  # how late a long wait may end
 
 
 class Changes:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._waiters: list[asyncio.Future] = []  # woken at the next change, whatever it is
+        self._waiters: dict[asyncio.Future, float] = {}  # woken at the next change -> loop time to give up
+        self._sweep: asyncio.TimerHandle | None = None
         self._scheduled = False
         self.version = 0  # counts wake-ups, so a waiter can tell whether it missed one
         self._touched: collections.deque = collections.deque()  # appended by the Raft thread
@@ -38,7 +40,7 @@ class Changes:
     def _fire(self) -> None:
         self._scheduled = False
         self.version += 1
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, {}
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -55,13 +57,34 @@ class Changes:
         `since` (a change that came while the caller was busy is not missed)."""
         if since is not None and since != self.version:
             return
+        if timeout_s < 2 * COARSE_S:
+            fut = self._loop.create_future()
+            self._waiters[fut] = float("inf")
+            try:
+                await self._until(fut, timeout_s)
+            finally:
+                self._waiters.pop(fut, None)
+            return
+        # Long waits (the agent's and the manager's, a thousand a second under load) share one sweep
+        # timer instead of a timer each: they may run up to COARSE_S late.
         fut = self._loop.create_future()
-        self._waiters.append(fut)
+        self._waiters[fut] = self._loop.time() + timeout_s
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(COARSE_S, self._sweep_due)
         try:
-            await self._until(fut, timeout_s)
+            await fut
         finally:
-            if fut in self._waiters:  # timed out or cancelled
-                self._waiters.remove(fut)
+            self._waiters.pop(fut, None)
+
+    def _sweep_due(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        for fut, deadline in list(self._waiters.items()):
+            if deadline <= now:
+                del self._waiters[fut]
+                _resolve(fut)
+        if self._waiters:
+            self._sweep = self._loop.call_later(COARSE_S, self._sweep_due)
 
     async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
         """Return when execution `exec_id` changes, or after timeout_s."""

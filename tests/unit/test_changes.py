@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from podnode.changes import Changes
+from podnode.changes import COARSE_S, Changes
 
 DEADLINE_S = 5.0
 
@@ -34,7 +34,7 @@ async def test_wait_times_out_without_a_change():
     await asyncio.wait_for(changes.wait(0.05), DEADLINE_S)
     assert loop.time() - start >= 0.04
     assert changes.version == 0
-    assert changes._waiters == []  # the timed-out waiter is gone
+    assert changes._waiters == {}  # the timed-out waiter is gone
 
 
 async def test_a_change_missed_while_busy_is_not_lost():
@@ -74,3 +74,18 @@ async def test_cancelling_one_waiter_leaves_the_others_waiting():
     assert len(changes._waiters) == 1 and 5 not in changes._execution_waiters
     await notify_from_thread(changes, [5])
     await asyncio.wait_for(b, DEADLINE_S)
+
+
+async def test_long_waits_share_one_sweep_and_end_on_time():
+    changes = Changes(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    waits = [asyncio.create_task(changes.wait(0.3)) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    assert changes._sweep is not None and len(changes._waiters) == 50
+    await asyncio.wait_for(asyncio.gather(*waits), DEADLINE_S)
+    took = loop.time() - start
+    assert 0.3 <= took < 0.3 + COARSE_S + 0.2
+    assert changes._waiters == {}
+    await asyncio.sleep(COARSE_S * 1.5)
+    assert changes._sweep is None  # nothing left to sweep for: the timer stops
