@@ -26,3 +26,12 @@ def test_messages_are_stored_not_compressed_and_plain_zlib_reads_them():
 def test_compressed_messages_from_other_peers_still_decode():
     message = {"type": "next_node_idx", "next_node_idx": 12, "success": True}
     assert pickle.loads(tcp_connection.zlib.decompress(zlib.compress(pickle.dumps(message), 3))) == message
+
+
+def test_pickles_use_protocol_4_and_protocol_2_still_loads():
+    from pysyncobj import pickle as pysyncobj_pickle
+    command = (0, (b"\x81\xa1t\xa8exec_new",), {})
+    data = pysyncobj_pickle.dumps(command)
+    assert data[:2] == b"\x80\x04"
+    assert pysyncobj_pickle.loads(data) == command
+    assert pysyncobj_pickle.loads(pickle.dumps(command, 2)) == command  # an old journal or peer
