@@ -48,7 +48,7 @@ class NodeConfig:
     install_timeout_s: float = 600.0              # install script run timeout
     kill_grace_s: float = 5.0                     # SIGTERM to SIGKILL, when terminating an execution
     scheduler_interval_s: float = 0.5             # the leader re-plans at least this often
-    plan_gap_s: float = 0.01                      # ...and at most this often
+    plan_gap_s: float = 0.05                      # ...and at most this often
     node_lost_after_s: float = 3.0                # a node the leader cannot reach this long is lost: its work moves
     provider: str | None = None                   # who launches and destroys nodes: none, local or libcloud
     provider_options: dict = field(default_factory=dict)  # the provider's settings (libcloud: driver, image, ...)
