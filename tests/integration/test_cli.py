@@ -133,6 +133,38 @@ def test_status_shows_the_node_and_its_role(cluster):
         assert node.url in res.stdout  # the workers table
 
 
+def test_policy_commands_round_trip(cluster):
+    url = cluster.urls[0]
+    try:
+        res = pod("policy", "create", "cli-grow", "minWorkers=1,maxWorkers=4", url=url)
+        assert res.returncode == 0, res.stderr
+        assert "minWorkers=1,maxWorkers=4" in res.stdout and "pod policy apply cli-grow" in res.stdout
+        bad = pod("policy", "create", "cli-bad", "minWorkers=lots", url=url)
+        assert bad.returncode == 2 and bad.stderr.startswith("pod: ") and "minWorkers" in bad.stderr
+        assert pod("policy", "apply", "cli-grow", url=cluster.urls[1]).returncode == 0
+        listed = pod("policy", "list", url=cluster.urls[2])
+        assert listed.returncode == 0
+        assert [line.split()[:2] for line in listed.stdout.splitlines()[1:]] == [["cli-grow", "yes"]]
+        active = pod("policy", "active", "--json", url=url)
+        assert json.loads(active.stdout)["policy"]["name"] == "cli-grow"
+        refused = pod("policy", "delete", "cli-grow", url=url)
+        assert refused.returncode == 2 and "active" in refused.stderr
+    finally:
+        reset = pod("policy", "reset", url=url)
+    assert reset.returncode == 0 and "removed 1 policy (cli-grow)" in reset.stdout
+    assert "no policy is active" in pod("policy", "active", url=cluster.urls[1]).stdout
+
+
+def test_worker_list_and_a_drain_of_an_unknown_worker(cluster):
+    res = pod("worker", "list", url=cluster.urls[1])
+    assert res.returncode == 0, res.stderr
+    for node in cluster.nodes:
+        assert node.node_id in res.stdout and node.url in res.stdout
+    assert "spend" in res.stdout
+    bad = pod("worker", "drain", "no-such-node", url=cluster.urls[0])
+    assert bad.returncode == 2 and "no-such-node" in bad.stderr and bad.stdout == ""
+
+
 # ---- pod up -------------------------------------------------------------------------------------------
 def _closed_port() -> int:
     with socket.socket() as s:

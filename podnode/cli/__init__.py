@@ -1,0 +1,73 @@
+"""`pod`: the command-line client of a POD cluster, and `pod up` to run one on this machine.
+
+Talks to the HTTP action API with the standard library only. Exit codes: 0 ok, 1 the job failed
+(rejected activity, execution error without a code), 2 a 4xx answer or bad usage, 3 a 5xx answer or an
+unreachable node, 124 gave up waiting, 130 interrupted; `pod run --wait` exits with the execution's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .activities import add_activity
+from .client import EXIT_INTERRUPTED, Api, CliError
+from .cluster import add_cluster
+from .executions import add_execution, add_run
+from .output import warn
+from .up import add_up
+
+
+def _common() -> argparse.ArgumentParser:
+    """--url and --json are accepted after the command too (`pod status --json`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="a node's URL")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON")
+    return common
+
+
+class _Sub:
+    """Subparsers whose every parser also takes the common options."""
+
+    def __init__(self, actions):
+        self.actions = actions
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self.actions.add_parser(name, parents=[_common()], **kwargs)
+
+    def add_named(self, name: str, func, text: str) -> argparse.ArgumentParser:
+        """An action on one named thing: `pod KIND ACTION NAME`."""
+        p = self.add_parser(name, help=text)
+        p.add_argument("name")
+        p.set_defaults(func=func)
+        return p
+
+    def add_subparsers(self, parser: argparse.ArgumentParser, dest: str) -> "_Sub":
+        return _Sub(parser.add_subparsers(dest=dest, required=True, metavar="ACTION"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pod", description="Client of a POD cluster (processing on demand).")
+    ap.add_argument("--url", default=os.environ.get("POD_URL", "http://localhost:8080"),
+                    help="a node's URL (default: env POD_URL or http://localhost:8080)")
+    ap.add_argument("--json", action="store_true", help="print the raw JSON answers")
+    sub = _Sub(ap.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    add_up(sub)
+    add_activity(sub)
+    add_run(sub)
+    add_execution(sub)
+    add_cluster(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (the `pod` script exits with it)."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args, Api(args.url))
+    except CliError as err:
+        warn(err.message)
+        code = err.code
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    return code

@@ -1,0 +1,91 @@
+"""The HTTP side of `pod`: calls to a node's action API with the standard library, errors and retries."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable
+
+EXIT_USAGE, EXIT_SERVER, EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 124, 130, 143
+RETRY_BUDGET_S = 10.0
+
+
+class CliError(Exception):
+    """Ends the command: the message goes to stderr as `pod: ...`, the process exits with `code`."""
+
+    def __init__(self, message: str, code: int, *, http_status: int | None = None,
+                 retry_after_s: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: the node is unreachable or answered 503."""
+        return self.http_status is None or self.http_status == 503
+
+
+# ---- HTTP ---------------------------------------------------------------------------------------------
+class Api:
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    def action(self, action: str, *, timeout_s: float = 30.0, post: bool = False, **params: Any) -> dict:
+        query = {"action": action, **{k: str(v) for k, v in params.items() if v is not None}}
+        data = urllib.parse.urlencode(query)
+        if post:  # inputs can be large: send them in the body, not the URL
+            return self.get_json(f"{self.url}/POD/", timeout_s, data.encode())
+        return self.get_json(f"{self.url}/POD/?{data}", timeout_s)
+
+    def get_json(self, url: str, timeout_s: float, body: bytes | None = None) -> dict:
+        try:
+            with urllib.request.urlopen(url, data=body, timeout=timeout_s) as resp:
+                return _decode(resp.read())
+        except urllib.error.HTTPError as err:
+            raise _http_error(err) from None
+        except (OSError, http.client.HTTPException) as err:
+            reason = getattr(err, "reason", None) or err
+            raise CliError(f"cannot reach {self.url}: {reason}", EXIT_SERVER) from None
+
+
+def _decode(raw: bytes) -> dict:
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        raise CliError(f"the node answered something that is not JSON: {raw[:200]!r}", EXIT_SERVER) from None
+
+
+def _http_error(err: urllib.error.HTTPError) -> CliError:
+    raw = err.read()
+    try:
+        message = json.loads(raw or b"{}").get("error") or f"HTTP {err.code}"
+    except (ValueError, AttributeError):
+        message = raw.decode(errors="replace").strip() or f"HTTP {err.code} {err.reason}"
+    retry_after = err.headers.get("Retry-After") if err.headers else None
+    try:
+        retry_s = float(retry_after) if retry_after else None
+    except ValueError:
+        retry_s = None
+    return CliError(message, EXIT_USAGE if err.code < 500 else EXIT_SERVER, http_status=err.code,
+                    retry_after_s=retry_s)
+
+
+def retrying(call: Callable[[], dict], budget_s: float = RETRY_BUDGET_S) -> dict:
+    """Run `call`, retrying 503s and connection failures for up to `budget_s`, honoring Retry-After."""
+    deadline = time.monotonic() + budget_s
+    pause = 0.25
+    while True:
+        try:
+            return call()
+        except CliError as err:
+            left = deadline - time.monotonic()
+            if not err.transient or left <= 0:
+                raise
+            time.sleep(min(err.retry_after_s or pause, left))
+            pause = min(pause * 2, 2.0)

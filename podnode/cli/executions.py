@@ -1,0 +1,107 @@
+"""`pod run` and `pod execution status|terminate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+
+from .client import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_TIMEOUT, Api, retrying
+from .output import TERMINAL, emit_json, say, show_execution, warn
+
+POLL_WAIT_S = 30
+
+
+def cmd_run(args: argparse.Namespace, api: Api) -> int:
+    request_id = uuid.uuid4().hex
+    body = retrying(lambda: api.action("newExecution", post=True, name=args.name, input=args.input,
+                                       requestId=request_id))
+    ex = body["execution"]
+    if not args.wait:
+        emit_json(body) if args.json else say(f"execution {ex['id']}  status {ex['status']}\n"
+                                              f"(see its result with: pod execution status {ex['id']} --wait 60)")
+        return 0
+    try:
+        final = wait_execution(api, ex["id"], args.timeout)
+    except KeyboardInterrupt:
+        warn(f"interrupted; execution {ex['id']} goes on: pod execution status {ex['id']}")
+        return EXIT_INTERRUPTED
+    if final.get("status") not in TERMINAL:
+        warn(f"gave up after {args.timeout:g} s: execution {ex['id']} is still {final.get('status')}; "
+             f"see it later with: pod execution status {ex['id']}")
+        return EXIT_TIMEOUT
+    return finish_run(final, args.json)
+
+
+def wait_execution(api: Api, exec_id: int, timeout_s: float | None) -> dict:
+    """Long-poll getExecutionStatus until the execution ends or `timeout_s` passes; return the last record."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        left = POLL_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+        wait = min(POLL_WAIT_S, left)
+        ex = retrying(lambda: api.action("getExecutionStatus", executionId=exec_id, wait=f"{wait:.1f}",
+                                         timeout_s=wait + 30))["execution"]
+        if ex.get("status") in TERMINAL and not ex.get("outputPending"):
+            return ex
+        if deadline is not None and time.monotonic() >= deadline:
+            return ex
+
+
+def exit_code_of(ex: dict) -> int:
+    code = ex.get("exitCode")
+    if ex.get("status") == "terminated":
+        return EXIT_TERMINATED
+    if code is None:
+        return 0 if ex.get("status") == "finished" else 1
+    return 128 - code if code < 0 else code
+
+
+def finish_run(ex: dict, as_json: bool) -> int:
+    if as_json:
+        emit_json({"execution": ex})
+    else:
+        sys.stdout.write(ex.get("stdout") or "")
+        sys.stdout.flush()
+        sys.stderr.write(ex.get("stderr") or "")
+        sys.stderr.flush()
+        if ex.get("status") != "finished" and ex.get("exitCode") is None:
+            warn(f"execution {ex['id']} {ex['status']}: {ex.get('errorDescription') or 'no reason given'}")
+    return exit_code_of(ex)
+
+
+def cmd_execution_status(args: argparse.Namespace, api: Api) -> int:
+    if args.wait:
+        ex = wait_execution(api, args.id, args.wait)
+    else:
+        ex = api.action("getExecutionStatus", executionId=args.id)["execution"]
+    emit_json({"execution": ex}) if args.json else show_execution(ex)
+    return 0
+
+
+def cmd_execution_terminate(args: argparse.Namespace, api: Api) -> int:
+    body = api.action("terminateExecution", executionId=args.id)
+    ex = body["execution"]
+    emit_json(body) if args.json else say(f"execution {ex['id']}  status {ex['status']}")
+    return 0
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="start an execution of an activity")
+    p.add_argument("name")
+    p.add_argument("input", nargs="?", default=None, help="the execution's input (main.sh gets it as $1)")
+    p.add_argument("--wait", action="store_true", help="wait for the end; print its output; exit with its code")
+    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S seconds (exit 124)")
+    p.set_defaults(func=cmd_run)
+
+
+def add_execution(sub) -> None:
+    ex = sub.add_parser("execution", help="inspect or terminate an execution")
+    esub = sub.add_subparsers(ex, "execution_command")
+    p = esub.add_parser("status", help="an execution's status and output (an ended one is then deleted)")
+    p.add_argument("id", type=int)
+    p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for the end")
+    p.set_defaults(func=cmd_execution_status)
+    p = esub.add_parser("terminate", help="stop an execution")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_execution_terminate)
