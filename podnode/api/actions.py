@@ -98,6 +98,7 @@ async def terminate_execution(node: PodNode, p: Params) -> dict[str, Any]:
 
 
 async def get_all_executions(node: PodNode, p: Params) -> dict[str, Any]:
+    await node.caught_up()  # the list reflects every write made before, through any node
     records = node.read(lambda s: [s.execution(i) for i in sorted(s.executions)])
     listed = []
     for record in records:  # without output: read an execution for that

@@ -62,6 +62,7 @@ async def reset_policies(node: PodNode, p: Params) -> dict[str, Any]:
 
 
 async def get_workers(node: PodNode, p: Params) -> dict[str, Any]:
+    await node.caught_up()
     return node.workers_view()
 
 
