@@ -176,9 +176,9 @@ def test_terminate_running_and_waiting(client, scripts):
     ids = [client.ok("newExecution", name="sleepy")["execution"]["id"] for _ in range(7)]  # 6 slots: 1 waits
     wait_until(lambda: sum(e["status"] == "in progress" for e in client.ok("getAllExecutions")["executions"]
                            if e["id"] in ids) == 6, what="six running")
-    waiting = [e["id"] for e in client.ok("getAllExecutions")["executions"] if e["id"] in ids
-               and e["status"] == "waiting"]
-    assert len(waiting) == 1
+    mine = [e for e in client.ok("getAllExecutions")["executions"] if e["id"] in ids]
+    waiting = [e["id"] for e in mine if e["status"] == "waiting"]
+    assert len(waiting) == 1, [(e["id"], e["status"], e.get("workerId"), e.get("errorDescription")) for e in mine]
     running = [i for i in ids if i not in waiting]
     wait_until(lambda: "started" in client.ok("getExecutionStatus", executionId=running[0])["execution"]["stdout"],
                what="first output")
