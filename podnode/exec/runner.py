@@ -216,7 +216,8 @@ class ExecutionRun:
         def on_exit() -> None:
             self._loop.remove_reader(pidfd)
             os.close(pidfd)
-            self._reap()
+            if not self._reap():  # not waitable yet (never seen, but cheap to cover): poll instead
+                self._poll_exit()
         self._loop.add_reader(pidfd, on_exit)
 
     def _poll_exit(self) -> None:
