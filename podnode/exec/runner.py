@@ -10,8 +10,8 @@ deletions per execution on the hot path.
 
 The process is spawned with subprocess.Popen (vfork on Linux) and watched on the event loop directly: a
 reader on each pipe and on a pidfd for the exit. asyncio's subprocess layer (a transport, two pipe
-transports and protocols, stream readers and two reader tasks per process) cost about twice as much CPU
-per execution, which is most of what a node spends besides bash itself.
+transports and protocols, stream readers and two reader tasks per process) took about 0.1 ms more CPU per
+execution on the benchmark, a twentieth of everything the three nodes spend on one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Compression: pysyncobj 0.3 compresses every Raft message with zlib at level 3. R
 bytes (a heartbeat, an AppendEntries with a command or two), so compression saves nothing worth having
 while setting up a deflate stream for every message costs more than pickling it: on the benchmark it was
 3% of all CPU. Level 0 writes a valid zlib stream without compressing, so peers still decompress it with
-plain zlib.decompress: nodes with and without this change talk to each other unchanged.
+plain zlib.decompress: nodes with and without this change talk to each other unchanged. Large messages
+(an execution's output, a snapshot being sent to a node that fell behind) are still compressed, at the
+fastest level, where the bytes saved on the network are worth it.
 
 Pickles: pysyncobj pickles messages and commands with protocol 2 (for Python 2 peers), which stores each
 bytes object as a call to _codecs.encode on a latin-1 string; every Raft entry here carries a msgpack
@@ -19,7 +21,8 @@ import zlib
 from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj import tcp_connection
 
-LEVEL = 0
+SMALL_BYTES = 4096        # messages up to this size go out stored (level 0)...
+LARGE_LEVEL = 1           # ...larger ones compressed at this level
 PICKLE_PROTOCOL = 4
 
 
@@ -31,11 +34,11 @@ class _StoredZlib:
 
     @staticmethod
     def compress(data: bytes, level: int = -1) -> bytes:
-        return zlib.compress(data, LEVEL)
+        return zlib.compress(data, 0 if len(data) <= SMALL_BYTES else LARGE_LEVEL)
 
 
 def install() -> bool:
-    """Make pysyncobj write uncompressed zlib streams and protocol-4 pickles; False (and nothing changed)
+    """Make pysyncobj store small messages uncompressed and pickle with protocol 4; False (and nothing changed)
     if its layout is not the one this was written for."""
     if getattr(tcp_connection, "zlib", None) not in (zlib, _StoredZlib) or \
             getattr(pysyncobj_pickle, "__protocol", None) not in (2, PICKLE_PROTOCOL):

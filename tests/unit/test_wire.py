@@ -35,3 +35,13 @@ def test_pickles_use_protocol_4_and_protocol_2_still_loads():
     assert data[:2] == b"\x80\x04"
     assert pysyncobj_pickle.loads(data) == command
     assert pysyncobj_pickle.loads(pickle.dumps(command, 2)) == command  # an old journal or peer
+
+
+def test_large_messages_are_still_compressed():
+    message = {"type": "append_entries", "entries": [(b"\x01" + b"hello world\n" * 2000, 8, 3)], "term": 3}
+    raw = pickle.dumps(message)
+    assert len(raw) > wire.SMALL_BYTES
+    data = tcp_connection.zlib.compress(raw, 3)
+    assert len(data) < len(raw) / 10
+    assert pickle.loads(zlib.decompress(data)) == message
+
