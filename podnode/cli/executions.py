@@ -8,7 +8,7 @@ import time
 import uuid
 
 from .client import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_TIMEOUT, Api, retrying
-from .output import TERMINAL, emit_json, say, show_execution, warn
+from .output import TERMINAL, emit_json, say, show_execution, table, warn
 
 POLL_WAIT_S = 30
 
@@ -86,6 +86,21 @@ def cmd_execution_terminate(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
+def cmd_execution_list(args: argparse.Namespace, api: Api) -> int:
+    body = api.action("getAllExecutions")
+    executions = [e for e in body["executions"] if args.activity in (None, e.get("activityName"))]
+    if args.json:
+        emit_json({"executions": executions})
+    elif not executions:
+        say("no executions" + (f" of {args.activity}" if args.activity else ""))
+    else:
+        table([["ID", "ACTIVITY", "STATUS", "WORKER", "ATTEMPTS", "EXIT"]] +
+              [[str(e["id"]), str(e.get("activityName")), str(e.get("status")), str(e.get("workerId") or "-"),
+                str(e.get("attempts", 0)), "-" if e.get("exitCode") is None else str(e["exitCode"])]
+               for e in executions])
+    return 0
+
+
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="start an execution of an activity")
     p.add_argument("name")
@@ -96,8 +111,11 @@ def add_run(sub) -> None:
 
 
 def add_execution(sub) -> None:
-    ex = sub.add_parser("execution", help="inspect or terminate an execution")
+    ex = sub.add_parser("execution", help="list, inspect or terminate executions")
     esub = sub.add_subparsers(ex, "execution_command")
+    p = esub.add_parser("list", help="the executions the cluster holds (without output; reading none)")
+    p.add_argument("--activity", default=None, metavar="NAME", help="only this activity's")
+    p.set_defaults(func=cmd_execution_list)
     p = esub.add_parser("status", help="an execution's status and output (an ended one is then deleted)")
     p.add_argument("id", type=int)
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for the end")

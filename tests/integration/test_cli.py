@@ -93,6 +93,20 @@ def test_run_then_execution_status_wait_returns_the_output(cluster, greet):
     assert gone.returncode == 2 and gone.stderr.startswith("pod: ")
 
 
+def test_execution_list_shows_them_without_reading_them(cluster, api, greet):
+    exec_id = api.ok("newExecution", name=greet, input="listed")["execution"]["id"]
+    wait_until(lambda: [e["status"] for e in api.ok("getAllExecutions")["executions"] if e["id"] == exec_id]
+               == ["finished"], what="finished")
+    res = pod("execution", "list", "--activity", greet, url=cluster.urls[1])
+    assert res.returncode == 0, res.stderr
+    row = next(line.split() for line in res.stdout.splitlines() if line.split()[:1] == [str(exec_id)])
+    assert row[1:3] == [greet, "finished"] and row[-1] == "0"
+    assert "no executions of nothing-here" in pod("execution", "list", "--activity", "nothing-here",
+                                                  url=cluster.urls[0]).stdout
+    # Listing reads nothing: the result is still there for its reader.
+    assert api.ok("getExecutionStatus", executionId=exec_id)["execution"]["stdout"] == "hello listed\n"
+
+
 def test_execution_terminate_a_long_running_one(cluster, api, scripts):
     approved(api, "cli-slow", scripts.add("cli-slow.sh", SLOW))
     res = pod("--json", "run", "cli-slow", url=cluster.urls[0])
