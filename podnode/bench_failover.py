@@ -98,9 +98,11 @@ def voter_replacement(trials: int, tmp: str) -> list[float]:
             start = time.monotonic()
             poll(lambda: len(voters(cluster)) == 5, timeout_s=60, interval_s=0.05)
             took.append(time.monotonic() - start)
-            victim.extra_args = list(victim.extra_args)
-            victim.join = cluster.nodes[0].url if victim is not cluster.nodes[0] else cluster.nodes[1].url
-            cluster.start_node(victim)   # back as an observer, ready for the next trial
+            # Back as an observer, through the leader (a live member), and joined before the next trial:
+            # else the next trial may kill the member it is joining through.
+            victim.join = poll(cluster.leader).url
+            cluster.start_node(victim)
+            cluster.wait_ready(timeout_s=60, nodes=[n for n in cluster.nodes if n.proc and n.proc.poll() is None])
     return took
 
 
