@@ -1,10 +1,12 @@
-"""Command builders shared by the pure state-machine tests."""
+"""Command builders and helpers shared by the pure state-machine tests."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from podnode.raft import commands as C
+from podnode.raft.state import State
 
 NOW = 1000.0
 
@@ -19,3 +21,42 @@ def assign(*pairs: tuple[str, str], now: float = NOW) -> dict:
 
 def install_done(name: str, node: str, ok: bool = True, error: str | None = None, now: float = NOW) -> dict:
     return {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": ok, "error": error, "now": now}
+
+
+def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None = None) -> dict:
+    cmd = {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:4000", "httpUrl": f"http://{node}:8000",
+           "slots": slots, "version": "1", "now": now}
+    if incarnation is not None:
+        cmd["incarnation"] = incarnation
+    return cmd
+
+
+def ok(state: State, cmd: Any) -> dict:
+    """Apply a command that must succeed; its result."""
+    result = state.apply(cmd)
+    assert "error" not in result, (cmd, result)
+    return result
+
+
+def snapshot(state: State) -> dict:
+    return copy.deepcopy(state.to_dict())
+
+
+def approved_state(nodes: dict[str, int] | None = None, name: str = "act", max_attempts: int | None = None,
+                   incarnations: dict[str, str] | None = None) -> State:
+    """Nodes up, one activity verified on the first node and installed on all of them."""
+    nodes = nodes or {"n1": 2, "n2": 2}
+    incarnations = incarnations or {}
+    state = State()
+    for node, slots in nodes.items():
+        ok(state, node_up(node, slots, incarnation=incarnations.get(node)))
+    extra = {} if max_attempts is None else {"maxAttempts": max_attempts}
+    ok(state, activity_new(name, **extra))
+    first, *rest = nodes
+    ok(state, assign((name, first)))
+    ok(state, install_done(name, first))
+    if rest:
+        ok(state, assign(*((name, n) for n in rest)))
+        for node in rest:
+            ok(state, install_done(name, node))
+    return state

@@ -14,22 +14,13 @@ from podnode.exec.reconcile import reconcile
 from podnode.raft import commands as C
 from podnode.raft.state import State
 
-from .builders import activity_new, assign, install_done
+from .builders import NOW, activity_new, approved_state, assign, install_done, node_up, ok, snapshot
 from podnode.scheduler import place_new, plan, plan_lost, up_nodes
 
-NOW = 1000.0
 LATER = 2000.0
 
 
 # ---- command builders -----------------------------------------------------------------------------
-def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None = None) -> dict:
-    cmd = {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:4000", "httpUrl": f"http://{node}:8000",
-           "slots": slots, "version": "1", "now": now}
-    if incarnation is not None:
-        cmd["incarnation"] = incarnation
-    return cmd
-
-
 def exec_new(name: str, now: float = NOW) -> dict:
     return {"t": C.EXEC_NEW, "name": name, "input": "in", "now": now}
 
@@ -77,36 +68,6 @@ def reinstall(name: str, node: str, now: float = LATER) -> dict:
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-def ok(state: State, cmd: Any) -> dict:
-    result = state.apply(cmd)
-    assert "error" not in result, (cmd, result)
-    return result
-
-
-def snapshot(state: State) -> dict:
-    return copy.deepcopy(state.to_dict())
-
-
-def make_state(nodes: dict[str, int] | None = None, max_attempts: int | None = None, name: str = "act",
-               incarnations: dict[str, str] | None = None) -> State:
-    """Nodes up, one activity verified on the first node and installed on all of them."""
-    nodes = nodes or {"n1": 2, "n2": 2}
-    incarnations = incarnations or {}
-    state = State()
-    for node, slots in nodes.items():
-        ok(state, node_up(node, slots, incarnation=incarnations.get(node)))
-    extra = {} if max_attempts is None else {"maxAttempts": max_attempts}
-    ok(state, activity_new(name, **extra))
-    first, *rest = nodes
-    ok(state, assign((name, first)))
-    ok(state, install_done(name, first))
-    if rest:
-        ok(state, assign(*((name, n) for n in rest)))
-        for node in rest:
-            ok(state, install_done(name, node))
-    return state
-
-
 def new_exec(state: State, name: str = "act") -> int:
     return ok(state, exec_new(name))["execution"]["id"]
 
@@ -126,7 +87,7 @@ def run_local(state: State, node: str = "n1", *, running: dict[int, int] | None 
 
 # ---- node_lost: executions ------------------------------------------------------------------------
 def test_node_lost_requeues_running_executions_below_max_attempts():
-    state = make_state(max_attempts=3)
+    state = approved_state(max_attempts=3)
     e1 = running_on(state, "n1")
     e2 = running_on(state, "n2")
     result = ok(state, node_lost("n1"))
@@ -145,7 +106,7 @@ def test_node_lost_requeues_running_executions_below_max_attempts():
 
 
 def test_node_lost_uses_the_given_reason():
-    state = make_state()
+    state = approved_state()
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1", reason="node n1 was lost (unreachable for 31.0 s)"))
     assert state.executions[e1]["lastError"] == "node n1 was lost (unreachable for 31.0 s)"
@@ -153,7 +114,7 @@ def test_node_lost_uses_the_given_reason():
 
 
 def test_node_lost_gives_up_at_max_attempts():
-    state = make_state({"n1": 2, "n2": 2, "n3": 2}, max_attempts=2)
+    state = approved_state({"n1": 2, "n2": 2, "n3": 2}, max_attempts=2)
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1"))
     assert state.executions[e1]["status"] == "waiting"
@@ -171,7 +132,7 @@ def test_node_lost_gives_up_at_max_attempts():
 
 
 def test_node_lost_with_max_attempts_one_gives_up_at_once():
-    state = make_state(max_attempts=1)
+    state = approved_state(max_attempts=1)
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1"))
     assert state.executions[e1]["status"] == "error"
@@ -179,7 +140,7 @@ def test_node_lost_with_max_attempts_one_gives_up_at_once():
 
 
 def test_default_max_attempts_is_used_without_the_field():
-    state = make_state({"n1": 1, "n2": 1, "n3": 1, "n4": 1})
+    state = approved_state({"n1": 1, "n2": 1, "n3": 1, "n4": 1})
     assert state.activities["act"]["maxAttempts"] == 3
     e1 = running_on(state, "n1")
     for i, node in enumerate(["n1", "n2"]):
@@ -192,7 +153,7 @@ def test_default_max_attempts_is_used_without_the_field():
 
 
 def test_node_lost_drops_pending_output_of_terminated_executions():
-    state = make_state({"n1": 1, "n2": 1})
+    state = approved_state({"n1": 1, "n2": 1})
     e1 = running_on(state, "n1")
     ok(state, terminate(e1))
     assert state.executions[e1]["outputPending"] is True
@@ -209,7 +170,7 @@ def test_node_lost_drops_pending_output_of_terminated_executions():
 
 
 def test_node_lost_leaves_ended_executions_alone():
-    state = make_state()
+    state = approved_state()
     e1 = running_on(state, "n1")
     ok(state, finish(report(e1, "n1", exit_code=0, stdout="out")))
     e2 = new_exec(state)  # waiting, not on any node
@@ -221,7 +182,7 @@ def test_node_lost_leaves_ended_executions_alone():
 
 # ---- node_lost: installations ---------------------------------------------------------------------
 def test_node_lost_drops_unfinished_installations_and_keeps_installed_ones():
-    state = make_state({"n1": 2, "n2": 2}, name="done")  # "done" installed on n1 and n2
+    state = approved_state({"n1": 2, "n2": 2}, name="done")  # "done" installed on n1 and n2
     ok(state, activity_new("failing"))
     ok(state, assign(("failing", "n2")))
     ok(state, install_done("failing", "n2", ok=True))
@@ -241,7 +202,7 @@ def test_node_lost_drops_unfinished_installations_and_keeps_installed_ones():
 
 
 def test_node_lost_drops_uninstalling_and_removes_a_deleted_activity_whose_last_install_was_there():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW})
     assert state.installations["act"]["n1"]["status"] == "uninstalling"
     ok(state, {"t": C.UNINSTALL_DONE, "name": "act", "node": "n2"})
@@ -253,7 +214,7 @@ def test_node_lost_drops_uninstalling_and_removes_a_deleted_activity_whose_last_
 
 
 def test_node_lost_keeps_a_deleted_activity_still_uninstalling_elsewhere():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW})
     ok(state, node_lost("n1"))
     assert state.activities["act"]["status"] == "uninstalling"
@@ -284,7 +245,7 @@ def test_verifying_activity_moves_to_another_node_after_loss():
 
 
 def test_node_status_and_repeat_and_unknown_node_lost():
-    state = make_state()
+    state = approved_state()
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1", now=LATER))
     assert state.nodes["n1"]["status"] == "lost"
@@ -302,7 +263,7 @@ def test_node_status_and_repeat_and_unknown_node_lost():
 
 
 def test_node_lost_malformed_is_refused_without_change():
-    state = make_state()
+    state = approved_state()
     running_on(state, "n1")
     before = snapshot(state)
     for cmd in ({"t": C.NODE_LOST, "now": NOW}, {"t": C.NODE_LOST, "node": "n1"},
@@ -314,7 +275,7 @@ def test_node_lost_malformed_is_refused_without_change():
 
 # ---- a lost node gets no work ---------------------------------------------------------------------
 def test_lost_node_gets_no_placements():
-    state = make_state({"n1": 4, "n2": 1})
+    state = approved_state({"n1": 4, "n2": 1})
     ok(state, node_lost("n1"))
     e1 = new_exec(state)
     result = ok(state, place((e1, "n1")))
@@ -329,7 +290,7 @@ def test_lost_node_gets_no_placements():
 
 
 def test_place_new_and_plan_skip_a_lost_node():
-    state = make_state({"n1": 4, "n2": 1})
+    state = approved_state({"n1": 4, "n2": 1})
     ok(state, node_lost("n1"))
     assert place_new(state, "act", live_nodes=["n1", "n2"]) == "n2"
     ok(state, node_lost("n2"))
@@ -339,7 +300,7 @@ def test_place_new_and_plan_skip_a_lost_node():
 
 
 def test_exec_new_proposed_on_a_lost_node_queues():
-    state = make_state()
+    state = approved_state()
     ok(state, node_lost("n1"))
     result = ok(state, {**exec_new("act"), "node": "n1"})
     assert result["execution"]["status"] == "waiting"
@@ -347,7 +308,7 @@ def test_exec_new_proposed_on_a_lost_node_queues():
 
 
 def test_pull_from_a_lost_node_gives_nothing():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1"))
     waiting = new_exec(state)
@@ -363,7 +324,7 @@ def test_pull_from_a_lost_node_gives_nothing():
 
 
 def test_install_assign_refused_on_a_lost_node():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, activity_new("other"))
     ok(state, node_lost("n1"))
     result = ok(state, assign(("other", "n1")))
@@ -374,7 +335,7 @@ def test_install_assign_refused_on_a_lost_node():
 
 
 def test_node_up_after_loss_makes_the_node_usable_again():
-    state = make_state({"n1": 2, "n2": 2}, incarnations={"n1": "inc-a", "n2": "inc-b"})
+    state = approved_state({"n1": 2, "n2": 2}, incarnations={"n1": "inc-a", "n2": "inc-b"})
     e1 = running_on(state, "n1")
     assert state.executions[e1]["workerIncarnation"] == "inc-a"
     ok(state, node_lost("n1"))
@@ -400,7 +361,7 @@ def test_node_up_after_loss_makes_the_node_usable_again():
 
 
 def test_node_up_after_loss_gets_dropped_installs_planned_again():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, activity_new("other"))
     ok(state, assign(("other", "n2")))
     ok(state, install_done("other", "n2"))
@@ -415,7 +376,7 @@ def test_node_up_after_loss_gets_dropped_installs_planned_again():
 
 
 def test_placement_records_incarnation_including_pull_and_exec_new():
-    state = make_state({"n1": 2, "n2": 2}, incarnations={"n1": "i1"})
+    state = approved_state({"n1": 2, "n2": 2}, incarnations={"n1": "i1"})
     e1 = ok(state, {**exec_new("act"), "node": "n1"})["execution"]
     assert e1["workerIncarnation"] == "i1"
     e2 = new_exec(state)
@@ -426,7 +387,7 @@ def test_placement_records_incarnation_including_pull_and_exec_new():
 # ---- stale reports --------------------------------------------------------------------------------
 @pytest.mark.parametrize("second_node", ["n1", "n2"])
 def test_stale_finish_after_requeue_and_replacement_is_ignored(second_node):
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1"))
     if second_node == "n1":
@@ -450,7 +411,7 @@ def test_stale_finish_after_requeue_and_replacement_is_ignored(second_node):
 
 # ---- exec_lost ------------------------------------------------------------------------------------
 def test_exec_lost_requeues_only_matching_attempts():
-    state = make_state({"n1": 3, "n2": 2})
+    state = approved_state({"n1": 3, "n2": 2})
     e1 = running_on(state, "n1")
     e2 = running_on(state, "n1")
     e3 = running_on(state, "n2")
@@ -471,7 +432,7 @@ def test_exec_lost_requeues_only_matching_attempts():
 
 
 def test_exec_lost_default_reason_and_give_up():
-    state = make_state(max_attempts=1)
+    state = approved_state(max_attempts=1)
     e1 = running_on(state, "n1")
     ok(state, exec_lost(lost_report(e1, "n1", 1)))
     assert state.executions[e1]["status"] == "error"
@@ -480,7 +441,7 @@ def test_exec_lost_default_reason_and_give_up():
 
 
 def test_exec_lost_of_an_old_attempt_after_replacement_is_ignored():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     e1 = running_on(state, "n1")
     ok(state, exec_lost(lost_report(e1, "n1", 1)))
     ok(state, place((e1, "n1")))
@@ -490,7 +451,7 @@ def test_exec_lost_of_an_old_attempt_after_replacement_is_ignored():
 
 
 def test_exec_lost_clears_pending_output_of_a_terminated_execution():
-    state = make_state({"n1": 1, "n2": 1})
+    state = approved_state({"n1": 1, "n2": 1})
     e1 = running_on(state, "n1")
     ok(state, terminate(e1))
     assert state.busy_slots()["n1"] == 1
@@ -506,7 +467,7 @@ def test_exec_lost_clears_pending_output_of_a_terminated_execution():
 
 
 def test_exec_lost_ignores_ended_executions():
-    state = make_state()
+    state = approved_state()
     e1 = running_on(state, "n1")
     ok(state, finish(report(e1, "n1", exit_code=0, stdout="x")))
     before = snapshot(state)
@@ -522,7 +483,7 @@ def test_exec_lost_ignores_ended_executions():
     [1, 2],
 ])
 def test_exec_lost_malformed_reports_are_refused_without_change(reports):
-    state = make_state()
+    state = approved_state()
     e1 = running_on(state, "n1")
     assert e1 == 1
     before = snapshot(state)
@@ -534,7 +495,7 @@ def test_exec_lost_malformed_reports_are_refused_without_change(reports):
 
 
 def test_exec_lost_malformed_command_shapes_are_refused_without_change():
-    state = make_state()
+    state = approved_state()
     running_on(state, "n1")
     before = snapshot(state)
     for cmd in ({"t": C.EXEC_LOST, "reports": 5, "now": LATER},
@@ -548,7 +509,7 @@ def test_exec_lost_malformed_command_shapes_are_refused_without_change():
 
 # ---- reinstall ------------------------------------------------------------------------------------
 def test_reinstall_moves_installed_back_to_installing():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     assert ok(state, reinstall("act", "n1", now=LATER)) == {"ok": True}
     assert state.installations["act"]["n1"] == {"status": "installing", "since": LATER}
     assert state.installations["act"]["n2"]["status"] == "installed"
@@ -564,7 +525,7 @@ def test_reinstall_moves_installed_back_to_installing():
 
 
 def test_reinstall_ignores_other_statuses_and_unknowns():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, activity_new("verif"))
     ok(state, assign(("verif", "n1")))                        # installing
     ok(state, activity_new("bad"))
@@ -583,7 +544,7 @@ def test_reinstall_ignores_other_statuses_and_unknowns():
 
 
 def test_reinstall_twice_is_ignored_the_second_time():
-    state = make_state()
+    state = approved_state()
     ok(state, reinstall("act", "n1", now=LATER))
     before = snapshot(state)
     assert ok(state, reinstall("act", "n1", now=LATER + 1)) == {"ok": True, "ignored": True}
@@ -592,7 +553,7 @@ def test_reinstall_twice_is_ignored_the_second_time():
 
 # ---- scheduler.plan_lost --------------------------------------------------------------------------
 def test_plan_lost_only_for_up_nodes_over_the_threshold():
-    state = make_state({"n1": 2, "n2": 2, "n3": 2, "n4": 2})
+    state = approved_state({"n1": 2, "n2": 2, "n3": 2, "n4": 2})
     e1 = running_on(state, "n1")
     ok(state, node_lost("n4"))
     silent = {"n1": 31.0, "n2": 30.0, "n3": 5.0, "n4": 100.0, "ghost": 100.0}
@@ -610,7 +571,7 @@ def test_plan_lost_only_for_up_nodes_over_the_threshold():
 
 
 def test_plan_lost_sorted_and_empty():
-    state = make_state({"n1": 2, "n2": 2, "n3": 2})
+    state = approved_state({"n1": 2, "n2": 2, "n3": 2})
     assert plan_lost(state, LATER, silent_s={}, lost_after_s=30.0) == []
     cmds = plan_lost(state, LATER, silent_s={"n3": 40.0, "n1": 50.0}, lost_after_s=30.0)
     assert [c["node"] for c in cmds] == ["n1", "n3"]
@@ -621,7 +582,7 @@ def test_plan_lost_sorted_and_empty():
 
 # ---- reconcile with incarnation -------------------------------------------------------------------
 def test_reconcile_starts_this_incarnations_work_and_reports_older_as_lost():
-    state = make_state({"n1": 4, "n2": 2}, incarnations={"n1": "old"})
+    state = approved_state({"n1": 4, "n2": 2}, incarnations={"n1": "old"})
     e_old = running_on(state, "n1")                     # placed on incarnation "old"
     ok(state, node_up("n1", 4, incarnation="new"))      # n1 restarted (not declared lost)
     e_new = running_on(state, "n1")                     # placed on incarnation "new"
@@ -644,7 +605,7 @@ def test_reconcile_starts_this_incarnations_work_and_reports_older_as_lost():
 
 
 def test_reconcile_reports_output_pending_of_an_earlier_incarnation_as_lost():
-    state = make_state({"n1": 4, "n2": 2}, incarnations={"n1": "old"})
+    state = approved_state({"n1": 4, "n2": 2}, incarnations={"n1": "old"})
     e_old = running_on(state, "n1")
     e_cur = running_on(state, "n1")
     ok(state, node_up("n1", 4, incarnation="new"))
@@ -669,7 +630,7 @@ def test_reconcile_reports_output_pending_of_an_earlier_incarnation_as_lost():
 
 
 def test_reconcile_records_running_or_done_here_are_neither_started_nor_lost():
-    state = make_state({"n1": 4}, incarnations={"n1": "old"})
+    state = approved_state({"n1": 4}, incarnations={"n1": "old"})
     e_run = running_on(state, "n1")
     e_done = running_on(state, "n1")
     ok(state, node_up("n1", 4, incarnation="new"))
@@ -683,7 +644,7 @@ def test_reconcile_records_running_or_done_here_are_neither_started_nor_lost():
 
 
 def test_reconcile_output_pending_running_here_is_not_lost():
-    state = make_state({"n1": 4}, incarnations={"n1": "old"})
+    state = approved_state({"n1": 4}, incarnations={"n1": "old"})
     e1 = running_on(state, "n1")
     ok(state, terminate(e1))
     ok(state, node_up("n1", 4, incarnation="new"))
@@ -693,7 +654,7 @@ def test_reconcile_output_pending_running_here_is_not_lost():
 
 
 def test_reconcile_same_incarnation_output_pending_is_not_lost():
-    state = make_state({"n1": 4}, incarnations={"n1": "i"})
+    state = approved_state({"n1": 4}, incarnations={"n1": "i"})
     e1 = running_on(state, "n1")
     ok(state, terminate(e1))
     out = run_local(state, "n1", done={(e1, 1)}, incarnation="i")
@@ -701,7 +662,7 @@ def test_reconcile_same_incarnation_output_pending_is_not_lost():
 
 
 def test_reconcile_default_incarnation_matches_nodes_without_one():
-    state = make_state({"n1": 2})
+    state = approved_state({"n1": 2})
     e1 = running_on(state, "n1")
     assert state.executions[e1]["workerIncarnation"] == ""
     out = run_local(state, "n1")
@@ -711,7 +672,7 @@ def test_reconcile_default_incarnation_matches_nodes_without_one():
 
 
 def test_reconcile_after_node_lost_stops_the_requeued_runs():
-    state = make_state({"n1": 2, "n2": 2}, incarnations={"n1": "i"})
+    state = approved_state({"n1": 2, "n2": 2}, incarnations={"n1": "i"})
     e1 = running_on(state, "n1")
     ok(state, node_lost("n1"))
     out = run_local(state, "n1", running={e1: 1}, incarnation="i")
@@ -780,7 +741,7 @@ def test_recovery_state_survives_a_snapshot_round_trip():
 
 # ---- gaps found while writing these tests, now fixed -----------------------------------------------
 def test_deleting_an_activity_installed_on_an_already_lost_node_completes():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, node_lost("n1"))
     ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": LATER})
     ok(state, {"t": C.UNINSTALL_DONE, "name": "act", "node": "n2"})
@@ -788,7 +749,7 @@ def test_deleting_an_activity_installed_on_an_already_lost_node_completes():
 
 
 def test_reconcile_output_pending_done_here_is_not_lost():
-    state = make_state({"n1": 4}, incarnations={"n1": "old"})
+    state = approved_state({"n1": 4}, incarnations={"n1": "old"})
     e1 = running_on(state, "n1")
     ok(state, terminate(e1))
     ok(state, node_up("n1", 4, incarnation="new"))
@@ -796,7 +757,7 @@ def test_reconcile_output_pending_done_here_is_not_lost():
 
 
 def test_max_attempts_out_of_range_is_refused_and_changes_nothing():
-    state = make_state({"n1": 2})
+    state = approved_state({"n1": 2})
     before = copy.deepcopy(state.to_dict())
     for bad in (0, -2, 101):
         result = state.apply({"t": C.ACTIVITY_NEW, "name": "x", "url": "u", "now": NOW, "maxAttempts": bad})
@@ -805,7 +766,7 @@ def test_max_attempts_out_of_range_is_refused_and_changes_nothing():
 
 
 def test_a_node_back_up_shows_no_lost_fields():
-    state = make_state({"n1": 2, "n2": 2})
+    state = approved_state({"n1": 2, "n2": 2})
     ok(state, node_lost("n1"))
     assert state.nodes["n1"]["status"] == "lost" and "lostAt" in state.nodes["n1"]
     ok(state, node_up("n1", 2))

@@ -8,18 +8,14 @@ from podnode.raft import commands as C
 from podnode.raft.state import State
 from podnode.scheduler import Policy, place_new, plan
 
+from .builders import ok
+
 NOW = 100_000.0
 
 
 def node_up(node: str, slots: int) -> dict:
     return {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:1", "httpUrl": f"http://{node}", "slots": slots,
             "now": NOW}
-
-
-def ok(state: State, cmd: dict) -> dict:
-    result = state.apply(cmd)
-    assert "error" not in result, (cmd, result)
-    return result
 
 
 def make_state(nodes: dict[str, int], installed: dict[str, list[str]] | None = None) -> State:

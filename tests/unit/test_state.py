@@ -10,17 +10,11 @@ import pytest
 from podnode.raft import commands as C
 from podnode.raft.state import State
 
-from .builders import activity_new, assign, install_done
+from .builders import NOW, activity_new, approved_state, assign, install_done, node_up, ok, snapshot
 
-NOW = 1000.0
 
 
 # ---- command builders -----------------------------------------------------------------------------
-def node_up(node: str, slots: int = 2, now: float = NOW) -> dict:
-    return {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:4000", "httpUrl": f"http://{node}:8000",
-            "slots": slots, "version": "1", "now": now}
-
-
 def uninstall_done(name: str, node: str) -> dict:
     return {"t": C.UNINSTALL_DONE, "name": name, "node": node}
 
@@ -51,38 +45,11 @@ def forget(exec_id: int) -> dict:
     return {"t": C.EXEC_FORGET, "id": exec_id}
 
 
-def ok(state: State, cmd: Any) -> dict:
-    result = state.apply(cmd)
-    assert "error" not in result, (cmd, result)
-    return result
-
-
 def refused(state: State, cmd: Any, kind: str) -> dict:
     result = state.apply(cmd)
     assert result.get("error") == kind, (cmd, result)
     assert isinstance(result.get("message"), str) and result["message"]
     return result
-
-
-def snapshot(state: State) -> dict:
-    return copy.deepcopy(state.to_dict())
-
-
-def approved_state(nodes: dict[str, int] | None = None, name: str = "act") -> State:
-    """Nodes up, one activity verified on the first node and installed on all of them."""
-    nodes = nodes or {"n1": 2, "n2": 2}
-    state = State()
-    for node, slots in nodes.items():
-        ok(state, node_up(node, slots))
-    ok(state, activity_new(name))
-    first, *rest = nodes
-    ok(state, assign((name, first)))
-    ok(state, install_done(name, first))
-    if rest:
-        ok(state, assign(*((name, n) for n in rest)))
-        for node in rest:
-            ok(state, install_done(name, node))
-    return state
 
 
 def busy_state() -> State:
