@@ -191,6 +191,7 @@ def test_sigkill_the_leader_under_load_loses_nothing(chaos_cluster, scripts):
     for t in threads:
         t.start()
     wait_until(lambda: len(accepted) >= 40, what="load under way")
+    term_before = chaos_cluster.status(leader)["term"]
     chaos_cluster.stop_node(leader, sig=signal.SIGKILL)
     for t in threads:
         t.join(timeout=120)
@@ -200,7 +201,12 @@ def test_sigkill_the_leader_under_load_loses_nothing(chaos_cluster, scripts):
     for key, exec_id in accepted.items():
         final = read_final(reader, exec_id)
         assert final["status"] == "finished" and final["stdout"] == f"q {key}\n", final
-    assert wait_until(chaos_cluster.leader, what="new leader") is not leader
+    # A new leader was elected in a later term, and every survivor follows it, none the killed node.
+    views = wait_until(lambda: (v := [chaos_cluster.status(n) for n in survivors]) and all(v) and v,
+                       what="survivors answer /status")
+    assert {v["leader"] for v in views} <= {n.node_id for n in survivors}, views
+    assert len({v["leader"] for v in views}) == 1, views
+    assert all(v["term"] > term_before for v in views), (term_before, views)
 
 
 def test_request_id_across_a_leader_kill_creates_one_execution(chaos_cluster, scripts):
@@ -239,6 +245,11 @@ def test_restart_one_node_then_the_whole_cluster(chaos_cluster, scripts):
     approved(client, "block", scripts.add("block.sh", install_script("sleep 30")))
     blockers = [submit(client, "block", str(i)) for i in range(6)]   # fill the 6 slots
     queued = [submit(client, "keep", f"q{i}") for i in range(3)]
+
+    def blockers_running():
+        runs = [client.ok("getExecutionStatus", executionId=i)["execution"] for i in blockers]
+        return all(r["status"] == "in progress" for r in runs) and {r["id"]: r["workerId"] for r in runs}
+    ran_on = wait_until(blockers_running, what="every blocker running")
     for n in chaos_cluster.nodes:
         chaos_cluster.signal_node(n, signal.SIGKILL)
     for n in chaos_cluster.nodes:
@@ -248,7 +259,12 @@ def test_restart_one_node_then_the_whole_cluster(chaos_cluster, scripts):
     client = live_client(chaos_cluster)
     assert client.ok("getActivityStatus", name="keep")["activity"]["status"] == "approved"
     assert read_final(client, done_id)["stdout"] == "kept before\n"
+    # The blockers' first attempts died with the cluster's previous run: reported lost and queued again.
     for exec_id in blockers:
+        retried = wait_until(lambda: (e := client.ok("getExecutionStatus", executionId=exec_id)["execution"])
+                             ["attempts"] == 2 and e, timeout_s=30, what=f"blocker {exec_id} retried")
+        assert retried["status"] in ("waiting", "in progress"), retried
+        assert ran_on[exec_id] in (retried.get("lastError") or ""), (ran_on[exec_id], retried)
         assert client.ok("terminateExecution", executionId=exec_id)["execution"]["status"] == "terminated"
     for i, exec_id in enumerate(queued):
         final = read_final(client, exec_id)

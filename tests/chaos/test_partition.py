@@ -63,13 +63,17 @@ def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_tw
     net, cluster = partitioned
     client = Client(cluster.urls)
     script = tmp_path / "part.sh"
-    script.write_text(install_script('echo "start $1 attempt $POD_ATTEMPT"; sleep 2; echo "end $1"'))
+    # The b* executions outlast the cut, so the cut-off node is running some when it is declared lost.
+    script.write_text(install_script('echo "start $1 attempt $POD_ATTEMPT"; case "$1" in b*) sleep 6;; '
+                                     '*) sleep 2;; esac; echo "end $1"'))
     approved(client, "part", script.as_uri())
     before = [submit(client, "part", f"b{i}") for i in range(6)]
     leader = wait_until(cluster.leader, what="leader")
     host = next(h for h in net.hosts if h.mgmt_ip == leader.host)
     majority = Client([n.url for n in cluster.nodes if n is not leader])
     minority = Client([leader.url])
+    on_leader = wait_until(lambda: set(running_where(cluster, [leader])) & set(before), what="leader running work")
+    term_before = cluster.status(leader)["term"]
 
     net.cut(host)
     try:
@@ -77,13 +81,24 @@ def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_tw
         code, body = wait_until(lambda: (r := minority.call("newExecution", name="part", input="nope"))[0] == 503
                                 and r, timeout_s=30, what="503 on the minority side")
         assert "retry" in body["error"]
-        # The majority elects a leader and carries on, moving the old leader's work.
+        # The majority elects a leader in a later term and carries on, moving the old leader's work.
         new_leader = wait_until(lambda: (l := cluster.leader()) is not None and l is not leader and l,
                                 timeout_s=30, what="new leader on the majority side")
+        cut_off = wait_until(lambda: (c := cluster.status(leader)) and c["role"] != "leader"
+                             and c["leader"] != leader.node_id and c, timeout_s=15, what="old leader steps down")
+        commit_cut_off = cut_off["commitIndex"]
+        assert cluster.status(new_leader)["term"] > term_before
         during = [submit(majority, "part", f"d{i}") for i in range(4)]
         wait_until(lambda: {w["id"]: w for w in majority.ok("getWorkers")["workers"]}[leader.node_id]["status"]
                    == "lost", timeout_s=30, what="old leader declared lost")
-        assert new_leader is not leader
+        moved = wait_until(lambda: all(majority.ok("getExecutionStatus", executionId=i)["execution"]["attempts"] == 2
+                                       for i in on_leader), timeout_s=30, what="the old leader's work requeued")
+        assert moved
+        # The minority side started nothing new and committed nothing while cut off.
+        cut_off = cluster.status(leader)
+        assert set(running_where(cluster, [leader])) <= on_leader, (on_leader, cut_off["executions"])
+        assert cut_off["commitIndex"] == commit_cut_off, (commit_cut_off, cut_off)
+        assert cut_off["role"] != "leader", cut_off
     finally:
         net.heal(host)
 
@@ -97,6 +112,11 @@ def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_tw
         assert final["status"] == "finished", final
         assert final["stdout"].count("start") == 1 and final["stdout"].count("end") == 1, final
     assert all(final["stdout"].startswith("start d") for i, final in finals.items() if i in during)
+    # The cut-off node's running work ran again on the majority: a second attempt, saying why.
+    for exec_id in on_leader:
+        final = finals[exec_id]
+        assert final["attempts"] == 2 and final["workerId"] != leader.node_id, final
+        assert "attempt 2" in final["stdout"] and leader.node_id in final["lastError"], final
     assert "nope" not in {e["stdin"] for e in client.ok("getAllExecutions")["executions"]}
     # Nothing is left running twice anywhere.
     assert not any(len(nodes) > 1 for nodes in running_where(cluster).values())

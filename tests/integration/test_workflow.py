@@ -96,7 +96,8 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(client, scripts, cluste
         ({"action": "newActivity", "name": "../etc", "installationScriptLocation": url}, 400, "Invalid activity name"),
         ({"action": "newActivity", "name": "a" * 65, "installationScriptLocation": url}, 400, "Invalid"),
         ({"action": "newActivity", "name": "x1", "installationScriptLocation": "ftp://h/x"}, 400, "scheme"),
-        ({"action": "newActivity", "name": "x2", "installationScriptLocation": "javascript:alert(1)"}, 400, ""),
+        ({"action": "newActivity", "name": "x2", "installationScriptLocation": "javascript:alert(1)"}, 400,
+         "unsupported install script URL scheme 'javascript'"),
         ({"action": "newActivity", "name": "x3", "installationScriptLocation": "http://h/" + "a" * 3000}, 400,
          "longer than"),
         ({"action": "newActivity", "name": "badinput", "installationScriptLocation": url}, 409, "already exists"),
@@ -112,12 +113,13 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(client, scripts, cluste
         ({"action": "terminateExecution", "executionId": "999999"}, 404, "doesn't exist"),
         ({"action": "terminateExecution"}, 400, "executionId"),
     ]
+    assert all(text for _, _, text in cases), "every case names the words its error must contain"
     for i, (params, code, text) in enumerate(cases):
         action = params.pop("action", None)
         got, body = client.call(action, i % 3, **params) if action else _raw(client, i % 3, params)
         assert got == code, (action, params, got, body)
         assert isinstance(body.get("error"), str) and text in body["error"], (action, params, body)
-    assert client.call("getActivityStatus", name="x1")[0] == 404
+    assert [client.call("getActivityStatus", name=n)[0] for n in ("x", "x1", "x2", "x3")] == [404] * 4
     assert client.ok("getAllExecutions", 1)["executions"] == before
     code, body = _get(cluster.urls[0] + "/no/such/path")
     assert code == 404 and "error" in body
