@@ -43,3 +43,7 @@ def from_result(result: dict) -> PodError:
     """Turn a refusal recorded by the state machine ({"error": kind, "message": ...}) into an exception."""
     cls = KINDS.get(result.get("error", ""), PodError)
     return cls(result.get("message", "refused"))
+
+
+class IncompatibleDependency(RuntimeError):
+    """A library POD builds on lacks something POD relies on: the node refuses to start (not an HTTP error)."""

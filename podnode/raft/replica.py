@@ -18,19 +18,15 @@ from typing import Any, Callable
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
-from pysyncobj.monotonic import monotonic as pysyncobj_monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 
+from ..errors import IncompatibleDependency
 from . import commands as C
-from . import wire
+from . import compat, wire
 from .state import State
 
 log = logging.getLogger(__name__)
-wire.install()
 SNAPSHOT_VERSION = 1
-# Coalescing AppendEntries reaches two private members of pysyncobj 0.3 (pinned below 0.4 in
-# pyproject.toml); without them, fall back to its unbatched mode.
-COALESCE = hasattr(SyncObj, "_SyncObj__sendAppendEntries") and hasattr(SyncObj, "_SyncObj__getCurrentLogIndex")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +59,8 @@ class ReplicaRef:
 class Replica(SyncObj):
     def __init__(self, *, self_addr: str | None, peers: list[str], data_dir: str, password: str | None,
                  timing: RaftTiming, on_change: Callable[[set[int] | None], None], bind_address: str | None = None):
+        compat.check()  # pysyncobj's private members POD uses (those of a running replica: below)
+        wire.install()
         # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.
         self.state = State()
         self.lock = threading.RLock()
@@ -76,7 +74,7 @@ class Replica(SyncObj):
             deserializer=self._load_snapshot,
             # AppendEntries go out once per Raft tick, carrying everything new (see _after_tick), instead
             # of pysyncobj's unbatched mode, which sends one message per peer per command and per apply.
-            appendEntriesUseBatch=COALESCE,
+            appendEntriesUseBatch=True,
             appendEntriesPeriod=timing.heartbeat_s,
             raftMinTimeout=timing.election_min_s,
             raftMaxTimeout=timing.election_max_s,
@@ -95,8 +93,12 @@ class Replica(SyncObj):
         self._wake_subscribed = False
         self._sent = (0, 0)  # (last log index, commit index) the leader last sent its peers
         super().__init__(self_addr, peers, conf)
-        if COALESCE:
-            self.addOnTickCallback(self._after_tick)
+        try:
+            compat.check(self)
+        except IncompatibleDependency:
+            self.destroy_synchronous()
+            raise
+        self.addOnTickCallback(self._after_tick)
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Hand a command to Raft from any thread, and wake the Raft thread to send it now."""
@@ -116,14 +118,14 @@ class Replica(SyncObj):
     def _after_tick(self) -> None:
         """Raft thread, end of every tick: send new entries or a new commit index to the peers at once."""
         if not self._wake_subscribed:
-            self._poller.subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
+            compat.poller(self).subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
             self._wake_subscribed = True
-        if not self._isLeader():
+        if not compat.is_leader(self):
             return
-        now = (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex)
+        now = (compat.current_log_index(self), self.raftCommitIndex)
         if now != self._sent:
             self._sent = now
-            self._SyncObj__sendAppendEntries()
+            compat.send_append_entries(self)
 
     def destroy_synchronous(self) -> None:
         super().destroy_synchronous()
@@ -173,7 +175,7 @@ class Replica(SyncObj):
 
     # ---- read side --------------------------------------------------------------------------------
     def leader_addr(self) -> str | None:
-        leader = self._getLeader()
+        leader = compat.leader(self)
         return None if leader is None else str(leader.id if hasattr(leader, "id") else leader)
 
     def members(self) -> list[str]:
@@ -191,17 +193,17 @@ class Replica(SyncObj):
         return bool(self.hasQuorum)
 
     def is_leader(self) -> bool:
-        return self._isLeader()
+        return compat.is_leader(self)
 
     def response_ages(self) -> dict[str, float]:
         """On the leader: seconds since each peer last answered an AppendEntries (Raft address -> age).
 
         A frozen peer keeps its TCP connection open, so "connected" alone never notices it; its answers
-        stop at once. Reads a private pysyncobj table (see COALESCE); empty where that is unavailable.
+        stop at once. Reads a private pysyncobj table (see compat, which checks at start that it is there).
         """
-        table = getattr(self, "_SyncObj__lastResponseTime", None)
-        if not self._isLeader() or table is None:
+        if not compat.is_leader(self):
             return {}
+        table = compat.last_response_times(self)
         for _ in range(5):  # the Raft thread may be changing it
             try:
                 snapshot = dict(table)
@@ -210,7 +212,7 @@ class Replica(SyncObj):
                 continue
         else:
             return {}
-        now = pysyncobj_monotonic()
+        now = compat.now()
         return {str(node.id): now - t for node, t in snapshot.items()}
 
     def peer_connected(self, addr: str) -> bool:

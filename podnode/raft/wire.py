@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import zlib
 
-from pysyncobj import pickle as pysyncobj_pickle
-from pysyncobj import tcp_connection
+from . import compat
 
 SMALL_BYTES = 4096        # messages up to this size go out stored (level 0)...
 LARGE_LEVEL = 1           # ...larger ones compressed at this level
@@ -37,12 +36,8 @@ class _StoredZlib:
         return zlib.compress(data, 0 if len(data) <= SMALL_BYTES else LARGE_LEVEL)
 
 
-def install() -> bool:
-    """Make pysyncobj store small messages uncompressed and pickle with protocol 4; False (and nothing changed)
-    if its layout is not the one this was written for."""
-    if getattr(tcp_connection, "zlib", None) not in (zlib, _StoredZlib) or \
-            getattr(pysyncobj_pickle, "__protocol", None) not in (2, PICKLE_PROTOCOL):
-        return False
-    tcp_connection.zlib = _StoredZlib
-    setattr(pysyncobj_pickle, "__protocol", PICKLE_PROTOCOL)  # a module global its dumps() reads
-    return True
+def install() -> None:
+    """Make pysyncobj store small messages uncompressed and pickle with protocol 4 (idempotent). Call after
+    compat.check(): both are module globals of pysyncobj's."""
+    compat.set_message_zlib(_StoredZlib)
+    compat.set_pickle_protocol(PICKLE_PROTOCOL)

@@ -5,15 +5,23 @@ from __future__ import annotations
 import pickle
 import zlib
 
+import pytest
 from pysyncobj import tcp_connection
 
-from podnode.raft import replica, wire
+from podnode.raft import compat, wire
 
 
-def test_installed_when_the_replica_module_loads():
-    assert replica.wire is wire
+@pytest.fixture(autouse=True)
+def installed():
+    """As a replica does when it starts (after compat.check)."""
+    compat.check()
+    wire.install()
+
+
+def test_install_is_idempotent():
+    wire.install()
     assert tcp_connection.zlib is wire._StoredZlib
-    assert wire.install()  # idempotent
+    assert compat.pickle_protocol() == wire.PICKLE_PROTOCOL
 
 
 def test_messages_are_stored_not_compressed_and_plain_zlib_reads_them():

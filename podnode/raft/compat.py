@@ -1,0 +1,132 @@
+"""Every use of pysyncobj's private members, in one place, and the check that they are all there.
+
+pysyncobj 0.3 has no public way to send AppendEntries now, to read when each peer last answered, or to tune
+its wire format, so POD reaches into its internals here, and only here. If an upgrade drops one of them, a
+node must not run on quietly without it (lost-node detection would stop: `last_response_times` is what the
+leader uses to declare a frozen voter lost). `check` runs when a replica starts and refuses to start with the
+member's name and the installed pysyncobj version.
+
+Class and module members are checked before the replica is built; members that exist only on a running
+replica (set in SyncObj.__init__) are checked on it right after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pysyncobj import SyncObj
+from pysyncobj import monotonic as pysyncobj_monotonic
+from pysyncobj import pickle as pysyncobj_pickle
+from pysyncobj import tcp_connection
+from pysyncobj.version import VERSION
+
+from ..errors import IncompatibleDependency
+
+PICKLE_PROTOCOL_GLOBAL = "__protocol"   # pysyncobj.pickle's module global that dumps() reads
+
+
+@dataclass(frozen=True)
+class Member:
+    """One private member POD uses: where it lives, its name there, and what POD loses without it."""
+
+    owner: str              # "SyncObj" (the class), "replica" (a running SyncObj) or a pysyncobj module
+    name: str
+    needed_for: str
+    valid: Callable[[Any], bool] = lambda value: True   # there, but no longer what POD expects: missing
+
+    @property
+    def label(self) -> str:
+        return f"{self.owner}.{self.name}"
+
+    def present(self, replica: Any | None) -> bool:
+        """Is it there? An instance member is only checked when a running replica is given."""
+        if self.owner == "replica":
+            return replica is None or hasattr(replica, self.name)
+        owner = _OWNERS[self.owner]
+        return hasattr(owner, self.name) and self.valid(getattr(owner, self.name))
+
+
+_OWNERS: dict[str, Any] = {
+    "SyncObj": SyncObj,
+    "pysyncobj.tcp_connection": tcp_connection,
+    "pysyncobj.pickle": pysyncobj_pickle,
+    "pysyncobj.monotonic": pysyncobj_monotonic,
+}
+
+MEMBERS: tuple[Member, ...] = (
+    Member("SyncObj", "_SyncObj__sendAppendEntries", "sending new entries at the end of each Raft tick"),
+    Member("SyncObj", "_SyncObj__getCurrentLogIndex", "sending new entries at the end of each Raft tick"),
+    Member("SyncObj", "_isLeader", "knowing whether this node leads"),
+    Member("SyncObj", "_getLeader", "knowing which node leads"),
+    Member("replica", "_SyncObj__lastResponseTime", "lost-node detection (when each peer last answered)"),
+    Member("replica", "_poller", "waking the Raft thread when a command is submitted"),
+    Member("pysyncobj.monotonic", "monotonic", "lost-node detection (the clock of the answer times)", callable),
+    Member("pysyncobj.tcp_connection", "zlib", "sending small Raft messages uncompressed",
+           lambda v: hasattr(v, "compress") and hasattr(v, "decompress")),
+    Member("pysyncobj.pickle", PICKLE_PROTOCOL_GLOBAL, "pickling Raft messages with protocol 4",
+           lambda v: isinstance(v, int)),
+)
+
+
+def missing(replica: Any | None = None) -> list[Member]:
+    return [m for m in MEMBERS if not m.present(replica)]
+
+
+def check(replica: Any | None = None) -> None:
+    """Raise IncompatibleDependency naming every member that is missing (instance members only with `replica`)."""
+    gone = missing(replica)
+    if gone:
+        what = "; ".join(f"{m.label} (needed for {m.needed_for})" for m in gone)
+        raise IncompatibleDependency(
+            f"pysyncobj {VERSION} lacks private members POD relies on: {what}. POD is written for pysyncobj "
+            "0.3.x (see pyproject.toml): install a version it supports, or adapt podnode/raft/compat.py.")
+
+
+# ---- the accesses themselves ----------------------------------------------------------------------------
+def send_append_entries(replica: SyncObj) -> None:
+    replica._SyncObj__sendAppendEntries()
+
+
+def current_log_index(replica: SyncObj) -> int:
+    return replica._SyncObj__getCurrentLogIndex()
+
+
+def is_leader(replica: SyncObj) -> bool:
+    return replica._isLeader()
+
+
+def leader(replica: SyncObj) -> Any:
+    return replica._getLeader()
+
+
+def last_response_times(replica: SyncObj) -> dict:
+    """The leader's table: peer node -> `now()` when it last answered an AppendEntries (changed by the Raft
+    thread while it is read: copy it with care)."""
+    return replica._SyncObj__lastResponseTime
+
+
+def poller(replica: SyncObj) -> Any:
+    return replica._poller
+
+
+def now() -> float:
+    """The clock of last_response_times."""
+    return pysyncobj_monotonic.monotonic()
+
+
+def message_zlib() -> Any:
+    """What pysyncobj's connections compress and decompress messages with (the zlib module by default)."""
+    return tcp_connection.zlib
+
+
+def set_message_zlib(module: Any) -> None:
+    tcp_connection.zlib = module
+
+
+def pickle_protocol() -> int:
+    return getattr(pysyncobj_pickle, PICKLE_PROTOCOL_GLOBAL)
+
+
+def set_pickle_protocol(protocol: int) -> None:
+    setattr(pysyncobj_pickle, PICKLE_PROTOCOL_GLOBAL, protocol)
