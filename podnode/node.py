@@ -267,7 +267,13 @@ class PodNode:
         return status
 
     def workers_view(self) -> dict[str, Any]:
-        """Every node with its state, slots, load, provider and price; the spend rate and the spend so far."""
+        """Every node with its state, slots, load, provider and price; the spend rate and the spend so far.
+        `connected` is true only for a node that is up or draining and reached over Raft (or this node): one that
+        left, was lost or destroyed is not, even if its Raft address answers (another node may have it now).
+        A node that left or was lost also has `leftTime` or `lostTime` (ms since the epoch)."""
+        from .api.views import ms
+        from .raft.lifecycle import NODE_DRAINING_STATUS, NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS
+
         now = time.time()
         with self.replica.lock:
             state = self.replica.state
@@ -276,13 +282,23 @@ class PodNode:
             launches = {n: dict(rec) for n, rec in state.launches.items()}
             failures = dict(state.launch_failures)
         rate, total = spend(nodes, launches.values(), now)
-        workers = [{"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
-                    "busy": busy.get(n["id"], 0), "load": round(busy.get(n["id"], 0) / n["slots"], 3) if n["slots"]
-                    else 0.0, "status": n.get("status", "up"), "provider": n.get("provider", "static"),
-                    "hourlyPrice": n.get("hourlyPrice", 0.0), "ref": n.get("ref"),
-                    "connected": n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"])}
-                   for n in nodes]
-        return {"workers": workers, "launching": [{"id": n, **rec} for n, rec in sorted(launches.items())],
+
+        def view(n: dict[str, Any]) -> dict[str, Any]:
+            status = n.get("status", NODE_UP_STATUS)
+            live = status in (NODE_UP_STATUS, NODE_DRAINING_STATUS)
+            worker = {"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
+                      "busy": busy.get(n["id"], 0), "load": round(busy.get(n["id"], 0) / n["slots"], 3)
+                      if n["slots"] else 0.0, "status": status, "provider": n.get("provider", "static"),
+                      "hourlyPrice": n.get("hourlyPrice", 0.0), "ref": n.get("ref"),
+                      "connected": live and (n["id"] == self.cfg.node_id or self.replica.peer_connected(n["raftAddr"]))}
+            if status == NODE_LEFT_STATUS and n.get("leftAt") is not None:
+                worker["leftTime"] = ms(n["leftAt"])
+            if status == NODE_LOST_STATUS and n.get("lostAt") is not None:
+                worker["lostTime"] = ms(n["lostAt"])
+            return worker
+
+        return {"workers": [view(n) for n in nodes],
+                "launching": [{"id": n, **rec} for n, rec in sorted(launches.items())],
                 "launchFailures": failures, "spendPerHour": round(rate, 6), "spentSoFar": round(total, 6)}
 
 

@@ -1,8 +1,6 @@
 """`pod`: the command-line client of a POD cluster, and `pod up` to run one on this machine.
 
-Talks to the HTTP action API with the standard library only. Exit codes: 0 ok, 1 the job failed
-(rejected activity, execution error without a code), 2 a 4xx answer or bad usage, 3 a 5xx answer or an
-unreachable node, 124 gave up waiting, 130 interrupted; `pod run --wait` exits with the execution's code.
+Talks to the HTTP action API with the standard library only. The exit codes are in EXIT_CODES (`pod --help`).
 """
 
 from __future__ import annotations
@@ -46,8 +44,20 @@ class _Sub:
         return _Sub(parser.add_subparsers(dest=dest, required=True, metavar="ACTION"))
 
 
+EXIT_CODES = """exit codes:
+  0    done (pod execution status: also while the execution waits or runs)
+  1    the job failed: an activity was rejected, an execution ended in error without an exit code
+  2    bad usage, or the node refused the request (4xx: unknown name or id, name taken, ...)
+  3    no node reachable at the URL, or it failed (5xx, or 503 for longer than the retries)
+  124  gave up waiting (--timeout)
+  130  interrupted (Ctrl-C)
+  N    pod run --wait and pod execution status of an ended execution: main.sh's exit code N
+       (128+S if a signal S ended it), 143 if it was terminated"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pod", description="Client of a POD cluster (processing on demand).")
+    ap = argparse.ArgumentParser(prog="pod", description="Client of a POD cluster (processing on demand).",
+                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=os.environ.get("POD_URL", "http://localhost:8080"),
                     help="a node's URL (default: env POD_URL or http://localhost:8080)")
     ap.add_argument("--json", action="store_true", help="print the raw JSON answers")

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 EXIT_USAGE, EXIT_SERVER, EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 124, 130, 143
 RETRY_BUDGET_S = 10.0
+UNREACHABLE_HINT = ("no cluster there? Start a local one with `./dev.sh up` (or `pod up`) in another terminal,\n"
+                    "or name a running node with --url URL or $POD_URL (default http://localhost:8080).")
 
 
 class CliError(Exception):
@@ -51,7 +53,7 @@ class Api:
             raise _http_error(err) from None
         except (OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", None) or err
-            raise CliError(f"cannot reach {self.url}: {reason}", EXIT_SERVER) from None
+            raise CliError(f"cannot reach {self.url}: {reason}\n{UNREACHABLE_HINT}", EXIT_SERVER) from None
 
 
 def _decode(raw: bytes) -> dict:

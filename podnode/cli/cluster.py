@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from .client import Api
 from .output import emit_json, say, show_status, table
@@ -23,12 +24,24 @@ def cmd_status(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
-def show_workers(body: dict) -> None:
+def show_workers(body: dict, *, show_left: bool = False) -> None:
+    """The nodes in the cluster; those that left only counted, unless `show_left` (`pod worker list --all`)."""
+    workers = body.get("workers", [])
+    members = [w for w in workers if w.get("status") != "left"]
+    left = sorted((w for w in workers if w.get("status") == "left"), key=lambda w: w.get("leftTime") or 0)
     rows = [["WORKER", "STATUS", "URL", "SLOTS", "BUSY", "PROVIDER", "PRICE/H", "CONNECTED"]]
     rows += [[str(w.get("id")), str(w.get("status", "up")), str(w.get("httpUrl")), str(w.get("slots")),
               str(w.get("busy")), str(w.get("provider", "static")), f"{w.get('hourlyPrice') or 0:g}",
-              "yes" if w.get("connected") else "no"] for w in body.get("workers", [])]
+              "yes" if w.get("connected") else "no"] for w in members]
     table(rows)
+    if left and show_left:
+        say(f"\nleft the cluster ({len(left)}):")
+        table([["WORKER", "LEFT", "URL", "PROVIDER", "PRICE/H"]] +
+              [[str(w.get("id")), _ago(w.get("leftTime")), str(w.get("httpUrl")), str(w.get("provider", "static")),
+                f"{w.get('hourlyPrice') or 0:g}"] for w in left])
+    elif left:
+        say(f"\nleft        {len(left)} {'node' if len(left) == 1 else 'nodes'} (the last: {left[-1].get('id')}, "
+            f"{_ago(left[-1].get('leftTime'))}); see them with: pod worker list --all")
     say(f"\nspend       {body.get('spendPerHour', 0):g}/h now, {body.get('spentSoFar', 0):.4g} so far"
         + (f"; launching {', '.join(l['id'] for l in body['launching'])}" if body.get("launching") else ""))
     failures = body.get("launchFailures") or {}
@@ -37,9 +50,19 @@ def show_workers(body: dict) -> None:
             f"{failures.get('lastReason') or 'no reason given'}")
 
 
+def _ago(time_ms: int | None) -> str:
+    if time_ms is None:
+        return "?"
+    seconds = max(0.0, time.time() - time_ms / 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
 def cmd_worker_list(args: argparse.Namespace, api: Api) -> int:
     body = api.action("getWorkers")
-    emit_json(body) if args.json else show_workers(body)
+    emit_json(body) if args.json else show_workers(body, show_left=args.all)
     return 0
 
 
@@ -113,8 +136,9 @@ def add_cluster(sub) -> None:
 
     worker = sub.add_parser("worker", help="list the cluster's nodes or drain one")
     wsub = sub.add_subparsers(worker, "worker_command")
-    wsub.add_parser("list", help="every node: status, slots, provider, price; and the spend").set_defaults(
-        func=cmd_worker_list)
+    p = wsub.add_parser("list", help="every node: status, slots, provider, price; and the spend")
+    p.add_argument("--all", action="store_true", help="also list the nodes that left the cluster")
+    p.set_defaults(func=cmd_worker_list)
     p = wsub.add_parser("drain", help="a node takes no new work, finishes what it runs, and leaves")
     p.add_argument("id", help="the node's id (see pod worker list)")
     p.add_argument("--deadline", type=float, default=None, metavar="S",

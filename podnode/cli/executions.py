@@ -49,6 +49,8 @@ def wait_execution(api: Api, exec_id: int, timeout_s: float | None) -> dict:
 
 
 def exit_code_of(ex: dict) -> int:
+    """An ended execution as a process exit code: main.sh's own (128+N after signal N), 143 when terminated,
+    1 for an error without one (it could not start, or its node was lost too often)."""
     code = ex.get("exitCode")
     if ex.get("status") == "terminated":
         return EXIT_TERMINATED
@@ -76,7 +78,7 @@ def cmd_execution_status(args: argparse.Namespace, api: Api) -> int:
     else:
         ex = api.action("getExecutionStatus", executionId=args.id)["execution"]
     emit_json({"execution": ex}) if args.json else show_execution(ex)
-    return 0
+    return exit_code_of(ex) if ex.get("status") in TERMINAL else 0
 
 
 def cmd_execution_terminate(args: argparse.Namespace, api: Api) -> int:
@@ -116,7 +118,11 @@ def add_execution(sub) -> None:
     p = esub.add_parser("list", help="the executions the cluster holds (without output; reading none)")
     p.add_argument("--activity", default=None, metavar="NAME", help="only this activity's")
     p.set_defaults(func=cmd_execution_list)
-    p = esub.add_parser("status", help="an execution's status and output (an ended one is then deleted)")
+    p = esub.add_parser("status", help="an execution's status and output (an ended one is then deleted)",
+                        description="Print an execution's status and output. An ended execution is then deleted. "
+                                    "Exits 0 while it waits or runs; once it has ended, like `pod run --wait`: "
+                                    "main.sh's exit code (0 when finished), 143 when terminated, 1 for an error "
+                                    "without an exit code.")
     p.add_argument("id", type=int)
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for the end")
     p.set_defaults(func=cmd_execution_status)

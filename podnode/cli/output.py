@@ -18,7 +18,8 @@ def say(text: str = "") -> None:
 
 
 def warn(text: str) -> None:
-    print(f"pod: {text}", file=sys.stderr, flush=True)
+    """To stderr, every line as `pod: ...`."""
+    print("\n".join(f"pod: {line}" for line in text.splitlines() or [""]), file=sys.stderr, flush=True)
 
 
 def show_activity(act: dict) -> None:

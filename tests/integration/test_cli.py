@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,14 @@ def test_run_wait_passes_on_the_exit_code_and_stderr(cluster, api, scripts):
     assert res.stderr == "something broke: x\n"
 
 
+def test_execution_status_of_an_error_exits_with_its_code(cluster, api, scripts):
+    approved(api, "cli-fail3s", scripts.add("cli-fail3s.sh", FAIL3))
+    exec_id = str(api.ok("newExecution", name="cli-fail3s", input="y")["execution"]["id"])
+    res = pod("execution", "status", exec_id, "--wait", "20", url=cluster.urls[1])
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    assert "status error  exit code 3" in res.stdout and "something broke: y" in res.stdout
+
+
 def test_run_then_execution_status_wait_returns_the_output(cluster, greet):
     res = pod("run", greet, "later", url=cluster.urls[0])
     assert res.returncode == 0, res.stderr
@@ -114,13 +123,15 @@ def test_execution_terminate_a_long_running_one(cluster, api, scripts):
     exec_id = str(json.loads(res.stdout)["execution"]["id"])
     wait_until(lambda: api.ok("getExecutionStatus", executionId=exec_id)["execution"]["status"] == "in progress",
                what="the slow execution to start")
+    running = pod("execution", "status", exec_id, url=cluster.urls[2])  # still running: not a failure
+    assert running.returncode == 0 and "status in progress" in running.stdout, (running.stdout, running.stderr)
     term = pod("execution", "terminate", exec_id, url=cluster.urls[1])
     assert term.returncode == 0, term.stderr
     assert "terminated" in term.stdout
     final = pod("run", "cli-slow", "--wait", "--timeout", "1", url=cluster.urls[0])  # another one: times out
     assert final.returncode == 124 and "execution" in final.stderr
     status = pod("execution", "status", exec_id, "--wait", "20", url=cluster.urls[2])
-    assert status.returncode == 0 and "terminated" in status.stdout and "tick 1" in status.stdout
+    assert status.returncode == 143 and "status terminated" in status.stdout and "tick 1" in status.stdout
     other = re.search(r"execution (\d+)", final.stderr).group(1)
     assert pod("execution", "terminate", other, url=cluster.urls[0]).returncode == 0
 
@@ -136,6 +147,8 @@ def test_unreachable_url_is_exit_3():
     res = pod("status", url=f"http://127.0.0.1:{_closed_port()}")
     assert res.returncode == 3
     assert res.stderr.startswith("pod: cannot reach http://127.0.0.1:")
+    for hint in ("./dev.sh up", "pod up", "--url", "$POD_URL"):  # how to start a cluster, or name another node
+        assert hint in res.stderr, res.stderr
 
 
 def test_status_shows_the_node_and_its_role(cluster):
@@ -179,6 +192,65 @@ def test_worker_list_and_a_drain_of_an_unknown_worker(cluster):
     assert bad.returncode == 2 and "no-such-node" in bad.stderr and bad.stdout == ""
 
 
+def test_help_lists_the_exit_codes():
+    res = pod("--help")
+    assert res.returncode == 0
+    codes = res.stdout[res.stdout.index("exit codes:"):]
+    assert re.findall(r"^  (\d+|N)  ", codes, re.M) == ["0", "1", "2", "3", "124", "130", "N"], codes
+    assert "143 if it was terminated" in codes and "pod execution status" in codes
+
+
+# ---- pod worker list: nodes that left, and who is connected ---------------------------------------------
+def _workers_body() -> dict:
+    now_ms = int(time.time() * 1000)
+    node = {"slots": 2, "busy": 0, "provider": "static", "hourlyPrice": 0.0}
+    return {"workers": [
+        {**node, "id": "n1", "status": "up", "httpUrl": "http://h:1", "connected": True},
+        {**node, "id": "n2", "status": "lost", "httpUrl": "http://h:2", "connected": False},
+        {**node, "id": "w1", "status": "left", "httpUrl": "http://h:3", "connected": False,
+         "leftTime": now_ms - 7200_000, "provider": "local"},
+        {**node, "id": "n3", "status": "left", "httpUrl": "http://h:4", "connected": False, "leftTime": now_ms - 90_000},
+    ], "launching": [], "launchFailures": {}, "spendPerHour": 0, "spentSoFar": 0}
+
+
+def test_worker_list_counts_the_nodes_that_left_and_all_lists_them(capsys):
+    from podnode.cli.cluster import show_workers
+
+    show_workers(_workers_body())
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()[1:3]] == ["n1", "n2"]
+    assert not re.search(r"^(n3|w1)\s", out, re.M), out
+    assert re.search(r"^left\s+2 nodes \(the last: n3, 2 min ago\); see them with: pod worker list --all$", out, re.M)
+    show_workers(_workers_body(), show_left=True)
+    out = capsys.readouterr().out
+    left = out[out.index("left the cluster (2):"):]
+    assert [line.split()[:2] for line in left.splitlines()[2:4]] == [["w1", "2"], ["n3", "2"]], out
+
+
+def test_a_node_that_is_not_up_is_never_connected():
+    """workers_view: a node that left or was lost is not connected even when its Raft address answers (a node
+    started later may have the same address); up and draining ones are when reachable, and this node always."""
+    import threading
+    from types import SimpleNamespace
+
+    from podnode.node import PodNode
+    from podnode.raft.state import State
+
+    state = State()
+    for i, status in enumerate(["up", "draining", "left", "lost", "up"], start=1):
+        state.nodes[f"n{i}"] = {"id": f"n{i}", "httpUrl": f"http://h:{i}", "raftAddr": f"h:{9000 + i}", "slots": 2,
+                                "status": status, "leftAt": 100.0, "lostAt": 200.0}
+    reachable = {"h:9001", "h:9002", "h:9003", "h:9004"}            # n5 is up but cannot be reached
+    fake = SimpleNamespace(cfg=SimpleNamespace(node_id="n1"),
+                           replica=SimpleNamespace(lock=threading.RLock(), state=state,
+                                                   peer_connected=lambda addr: addr in reachable))
+    workers = {w["id"]: w for w in PodNode.workers_view(fake)["workers"]}
+    assert {n: w["connected"] for n, w in workers.items()} == {
+        "n1": True, "n2": True, "n3": False, "n4": False, "n5": False}
+    assert workers["n3"]["leftTime"] == 100_000 and "leftTime" not in workers["n4"]
+    assert workers["n4"]["lostTime"] == 200_000 and "lostTime" not in workers["n3"]
+
+
 # ---- pod up -------------------------------------------------------------------------------------------
 def _closed_port() -> int:
     with socket.socket() as s:
@@ -196,7 +268,7 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _free_base(nodes: int) -> int:
+def free_base(nodes: int) -> int:
     for _ in range(200):
         base = random.randint(20000, 40000 - 1000 - nodes)
         if all(_port_free(base + i) and _port_free(base + 1000 + i) for i in range(nodes)):
@@ -219,7 +291,7 @@ def _port_closed(port: int) -> bool:
 
 
 def test_pod_up_runs_a_cluster_until_ctrl_c(tmp_path: Path):
-    base = _free_base(3)
+    base = free_base(3)
     out = tmp_path / "up.out"
     cmd = [sys.executable, "-m", "podnode.cli", "up", "--nodes", "3", "--port", str(base),
            "--data-dir", str(tmp_path / "data"), "--slots", "1"]
