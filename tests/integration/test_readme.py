@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,6 +219,7 @@ def stop_everything(up: subprocess.Popen, marker: str, data_dir: Path) -> None:
     up.wait(timeout=10)
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the walkthrough uses curl, which is not installed")
 def test_the_readme_walkthrough_runs_as_written(tmp_path: Path):
     blocks = walkthrough_blocks((REPO / "README.md").read_text())
     base = free_base(3)
