@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,24 +12,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .procs import free_port, free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free ports: all sockets stay bound until every port is picked (free_port twice in a
-    row can return the same port)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ["LocalCluster", "LocalNode", "free_port", "free_ports", "get_json"]
 
 
 def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict]:
@@ -160,20 +143,21 @@ class LocalCluster:
     def signal_node(self, node: LocalNode, sig: int) -> None:
         """Send a signal to a node's process group without waiting (SIGSTOP, SIGCONT, ...)."""
         if node.proc is not None and node.proc.poll() is None:
-            with _suppress_lookup():
-                os.killpg(node.proc.pid, sig)
+            signal_group(node.proc.pid, sig)
 
     def stop_node(self, node: LocalNode, *, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        """Signal the node's group (SIGTERM: it stops cleanly), SIGKILL it after `timeout_s`, and reap it."""
         proc = node.proc
         if proc is None or proc.poll() is not None:
             return
-        with _suppress_lookup():
-            os.killpg(proc.pid, sig)
+        if sig == signal.SIGTERM:
+            stop_popen(proc, timeout_s)
+            return
+        signal_group(proc.pid, sig)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            with _suppress_lookup():
-                os.killpg(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
 
     def launched_by_provider(self) -> list[tuple[str, int]]:
@@ -193,14 +177,13 @@ class LocalCluster:
         return []
 
     def stop(self) -> None:
-        from .scaling.providers import stop_foreign_node
+        """Stop the nodes the local provider launched, then every node (SIGTERM to all at once, SIGKILL
+        after 15 s). `pod up` stops everything in its process tree instead (see cli/up.py)."""
         for node_id, pid in self.launched_by_provider():
             stop_foreign_node(pid, node_id, grace_s=10.0)
         for node in self.nodes:
             if node.proc is not None and node.proc.poll() is None:
-                with _suppress_lookup():
-                    os.killpg(node.proc.pid, signal.SIGCONT)
-                    os.killpg(node.proc.pid, signal.SIGTERM)
+                terminate_group(node.proc.pid)
         for node in self.nodes:
             self.stop_node(node)
 
@@ -209,11 +192,3 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class _suppress_lookup:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return exc_type is not None and issubclass(exc_type, ProcessLookupError)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from ..localcluster import LocalCluster, LocalNode
+from ..procs import is_node_process, port_free, stop_groups
 from .state import (BootstrapError, Out, already_running, existing_cluster, load_state, new_secret, new_state,
                     report, save_state, say, state_path)
 
@@ -37,17 +35,6 @@ class SecretLocalCluster(LocalCluster):
             node.proc = subprocess.Popen(self.command(node), stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                          cwd=self.data_dir)
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a node could bind `port` (TIME_WAIT is fine, as for the nodes)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def check_local_ports(port: int, nodes: int) -> None:
@@ -95,41 +82,12 @@ def start_local(state_dir: Path, state: dict[str, Any], timeout_s: float, out: O
     save_state(state_dir, state)   # the nodes keep running: this process does not stop them
 
 
-def is_node_process(pid: int, node_id: str) -> bool:
-    """Whether `pid` is still a running podnode process of `node_id` (not a zombie, not a reused pid)."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(b"podnode" in a for a in args) and node_id.encode() in args
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    """Signal a process group; a gone group is fine."""
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def stop_pids(members: list[dict[str, Any]], grace_s: float = STOP_GRACE_S) -> list[str]:
     """SIGTERM the process groups of the members' pids, SIGKILL those still running after `grace_s`.
     Returns the ids that had to be killed."""
     live = [(m["id"], int(m["pid"])) for m in members if m.get("pid") and is_node_process(int(m["pid"]), m["id"])]
-    for _, pid in live:
-        signal_group(pid, signal.SIGCONT)
-        signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(is_node_process(pid, n) for n, pid in live):
-        time.sleep(0.1)
-    killed = [n for n, pid in live if is_node_process(pid, n)]
-    for node_id, pid in live:
-        if node_id in killed:
-            signal_group(pid, signal.SIGKILL)
-    end = time.monotonic() + 5.0
-    while time.monotonic() < end and any(is_node_process(pid, n) for n, pid in live):
-        time.sleep(0.1)
-    return killed
+    killed = stop_groups([pid for _, pid in live], grace_s)
+    return [n for n, pid in live if pid in killed]
 
 
 def cmd_local(args: argparse.Namespace, out: Out = say) -> int:

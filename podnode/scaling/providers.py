@@ -11,17 +11,15 @@ import asyncio
 import inspect
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from .. import __version__
-from ..localcluster import free_ports
+from ..procs import free_ports, stop_foreign_node, stop_popen
 from . import userdata
 
 log = logging.getLogger(__name__)
@@ -49,12 +47,18 @@ class Provider(Protocol):
 
     name: str
 
+    async def prepare(self) -> None:
+        """Look up once what launching needs (a cloud's image, size and price); may take network calls.
+        The autoscaler calls it at start, with a timeout, and again with back-off while it fails
+        (ProviderError); it launches nothing before it succeeded."""
+        ...
+
     def hourly_price(self) -> float:
-        """Price per hour of one new node."""
+        """Price per hour of one new node; no I/O once prepare() succeeded."""
         ...
 
     def slots_per_node(self) -> int:
-        """Concurrent executions one new node offers."""
+        """Concurrent executions one new node offers; no I/O."""
         ...
 
     async def launch(self, node_id: str) -> LaunchedNode:
@@ -100,6 +104,9 @@ class LocalProvider:
         self.extra_args = list(extra_args or [])
         self.stop_grace_s = stop_grace_s
         self._procs: dict[str, _LocalProcess] = {}
+
+    async def prepare(self) -> None:
+        """Nothing to look up."""
 
     def hourly_price(self) -> float:
         """Local processes cost nothing."""
@@ -157,9 +164,11 @@ class LocalProvider:
         entry = self._procs.pop(node_id, None)
         if entry is None:
             if ref and ref.isdigit():
-                await asyncio.to_thread(stop_foreign_node, int(ref), node_id, self.stop_grace_s)
+                if not await asyncio.to_thread(stop_foreign_node, int(ref), node_id, self.stop_grace_s):
+                    log.info("local: pid %s is not node %s (any more); nothing to stop", ref, node_id)
             return
-        await asyncio.to_thread(stop_process_group, entry.proc, self.stop_grace_s)
+        if await asyncio.to_thread(stop_popen, entry.proc, self.stop_grace_s):
+            log.warning("local: %s did not stop within %.1f s of SIGTERM; killed it", node_id, self.stop_grace_s)
         log.info("local: stopped %s (pid %d, exit %s)", node_id, entry.proc.pid, entry.proc.returncode)
 
     async def list_nodes(self) -> list[LaunchedNode]:
@@ -172,43 +181,6 @@ class LocalProvider:
 
     def _launched(self, entry: _LocalProcess) -> LaunchedNode:
         return LaunchedNode(node_id=entry.node_id, ref=str(entry.proc.pid), hourly_price=0.0, provider=self.name)
-
-
-def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the group led by `proc`, wait up to `grace_s`, then SIGKILL it and reap (blocking)."""
-    if proc.poll() is not None:
-        return
-    _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-        return
-    except subprocess.TimeoutExpired:
-        log.warning("pid %d did not stop within %.1f s of SIGTERM; killing it", proc.pid, grace_s)
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def stop_foreign_node(pid: int, node_id: str, grace_s: float) -> None:
-    """Stop a podnode process this provider did not start (launched by an earlier leader on this machine)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return  # gone already
-    if b"podnode" not in cmdline or node_id.encode() not in cmdline:
-        log.warning("local: pid %d is not node %s any more; not touching it", pid, node_id)
-        return
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.1)
-    _signal_group(pid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------- libcloud
@@ -284,7 +256,7 @@ class LibcloudProvider:
         return _find("image", self.image_ref, _call(drv.list_images, "list_images"), _describe_plain)
 
     async def prepare(self) -> None:
-        """Create the driver and look up image, size and location now, off the event loop."""
+        """Create the driver and look up image, size (and so the price) and location now, off the event loop."""
         await asyncio.to_thread(self._resolve)
 
     # -- Provider
