@@ -1,77 +1,201 @@
-"""`pod up`: a local cluster in the foreground until Ctrl-C or SIGTERM."""
+"""`pod up`: a local cluster in the foreground until Ctrl-C or SIGTERM.
+
+A node that dies is restarted (see supervisor.py); one that was drained leaves for good. On Ctrl-C every
+process of the cluster stops within STOP_GRACE_S plus a moment; a second Ctrl-C kills them all at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import signal
-import socket
 import time
+from pathlib import Path
 
+from ..procs import become_subreaper, cmdline, is_node_process, port_free, stop_groups
 from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
+
+READY_TIMEOUT_S = 60.0
+STRAGGLER_S = 15.0     # a node still without a leader this long after the others found one is looked into
 
 
 class _Stop(Exception):
     """SIGINT or SIGTERM: stop the cluster. Set explicitly: a shell starts background jobs with SIGINT ignored."""
 
 
-def check_ports(base: int, nodes: int) -> None:
-    for i in range(nodes):
+def check_ports(base: int, nodes: list[int]) -> None:
+    for i in nodes:
         for port, what in ((base + i, "HTTP"), (base + 1000 + i, "Raft")):
-            with socket.socket() as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes do: TIME_WAIT is fine
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError as err:
-                    raise CliError(f"port {port} (n{i + 1} {what}) is not free: {err.strerror}; "
-                                   f"pick another base with --port", EXIT_USAGE) from None
+            if not port_free(port):
+                raise CliError(f"port {port} (n{i + 1} {what}) is not free; pick another base with --port",
+                               EXIT_USAGE)
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold DATA/pod-up.lock for as long as this `pod up` runs: one `pod up` per data dir, so that the
+    podnode processes found there without a running `pod up` are leftovers (see stop_leftovers)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "pod-up.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise CliError(f"another pod up (pid {other or '?'}) is running on {data_dir}/", EXIT_USAGE) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def stop_leftovers(data_dir: Path) -> None:
+    """Stop podnode processes whose data dir is in ours, left by an earlier `pod up` that was killed (for
+    example a node the local provider launched): they would otherwise rejoin the new cluster unseen."""
+    root = data_dir.resolve()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and is_node_process(int(entry)):
+            node_dir = _data_dir_of(int(entry))
+            if node_dir is not None and (node_dir == root or root in node_dir.parents):
+                found.append(int(entry))
+    if found:
+        say(f"stopping {len(found)} POD node processes an earlier pod up on {data_dir}/ left running "
+            f"(pids {', '.join(map(str, found))}); they are not rejoined")
+        stop_groups(found, grace_s=5.0)
+
+
+def _data_dir_of(pid: int) -> Path | None:
+    args = cmdline(pid)
+    if "--data-dir" not in args or args.index("--data-dir") + 1 >= len(args):
+        return None
+    try:
+        return (Path(f"/proc/{pid}/cwd").resolve() / args[args.index("--data-dir") + 1]).resolve()
+    except OSError:
+        return None
 
 
 def cmd_up(args: argparse.Namespace, api: Api) -> int:
     from ..localcluster import LocalCluster
+    from ..supervisor import Supervisor, kill_now, read_left, stop_everything
 
     if args.nodes < 1 or not 0 < args.port <= 65536 - 1000 - args.nodes:
         raise CliError("--nodes must be >= 1 and the ports must fit below 65536", EXIT_USAGE)
-    check_ports(args.port, args.nodes)
-    cluster = LocalCluster(args.data_dir, nodes=args.nodes, base_port=args.port, slots=args.slots,
-                           extra_args=["--provider", "local"],
-                           log_dir=args.data_dir)
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    data_dir = Path(args.data_dir)
+    lock = lock_data_dir(data_dir)
     try:
-        return run_cluster(cluster, args.data_dir)
-    except (KeyboardInterrupt, _Stop):
-        say("stopping POD...")
-        return 0
+        become_subreaper()
+        stop_leftovers(data_dir)
+        cluster = LocalCluster(data_dir, nodes=args.nodes, base_port=args.port, slots=args.slots,
+                               extra_args=["--provider", "local"], log_dir=data_dir)
+        departed = [n for n in cluster.nodes if read_left(n.data_dir) is not None]
+        for node in departed:
+            say(f"{node.node_id} left the cluster earlier; starting without it (its files stay in {node.data_dir}/; "
+                f"remove {data_dir}/ to start afresh)")
+        cluster.nodes = [n for n in cluster.nodes if n not in departed]
+        if not cluster.nodes:
+            raise CliError(f"every node of {data_dir}/ left the cluster; remove {data_dir}/ to start afresh",
+                           EXIT_USAGE)
+        check_ports(args.port, [int(n.node_id[1:]) - 1 for n in cluster.nodes])
+        supervisor = Supervisor(cluster, restart=args.restart, say=say)
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return run_cluster(cluster, supervisor, data_dir)
+        except (KeyboardInterrupt, _Stop):
+            return 0
+        finally:
+            def hurry(signum, frame) -> None:
+                say("killing every process of the cluster now")
+                kill_now(cluster)
+            for sig in previous:  # a second Ctrl-C kills at once
+                signal.signal(sig, hurry)
+            say("stopping POD...")
+            took_s = stop_everything(cluster)
+            say(f"POD stopped in {took_s:.1f} s")
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
-        for sig in previous:  # a second Ctrl-C must not leave nodes behind
-            signal.signal(sig, signal.SIG_IGN)
-        cluster.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        os.close(lock)
 
 
 def _raise_stop(signum, frame) -> None:
     raise _Stop()
 
 
-def run_cluster(cluster, data_dir: str) -> int:
+def run_cluster(cluster, supervisor, data_dir: Path) -> int:
     say(f"starting {len(cluster.nodes)} nodes...")
+    for node in cluster.nodes:
+        cluster.start_node(node)
     try:
-        cluster.start(timeout_s=60)
+        wait_up(cluster, supervisor)
     except (RuntimeError, TimeoutError) as err:
         warn(f"POD did not start: {err}; logs in {data_dir}/")
         return EXIT_SERVER
+    supervisor.mark_up()
     leader = cluster.leader()
     for node in cluster.nodes:
         say(f"{node.node_id}  {node.url}" + ("  (leader)" if leader is node else ""))
     say(f"POD is up: {len(cluster.nodes)} nodes. Ctrl-C to stop. Logs in {data_dir}/")
     while True:
+        supervisor.tick()
+        time.sleep(0.25)
+
+
+def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Wait until every node knows the leader and has registered. A node that left the cluster (its data dir
+    or the replicated state says so), or that is no longer a Raft member, would never find a leader: once
+    the others have had one for STRAGGLER_S, it is stopped, recorded as gone, and the cluster goes on
+    without it (never a hang). One that left is let go as soon as the others have a leader."""
+    from ..supervisor import mark_left, status
+
+    deadline = time.monotonic() + timeout_s
+    led_since = None
+    while True:
         for node in cluster.nodes:
             if node.proc is not None and node.proc.poll() is not None:
-                warn(f"{node.node_id} exited with code {node.proc.returncode}; stopping the others "
-                     f"(see {cluster.log_dir / (node.node_id + '.log')})")
-                return 1
-        time.sleep(0.5)
+                raise RuntimeError(f"{node.node_id} exited with {node.proc.returncode}; "
+                                   f"see {cluster.log_dir / (node.node_id + '.log')}")
+        statuses = {n.node_id: status(n) for n in cluster.nodes}
+        led = [n for n in cluster.nodes if (statuses[n.node_id] or {}).get("leader")]
+        if len(led) == len(cluster.nodes):
+            try:
+                cluster.wait_ready(timeout_s=5.0)
+                return
+            except TimeoutError:
+                pass
+        if len(led) * 2 > len(cluster.nodes):
+            led_since = led_since or time.monotonic()
+            waited_s = time.monotonic() - led_since
+            for node in [n for n in cluster.nodes if n not in led]:
+                why = _not_member(node, led[0], statuses[led[0].node_id], membership=waited_s > STRAGGLER_S)
+                if why:
+                    say(f"{node.node_id} {why}; going on without it")
+                    cluster.stop_node(node, timeout_s=5.0)
+                    mark_left(node.data_dir, node.node_id, why)
+                    cluster.nodes.remove(node)
+                    supervisor.watched = [w for w in supervisor.watched if w.node is not node]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cluster not ready within {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def _not_member(node, member, member_status: dict, *, membership: bool) -> str | None:
+    """Why `node` cannot rejoin through `member`, or None: it left (the state says so at once), or (when
+    `membership`: asked only after STRAGGLER_S, as a member that is catching up is not listed yet either)
+    Raft no longer counts it."""
+    from ..localcluster import get_json
+    try:
+        code, body = get_json(member.url + "/POD/?action=getWorkers", timeout_s=2.0)
+    except OSError:
+        return None
+    if code == 200 and {w["id"]: w.get("status") for w in body.get("workers", [])}.get(node.node_id) == "left":
+        return "left the cluster earlier (the cluster's state says so)"
+    if not membership:
+        return None
+    members = {p.get("address") for p in member_status.get("peers", [])} | {member_status.get("raftAddress")}
+    if node.raft_addr not in members:
+        return "is no longer a member of the cluster (it was replaced while it was down)"
+    return None
 
 
 def add_up(sub) -> None:
@@ -81,4 +205,7 @@ def add_up(sub) -> None:
                    help="node i serves HTTP on PORT+i and Raft on PORT+1000+i (default 8080)")
     p.add_argument("--data-dir", default="./pod-data", help="data and logs (default ./pod-data)")
     p.add_argument("--slots", type=int, default=None, help="concurrent executions per node (default: CPUs)")
+    p.add_argument("--restart", action=argparse.BooleanOptionalAction, default=True,
+                   help="restart a node that exits, after 1 s doubling to 30 s (default); --no-restart "
+                        "leaves it down")
     p.set_defaults(func=cmd_up)

@@ -18,6 +18,7 @@ from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
+from ..supervisor import LEFT_MARKER, mark_left
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
@@ -43,6 +44,7 @@ class Agent:
         self.incarnation = uuid.uuid4().hex   # this run of the node; see reconcile
         self._lost_reported: set[tuple[int, int]] = set()
         self._registering = False
+        self._stopped_by_shutdown: set[tuple[int, int]] = set()   # stopped by shutdown: never reported finished
 
     # ---- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -59,6 +61,7 @@ class Agent:
                 my_status = self.replica.state.nodes.get(self.node, {}).get("status")
             if my_status == NODE_LEFT_STATUS:
                 log.info("this node has left the cluster; stopping")
+                await asyncio.to_thread(_record_leaving, Path(self.cfg.data_dir), self.node)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             if my_status == NODE_LOST_STATUS and not self._registering:
@@ -70,6 +73,7 @@ class Agent:
     async def _register(self) -> None:
         self._registering = True
         try:
+            (Path(self.cfg.data_dir) / LEFT_MARKER).unlink(missing_ok=True)   # registering again: a member
             cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
                            "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
                            "version": _version(), "incarnation": self.incarnation,
@@ -168,6 +172,8 @@ class Agent:
         self.done.add(key)
         if self.runs.get(run.execution_id) is run:
             del self.runs[run.execution_id]
+        if key in self._stopped_by_shutdown:
+            return  # killed because this node stops: not the execution's result (see shutdown)
         self._reports.append({
             "id": run.execution_id, "attempt": run.attempt, "node": self.node,
             "exitCode": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
@@ -253,6 +259,15 @@ class Agent:
         return [{"id": i, "attempt": r.attempt, "activity": r.activity, "pid": r.pid} for i, r in self.runs.items()]
 
     async def shutdown(self) -> None:
+        """Stop every execution running here without reporting it: a node that stops is a restart, not the
+        end of its work. The runs' exit (-15 from our own SIGTERM) is not their result; the next run of this
+        node reports them lost (an earlier incarnation's attempts, see reconcile), or, if it does not come
+        back, the leader declares the node lost; either way they are retried under maxAttempts.
+
+        Handing them back here at once (EXEC_LOST) was tried: when the whole cluster stops, the requeued
+        work is placed on another node that is stopping too, and its restart reports that attempt lost as
+        well, so one stop cost two attempts."""
+        self._stopped_by_shutdown.update((r.execution_id, r.attempt) for r in self.runs.values())
         await asyncio.gather(*(r.terminate() for r in list(self.runs.values())), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
@@ -262,6 +277,15 @@ class Agent:
 def _version() -> str:
     from .. import __version__
     return __version__
+
+
+def _record_leaving(data_dir: Path, node: str) -> None:
+    """Record in the data dir that this node left on purpose, for whoever starts nodes (`pod up` does not
+    restart it, nor start it again: it is no longer a member, and as one it would stand for election forever)."""
+    try:
+        mark_left(data_dir, node, "drained")
+    except OSError as exc:
+        log.warning("could not record that this node left: %s", exc)
 
 
 def _present_activities(activities_dir: Path) -> list[str]:

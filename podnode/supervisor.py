@@ -1,0 +1,212 @@
+"""Keeping a local cluster alive for `pod up`: restart a node that died, let go of one that left, stop all.
+
+A node that exits is restarted from its data dir after a back-off, as a rebooted server would come back;
+one that left the cluster on purpose (drained: it wrote `left.json` in its data dir, or the replicated
+state says "left") is not, because it is no longer a Raft member and would stand for election forever.
+Stopping covers every process in `pod up`'s tree, which, as a child subreaper, includes the nodes the
+local provider launched for a policy and every execution, even those whose node died.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .localcluster import LocalCluster, LocalNode, get_json
+from .procs import (alive, children, descendants, is_node_process, kill_tree, reap_orphans, signal_group,
+                    terminate_group)
+
+LEFT_MARKER = "left.json"        # written by the node's agent when it leaves, or by pod up when it finds out
+STOP_GRACE_S = 7.0               # SIGTERM to SIGKILL on stop: a node needs its kill grace (5 s) and a little
+TICK_S = 0.25
+
+
+@dataclass
+class Backoff:
+    """Restart delays: first_s, doubling up to max_s; back to first_s once a run lasted reset_after_s."""
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    reset_after_s: float = 30.0
+    next_s: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.next_s = self.first_s
+
+    def delay_after(self, uptime_s: float) -> float:
+        """The wait before the next start of something that ran `uptime_s` before it exited."""
+        if uptime_s >= self.reset_after_s:
+            self.next_s = self.first_s
+        delay, self.next_s = self.next_s, min(self.next_s * 2, self.max_s)
+        return delay
+
+
+@dataclass
+class Watched:
+    node: LocalNode
+    backoff: Backoff
+    state: str = "starting"          # starting -> up -> (restarting -> starting ...) | left | down
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = 0
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def read_left(data_dir: Path) -> dict | None:
+    """The node's record of having left the cluster, or None."""
+    try:
+        return json.loads((data_dir / LEFT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def mark_left(data_dir: Path, node_id: str, why: str) -> None:
+    path = data_dir / LEFT_MARKER
+    if not path.exists():
+        path.write_text(json.dumps({"node": node_id, "leftAt": time.time(), "why": why}))
+
+
+def status(node: LocalNode) -> dict | None:
+    try:
+        code, body = get_json(node.url + "/status", timeout_s=1.0)
+    except OSError:
+        return None
+    return body if code == 200 else None
+
+
+class Supervisor:
+    """Watches the static nodes of a LocalCluster; `tick()` does one round (pod up calls it in a loop)."""
+
+    def __init__(self, cluster: LocalCluster, *, restart: bool = True, say: Callable[[str], None] = print,
+                 backoff: Callable[[], Backoff] = Backoff, clock: Callable[[], float] = time.monotonic):
+        self.cluster = cluster
+        self.restart = restart
+        self.say = say
+        self.clock = clock
+        self.watched = [Watched(n, backoff(), started_at=clock()) for n in cluster.nodes]
+
+    # ---- counting
+    def members(self) -> list[Watched]:
+        return [w for w in self.watched if w.state != "left"]
+
+    def running(self) -> list[Watched]:
+        return [w for w in self.watched if w.node.proc is not None and w.node.proc.poll() is None]
+
+    def own_pids(self) -> set[int]:
+        return {w.node.proc.pid for w in self.watched if w.node.proc is not None}
+
+    # ---- one round
+    def tick(self) -> None:
+        now = self.clock()
+        for w in self.watched:
+            proc = w.node.proc
+            if w.state in ("starting", "up") and proc is not None and proc.poll() is not None:
+                self._exited(w, now)
+            elif w.state == "restarting" and now >= w.restart_at:
+                self.cluster.start_node(w.node)
+                w.state, w.started_at, w.restarts = "starting", now, w.restarts + 1
+                self.say(f"{w.node.node_id} restarted (pid {w.node.proc.pid}); waiting for it to rejoin")
+            elif w.state == "starting" and w.restarts:
+                s = status(w.node)
+                if s and s.get("leader"):
+                    w.state = "up"
+                    self.say(f"{w.node.node_id} is back: {len(self.running())} of {len(self.members())} "
+                             f"nodes up (leader {s['leader']})")
+        self.clean_orphans()
+
+    def mark_up(self) -> None:
+        """The cluster came up: every started node counts as up."""
+        for w in self.watched:
+            if w.state == "starting":
+                w.state = "up"
+
+    def _exited(self, w: Watched, now: float) -> None:
+        node, code = w.node, w.node.proc.returncode
+        if self.left(node):
+            w.state = "left"
+            self.say(f"{node.node_id} left the cluster; the cluster carries on with {len(self.running())} "
+                     f"nodes ({node.node_id} is not restarted)")
+            return
+        others = f"the cluster carries on with {len(self.running())} of {len(self.members())}"
+        log = self.cluster.log_dir / f"{node.node_id}.log"
+        if not self.restart:
+            w.state = "down"
+            self.say(f"{node.node_id} exited ({describe_exit(code)}); {others}; not restarting it "
+                     f"(--no-restart; log {log})")
+            return
+        delay = w.backoff.delay_after(now - w.started_at)
+        w.state, w.restart_at = "restarting", now + delay
+        self.say(f"{node.node_id} exited ({describe_exit(code)}); {others}; restarting {node.node_id} "
+                 f"in {delay:g} s (log {log})")
+
+    def left(self, node: LocalNode) -> bool:
+        """Did the node leave on purpose? Its own record says so, or the replicated state (asked of a live
+        node) does; then the record is written, so the next `pod up` knows too."""
+        if read_left(node.data_dir) is not None:
+            return True
+        for w in self.running():
+            try:
+                code, body = get_json(w.node.url + "/POD/?action=getWorkers", timeout_s=2.0)
+            except OSError:
+                continue
+            if code == 200:
+                statuses = {x["id"]: x.get("status") for x in body.get("workers", [])}
+                if statuses.get(node.node_id) == "left":
+                    mark_left(node.data_dir, node.node_id, "the cluster's state says it left")
+                    return True
+                return False
+        return False
+
+    def clean_orphans(self) -> None:
+        """Reap what re-parented to us, and stop the executions of a node that died (they were re-parented
+        here; the node's restart reports them lost and they are retried, so they must not run on)."""
+        own = self.own_pids()
+        reap_orphans(own)
+        for pid in children():
+            if pid not in own and alive(pid) and not is_node_process(pid):
+                signal_group(pid, signal.SIGKILL)   # main.sh leads its own group: its children go with it
+
+
+def stop_everything(cluster: LocalCluster, *, grace_s: float = STOP_GRACE_S) -> float:
+    """SIGTERM every podnode process in this tree (our nodes and the ones the local provider launched), wait
+    up to `grace_s` for the whole tree to be gone, SIGKILL what is left. Returns the seconds it took."""
+    t0 = time.monotonic()
+    own = {n.proc.pid for n in cluster.nodes if n.proc is not None}
+    for pid in [p for p in descendants() if is_node_process(p)]:
+        terminate_group(pid)
+
+    def reap() -> None:
+        for n in cluster.nodes:
+            if n.proc is not None:
+                n.proc.poll()
+        reap_orphans(own)
+    while time.monotonic() - t0 < grace_s:
+        reap()
+        if not any(alive(p) for p in descendants()):
+            break
+        time.sleep(0.05)
+    kill_now(cluster)
+    return time.monotonic() - t0
+
+
+def kill_now(cluster: LocalCluster) -> None:
+    """SIGKILL every process in this tree and reap our nodes."""
+    own = {n.proc.pid for n in cluster.nodes if n.proc is not None}
+    kill_tree(keep=own)
+    for n in cluster.nodes:
+        if n.proc is not None:
+            try:
+                n.proc.wait(timeout=2.0)
+            except Exception:  # noqa: BLE001 - a zombie we could not reap is not worth a traceback
+                pass
+    reap_orphans()
+
