@@ -30,6 +30,16 @@ class TooLarge(PodError):
     kind = "too_large"
 
 
+class UriTooLong(PodError):
+    """The request line (the URL) is over the HTTP server's limit."""
+    kind = "uri_too_long"
+
+
+class HeadersTooLarge(PodError):
+    """A request header is over the HTTP server's limit."""
+    kind = "headers_too_large"
+
+
 class Unavailable(PodError):
     kind = "unavailable"
 

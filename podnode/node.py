@@ -21,6 +21,7 @@ from aiohttp import web
 
 from . import __version__, scheduler
 from .api.app import build_app
+from .api.protocol import JsonErrorAppRunner, request_limits
 from .changes import Changes
 from .config import NodeConfig
 from .errors import BadRequest, Unavailable
@@ -69,9 +70,8 @@ class PodNode:
             interval_s=cfg.scaling_interval_s)
         self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0))
-        line_cap = 4 * cfg.max_input_bytes + 8192
-        self._runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0,
-                                     max_line_size=line_cap, max_field_size=line_cap)
+        self._runner = JsonErrorAppRunner(build_app(self), access_log=None, shutdown_timeout=2.0,
+                                          **request_limits(cfg.max_input_bytes))
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
         self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),

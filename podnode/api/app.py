@@ -7,8 +7,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import BadRequest, Conflict, NotFound, PodError, TooLarge, Unavailable
+from ..errors import BadRequest, Conflict, HeadersTooLarge, NotFound, PodError, TooLarge, Unavailable, UriTooLong
 from .actions import ACTIONS
 
 if TYPE_CHECKING:
@@ -17,8 +18,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUS_CODES: dict[type[PodError], int] = {
-    BadRequest: 400, NotFound: 404, Conflict: 409, TooLarge: 413, Unavailable: 503,
+    BadRequest: 400, NotFound: 404, Conflict: 409, TooLarge: 413, UriTooLong: 414, HeadersTooLarge: 431,
+    Unavailable: 503,
 }
+# What aiohttp raises while reading a form body it cannot parse (an empty, NUL or missing part name, bytes
+# that are not in the declared charset, an unknown charset or encoding, a body cut off before its end, a
+# body that does not decompress as its Content-Encoding says).
+_MALFORMED_BODY = (ValueError, LookupError, RuntimeError, HttpProcessingError, web.RequestPayloadError)
 
 
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -26,31 +32,71 @@ def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Res
     return web.Response(text=json.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
+def error_response(exc: PodError) -> web.Response:
+    """The answer to an error: its kind's code (500 for one not in STATUS_CODES), JSON {"error": message}."""
+    status = STATUS_CODES.get(type(exc), 500)
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s or 1)))} if status == 503 else None
+    return _json({"error": exc.message}, status, headers)
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PodError as exc:
-        status = STATUS_CODES.get(type(exc), 500)
-        headers = {"Retry-After": str(max(1, round(exc.retry_after_s or 1)))} if status == 503 else None
-        return _json({"error": exc.message}, status, headers)
-    except web.HTTPException as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:  # aiohttp's routing: an unknown path (404), a method not allowed (405)
         if exc.status < 400:
             raise
-        return _json({"error": exc.reason if exc.status != 413 else
-                      f"request too large ({exc.text})"}, exc.status)
-    except Exception:
+        return _json({"error": exc.reason}, exc.status)
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+            log.info("the client of %s closed the connection before sending the whole request", request.path)
+            return error_response(BadRequest("the connection closed before the whole request was sent"))
         log.exception("unhandled error on %s", request.path_qs)
-        return _json({"error": "internal error; see the node's log"}, 500)
+        return error_response(PodError("internal error; see the node's log"))
+
+
+async def request_params(request: web.Request) -> dict[str, str]:
+    """The query's parameters and, on a POST, the form body's (which win). A body that cannot be parsed is a
+    BadRequest (a TooLarge over the size limit), never an internal error; file parts are ignored."""
+    params = dict(request.query)
+    if request.method == "POST":
+        params.update(await _form(request))
+    for key, value in params.items():
+        if not _is_text(key) or not _is_text(value):
+            raise BadRequest(f"Parameter {key!r} is not valid Unicode text (it holds a lone surrogate)")
+    return params
+
+
+def _is_text(value: str) -> bool:
+    """Can it be encoded as UTF-8 (a form body in a charset such as unicode_escape can hold lone surrogates)?"""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    try:
+        form = await request.post()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TooLarge(f"request too large: {exc.text}") from None
+    except _MALFORMED_BODY as exc:
+        cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) and exc.__cause__ else exc
+        why = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
+        raise BadRequest(f"Malformed {request.content_type} body: {why[:300]}") from None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def build_app(node: PodNode) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=4 * node.cfg.max_input_bytes + 65536)
 
     async def pod_action(request: web.Request) -> web.Response:
-        params = dict(request.query)
-        if request.method == "POST":
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        params = await request_params(request)
         action = params.get("action")
         if not action:
             raise BadRequest(f"Missing parameter 'action'; one of: {', '.join(ACTIONS)}")
@@ -76,7 +122,7 @@ def build_app(node: PodNode) -> web.Application:
     async def join(request: web.Request) -> web.Response:
         """A new node asks to be added to the Raft cluster; it gets the members to start with."""
         node.check_peer_secret(request)
-        params = dict(request.query) | {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        params = await request_params(request)
         raft_addr = params.get("raftAddr", "")
         host, _, port = raft_addr.rpartition(":")
         if not host or not port.isdigit():
@@ -84,7 +130,7 @@ def build_app(node: PodNode) -> web.Application:
         if node.replica.observer:  # an observer's view of the voters may lag: let the leader decide
             return _json(*(await node.forward_to_leader("/internal/join", params)))
         members = node.replica.members()
-        if raft_addr not in members and len(members) >= node.cfg.max_voters:
+        if node.manager.join_role(params.get("node", ""), raft_addr) == "observer":  # launched, or voters full
             return _json({"members": members, "role": "observer"})
         members = await node.add_member(raft_addr)
         return _json({"members": members, "role": "voter"})
@@ -92,7 +138,7 @@ def build_app(node: PodNode) -> web.Application:
     async def promote(request: web.Request) -> web.Response:
         """The leader has made this observer a voter: restart its replica as one."""
         node.check_peer_secret(request)
-        params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        params = await request_params(request)
         members = [m for m in params.get("members", "").split(",") if m]
         if node.cfg.raft_addr not in members:
             raise BadRequest("members must include this node's Raft address")
