@@ -51,17 +51,20 @@ def test_status_lists_every_field_on_leader_and_follower(cluster, client, script
         leader = wait_until(cluster.leader, what="leader")
         follower = next(n for n in cluster.nodes if n is not leader)
         for node in (leader, follower):
-            status = wait_until(lambda: cluster.status(node), what=f"/status of {node.node_id}")
+            status = wait_until(lambda: (s := cluster.status(node)) and s["activities"].get("statusrun") == "installed"
+                                and s, what=f"/status of {node.node_id} listing the activity installed")
             check_status_fields(status, node, cluster)
-            assert status["activities"].get("statusrun") == "installed", status["activities"]
             assert status["leader"] == leader.node_id
             assert status["role"] == ("leader" if node is leader else "follower")
         # The execution is listed by the node that runs it, and only there.
-        where = {n.node_id: [r["id"] for r in cluster.status(n)["executions"]] for n in cluster.nodes}
-        assert [n for n, ids in where.items() if exec_id in ids] == [worker], where
-        run = next(r for r in cluster.status(next(n for n in cluster.nodes if n.node_id == worker))["executions"]
-                   if r["id"] == exec_id)
+        runner = next(n for n in cluster.nodes if n.node_id == worker)
+        run = wait_until(lambda: next((r for r in cluster.status(runner)["executions"] if r["id"] == exec_id), None),
+                         what=f"execution {exec_id} in {worker}'s /status")
         assert run["activity"] == "statusrun" and run["attempt"] == 1 and isinstance(run["pid"], int), run
+        assert cluster.status(runner)["slots"]["busy"] >= 1
+        others = {n.node_id: [r["id"] for r in cluster.status(n)["executions"]] for n in cluster.nodes
+                  if n is not runner}
+        assert not any(exec_id in ids for ids in others.values()), others
         # Only the leader shows its last plan (its scaling decision: the next test).
         lead = wait_until(lambda: (s := cluster.status(leader)) and s.get("lastPlan") and s, what="leader's plan")
         assert isinstance(lead["lastPlan"], dict) and _is_num(lead["lastPlan"]["at"]), lead["lastPlan"]
