@@ -25,6 +25,7 @@ from typing import Callable
 import pytest
 
 from podnode.localcluster import get_json
+from podnode.procs import alive, signal_pid
 from tests.conftest import wait_until
 from tests.integration.test_cli import free_base, pod
 
@@ -186,7 +187,7 @@ def our_processes(marker: str, data_dir: Path) -> list[int]:
     """Every process this test started, however detached: the nodes, the nodes the policy launched, main.sh."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or not alive(int(entry.name)):
             continue
         try:
             ours = marker.encode() in (entry / "environ").read_bytes() or \
@@ -209,10 +210,7 @@ def stop_everything(up: subprocess.Popen, marker: str, data_dir: Path) -> None:
     deadline = time.monotonic() + 15
     while (pids := our_processes(marker, data_dir)) and time.monotonic() < deadline:
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_pid(pid, signal.SIGKILL)
         time.sleep(0.2)
     if up.poll() is None:
         up.kill()
