@@ -48,7 +48,8 @@ EXIT_CODES = """exit codes:
   0    done (pod execution status: also while the execution waits or runs)
   1    the job failed: an activity was rejected, an execution ended in error without an exit code
   2    bad usage, or the node refused the request (4xx: unknown name or id, name taken, ...)
-  3    no node reachable at the URL, or it failed (5xx, or 503 for longer than the retries)
+  3    no node reachable at the URL, or it failed (5xx, or 503 for longer than the retries);
+       pod up: the cluster did not start
   124  gave up waiting (--timeout)
   130  interrupted (Ctrl-C)
   N    pod run --wait and pod execution status of an ended execution: main.sh's exit code N
