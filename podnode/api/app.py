@@ -125,7 +125,7 @@ def build_app(node: PodNode) -> web.Application:
         params = await request_params(request)
         raft_addr = params.get("raftAddr", "")
         host, _, port = raft_addr.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             raise BadRequest("raftAddr must be HOST:PORT")
         if node.replica.observer:  # an observer's view of the voters may lag: let the leader decide
             return _json(*(await node.forward_to_leader("/internal/join", params)))

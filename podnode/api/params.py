@@ -12,6 +12,7 @@ from ..errors import BadRequest, TooLarge
 _NAME = re.compile(NAME_PATTERN)
 MAX_URL_CHARS = 2048
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_DIGITS = re.compile(r"[0-9]{1,18}")   # str.isdigit() also takes '²' and '٣', which int() refuses or reads
 
 
 def required(params: Mapping[str, str], key: str) -> str:
@@ -49,7 +50,7 @@ def seconds(params: Mapping[str, str], key: str, *, default: float, cap_s: float
 
 def execution_id(params: Mapping[str, str]) -> int:
     raw = required(params, "executionId").strip()
-    if not raw.isdigit() or len(raw) > 18:
+    if not _DIGITS.fullmatch(raw):
         raise BadRequest(f"Invalid executionId {raw!r}: it must be a positive whole number")
     return int(raw)
 
@@ -81,6 +82,6 @@ def max_attempts(params: Mapping[str, str]) -> int | None:
     raw = params.get("maxAttempts")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 100:
         raise BadRequest(f"Invalid maxAttempts {raw!r}: a whole number from 1 to 100")
     return int(raw)

@@ -28,10 +28,18 @@ from ..conftest import Client, approved, install_script, start_cluster
 pytestmark = pytest.mark.integration
 
 LINE_CAP = request_limits(NodeConfig(node_id="x").max_input_bytes)["max_line_size"]
-PARAM_NAMES = ["action", "name", "installationScriptLocation", "maxAttempts", "input", "requestId",
-               "executionId", "wait", "rules", "workerId", "deadline", "raftAddr", "members"]
+# The parameters each action reads (test_every_action_is_fuzzed keeps this in step with ACTIONS).
+ACTION_PARAMS = {
+    "newActivity": ["name", "installationScriptLocation", "maxAttempts"], "getActivityStatus": ["name"],
+    "deleteActivity": ["name"], "newExecution": ["name", "input", "requestId"],
+    "getExecutionStatus": ["executionId", "wait"], "terminateExecution": ["executionId"], "getAllExecutions": [],
+    "newPolicy": ["name", "rules"], "deletePolicy": ["name"], "applyPolicy": ["name"], "getActivePolicy": [],
+    "getPolicies": [], "resetPolicies": [], "getWorkers": [], "drainWorker": ["workerId", "deadline"],
+}
+PARAM_NAMES = sorted({"action", "raftAddr", "members", *(p for ps in ACTION_PARAMS.values() for p in ps)})
 NASTY = ["", " ", "\x00", "../status", "..", "/", "%", "%ff", "a" * 65, "-1", "0", "1e400", "nan", "inf",
-         "99999999999999999999", "\u202e", "\ud800", "\\ud800", "😀", "a b", "name=x&action=y", "\r\nX-A: b", "'\"<>"]
+         "99999999999999999999", "²", "٣", "1_0", " 7", "+1", "0x10", "\u202e", "\ud800", "\\ud800", "😀", "a b",
+         "name=x&action=y", "\r\nX-A: b", "'\"<>", "1,2", "minWorkers=", "=", ",,"]
 NODE_IDS = {"n1"}
 
 
@@ -119,11 +127,13 @@ def _safe(value: str) -> bool:
     return not re.match(r"\s*(file|https?):", value, re.I) and value not in NODE_IDS
 
 
-texts = st.one_of(st.text(max_size=40), st.sampled_from(NASTY), st.integers().map(str)).filter(_safe)
-values = st.one_of(texts.map(lambda t: t.encode("utf-8", "surrogatepass")),
-                   st.binary(max_size=20).filter(lambda b: _safe(b.decode("latin-1"))))
-names = st.one_of(st.sampled_from(PARAM_NAMES), st.text(max_size=12)).map(lambda t: t.encode("utf-8", "surrogatepass"))
-actions = st.one_of(st.sampled_from(sorted(ACTIONS)), texts).map(lambda t: t.encode("utf-8", "surrogatepass"))
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+texts = st.one_of(st.sampled_from(NASTY), st.text(max_size=40), st.integers().map(str)).filter(_safe)
+values = st.one_of(texts.map(_utf8), st.binary(max_size=20).filter(lambda b: _safe(b.decode("latin-1"))))
+names = st.one_of(st.sampled_from(PARAM_NAMES), st.text(max_size=12)).map(_utf8)
 FLAWS = ["none", "empty_name", "no_name", "nul_name", "non_utf8", "bad_charset", "bad_transfer_encoding", "nested",
          "file", "cut", "no_boundary", "wrong_boundary"]
 
@@ -131,7 +141,9 @@ FLAWS = ["none", "empty_name", "no_name", "nul_name", "non_utf8", "bad_charset",
 @st.composite
 def malformed_requests(draw) -> tuple[str, bytes, bool]:
     """(what, bytes to send, close right after sending)."""
-    params = [(b"action", draw(actions))] + draw(st.lists(st.tuples(names, values), max_size=5))
+    action = draw(st.one_of(st.sampled_from(sorted(ACTIONS)), texts))
+    own = [(_utf8(p), draw(values)) for p in ACTION_PARAMS.get(action, []) if draw(st.booleans())]
+    params = [(b"action", _utf8(action))] + own + draw(st.lists(st.tuples(names, values), max_size=3))
     params = draw(st.permutations(params))
     how = draw(st.sampled_from(["get", "urlencoded", "multipart", "raw", "cut_body", "long_line", "long_header",
                                 "many_headers", "charset"]))
@@ -200,7 +212,19 @@ def check_answer(what: str, data: bytes, answer: Answer | None) -> None:
         assert isinstance(body.get("error"), str) and body["error"], (what, answer)
 
 
-def test_fuzzed_requests_get_no_5xx_and_json_errors_and_change_nothing(node):
+def test_every_action_is_fuzzed():
+    assert set(ACTION_PARAMS) == set(ACTIONS)
+
+
+def round_trip(client: Client, scripts, name: str) -> None:
+    """A new activity installs, and an execution of it runs and is read: the node works."""
+    approved(client, name, scripts.add(f"{name}.sh", install_script('echo "ok $1"')))
+    exec_id = client.ok("newExecution", name=name, input="there")["execution"]["id"]
+    done = client.ok("getExecutionStatus", executionId=exec_id, wait=20)["execution"]
+    assert done["status"] == "finished" and done["stdout"] == "ok there\n", done
+
+
+def test_fuzzed_requests_get_no_5xx_and_json_errors_and_change_nothing(node, scripts):
     url = node.urls[0]
     client = Client(node.urls)
     before = cluster_state(client, url)
@@ -224,6 +248,7 @@ def test_fuzzed_requests_get_no_5xx_and_json_errors_and_change_nothing(node):
     log = node_log(node)
     assert "unhandled error" not in log and "error handling a request" not in log, log[-3000:]
     assert any(k.startswith("long_line 414") for k in seen) and any(k.startswith("long_header 431") for k in seen)
+    round_trip(client, scripts, "fuzzed")
 
 
 # ---- each case the issue names -----------------------------------------------------------------------
@@ -288,6 +313,14 @@ def test_a_cut_off_body_leaves_the_node_serving(node):
     assert "unhandled error" not in node_log(node)
 
 
+@pytest.mark.parametrize("query", [b"action=getExecutionStatus&executionId=%C2%B2",      # '²'.isdigit()
+                                   b"action=terminateExecution&executionId=%D9%A3",    # Arabic-Indic 3
+                                   b"action=newActivity&name=sq&installationScriptLocation=http://x/&maxAttempts=%C2%B2"])
+def test_a_number_in_other_digits_is_a_400(node, query):
+    code, body = ask(node, request("GET", b"/POD/?" + query))
+    assert code == 400 and "whole number" in body["error"], body
+
+
 @pytest.mark.parametrize("action", ["../status", "../../status", "/status", "getWorkers/..", "%2e%2e%2fstatus"])
 def test_an_action_that_is_a_path_is_an_unknown_action(node, action):
     code, body = ask(node, request("GET", b"/POD/?action=" + action.encode()))
@@ -329,9 +362,5 @@ def test_policy_names_follow_the_activity_name_rule(node):
     assert client.ok("getPolicies") == {"policies": []}
 
 
-def test_the_node_still_works_after_the_fuzzing(node, scripts):
-    client = Client(node.urls)
-    approved(client, "fuzzok", scripts.add("fuzzok.sh", install_script('echo "ok $1"')))
-    exec_id = client.ok("newExecution", name="fuzzok", input="there")["execution"]["id"]
-    done = client.ok("getExecutionStatus", executionId=exec_id, wait=20)["execution"]
-    assert done["status"] == "finished" and done["stdout"] == "ok there\n", done
+def test_the_node_still_works_after_every_case(node, scripts):
+    round_trip(Client(node.urls), scripts, "cases")
