@@ -24,7 +24,7 @@ from .api.app import build_app
 from .api.protocol import JsonErrorAppRunner, request_limits
 from .changes import Changes
 from .config import NodeConfig
-from .errors import BadRequest, Unavailable
+from .errors import BadRequest, IncompatibleDependency, Unavailable
 from .discovery import Announcer, find_members
 from .exec.agent import Agent
 from .manager import Manager
@@ -426,7 +426,10 @@ async def serve(cfg: NodeConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(serve(parse_args(argv)))
+    try:
+        asyncio.run(serve(parse_args(argv)))
+    except IncompatibleDependency as exc:  # refuse to start, saying why, without a traceback
+        raise SystemExit(f"podnode: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ one stops the start with a message naming it and the installed pysyncobj version
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import types
 
@@ -99,3 +101,17 @@ def test_response_ages_reads_the_leaders_table(replica):
     compat.last_response_times(replica)[TCPNode("127.0.0.1:1")] = compat.now() - 5
     ages = replica.response_ages()
     assert 4.5 < ages["127.0.0.1:1"] < 10
+
+
+def test_a_node_process_refuses_to_start_and_says_why(tmp_path):
+    """The podnode command itself, on a pysyncobj without one member: it exits with the message."""
+    http, raft = free_port(), free_port()
+    code = ("from pysyncobj import SyncObj; del SyncObj._SyncObj__sendAppendEntries\n"
+            "from podnode.node import main\n"
+            f"main(['--id', 'c1', '--http', '127.0.0.1:{http}', '--raft', '127.0.0.1:{raft}', '--no-announce', "
+            f"'--data-dir', {str(tmp_path)!r}])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert f"podnode: pysyncobj {VERSION} lacks private members POD relies on: " \
+           "SyncObj._SyncObj__sendAppendEntries" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
