@@ -269,3 +269,27 @@ def test_restart_one_node_then_the_whole_cluster(chaos_cluster, scripts):
     for i, exec_id in enumerate(queued):
         final = read_final(client, exec_id)
         assert final["status"] == "finished" and final["stdout"] == f"kept q{i}\n", final
+
+
+def test_stopping_the_whole_cluster_retries_its_running_work(chaos_cluster, scripts):
+    """A stop (SIGTERM to every node) is a restart, not a failure: running executions are retried afterwards,
+    never ended as `error` with the exit code of the node's own SIGTERM."""
+    client = live_client(chaos_cluster)
+    # Stopped one after the other, a node may hand its run to a node that stops next: room for a few attempts.
+    approved(client, "longrun", scripts.add("longrun.sh", install_script('echo "run $1"; sleep 30')), maxAttempts=5)
+    ids = [submit(client, "longrun", str(i)) for i in range(4)]
+    wait_until(lambda: all(client.ok("getExecutionStatus", executionId=i)["execution"]["status"] == "in progress"
+                           for i in ids), what="all running")
+    chaos_cluster.stop()
+    for n in chaos_cluster.nodes:
+        chaos_cluster.start_node(n)
+    chaos_cluster.wait_ready(timeout_s=30)
+    client = live_client(chaos_cluster)
+    for exec_id in ids:
+        retried = wait_until(lambda: (e := client.ok("getExecutionStatus", executionId=exec_id)["execution"])
+                             ["status"] == "in progress" and e["attempts"] >= 2 and e["stdout"] == f"run {e['stdin']}\n"
+                             and e, timeout_s=30, what=f"execution {exec_id} running again after the restart")
+        # Why the earlier attempt ended: its node restarted (or was declared lost before it registered again).
+        why = retried.get("lastError", "")
+        assert retried["exitCode"] is None and ("restarted" in why or "was lost" in why), why
+        assert client.ok("terminateExecution", executionId=exec_id)["execution"]["status"] == "terminated"
