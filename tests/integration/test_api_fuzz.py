@@ -315,7 +315,8 @@ def test_a_cut_off_body_leaves_the_node_serving(node):
 
 @pytest.mark.parametrize("query", [b"action=getExecutionStatus&executionId=%C2%B2",      # '²'.isdigit()
                                    b"action=terminateExecution&executionId=%D9%A3",    # Arabic-Indic 3
-                                   b"action=newActivity&name=sq&installationScriptLocation=http://x/&maxAttempts=%C2%B2"])
+                                   b"action=newActivity&name=sq&installationScriptLocation=http://x/"
+                                   b"&maxAttempts=%C2%B2"])
 def test_a_number_in_other_digits_is_a_400(node, query):
     code, body = ask(node, request("GET", b"/POD/?" + query))
     assert code == 400 and "whole number" in body["error"], body
@@ -333,7 +334,8 @@ def test_a_request_line_over_the_limit_is_a_json_414(node):
 
 
 def test_a_header_over_the_limit_is_a_json_431(node):
-    code, body = ask(node, request("GET", b"/POD/?action=getWorkers", headers=[(b"X-Big", b"h" * (MAX_HEADER_BYTES + 1))]))
+    big = [(b"X-Big", b"h" * (MAX_HEADER_BYTES + 1))]
+    code, body = ask(node, request("GET", b"/POD/?action=getWorkers", headers=big))
     assert code == 431 and str(MAX_HEADER_BYTES) in body["error"]
     code, body = ask(node, request("GET", b"/POD/?action=getWorkers", headers=[(b"X" * (MAX_HEADER_BYTES + 1), b"1")]))
     assert code == 431
@@ -345,7 +347,8 @@ def test_too_many_headers_and_garbage_are_json_400s(node):
     assert code == 400 and "Too many headers" in body["error"]
     code, body = ask(node, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")   # TLS on the HTTP port
     assert code == 400 and body["error"].startswith("malformed HTTP request")
-    code, body = ask(node, b"GET /POD/?action=getWorkers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    chunked = [(b"Transfer-Encoding", b"chunked")]
+    code, body = ask(node, request("GET", b"/POD/?action=getWorkers", headers=chunked) + b"zz\r\n")
     assert code == 400 and "chunk" in body["error"]
 
 
