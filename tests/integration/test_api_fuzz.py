@@ -23,7 +23,7 @@ from podnode.api.actions import ACTIONS
 from podnode.api.protocol import MAX_HEADER_BYTES, request_limits
 from podnode.config import NodeConfig
 
-from ..conftest import Client, approved, install_script, start_cluster
+from ..conftest import Client, approved, install_script, start_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -308,9 +308,12 @@ def test_a_body_that_does_not_decompress_is_a_400(node):
 def test_a_cut_off_body_leaves_the_node_serving(node):
     full = request("POST", b"/POD/?action=newPolicy", headers=[(b"Content-Type", b"application/x-www-form-urlencoded")],
                    body=b"name=cut&rules=minWorkers%3D1")
+    noticed = "closed the connection before sending the whole request"
+    before = node_log(node).count(noticed)
     assert exchange(node.urls[0], full[:-5], close_after_send=True) is None
+    wait_until(lambda: node_log(node).count(noticed) > before, what="the node to notice the cut-off body")
     assert Client(node.urls).ok("getPolicies") == {"policies": []}
-    assert "unhandled error" not in node_log(node)
+    assert "unhandled error" not in node_log(node) and "error handling a request" not in node_log(node)
 
 
 @pytest.mark.parametrize("query", [b"action=getExecutionStatus&executionId=%C2%B2",      # '²'.isdigit()

@@ -91,3 +91,14 @@ async def test_a_runner_answers_refused_requests_in_json():
             (500, "application/json; charset=utf-8", {"error": "internal error; see the node's log"})
     finally:
         await runner.cleanup()
+
+
+async def test_without_the_hooks_the_runner_serves_with_aiohttps_own_answers(monkeypatch, caplog):
+    monkeypatch.setattr(protocol, "_SERVER_MEMBERS", ("_loop", "_kwargs", "_gone_in_a_new_aiohttp"))
+    runner = protocol.JsonErrorAppRunner(web.Application(), max_line_size=LINE, max_field_size=FIELD)
+    await runner.setup()
+    try:
+        assert type(runner.server) is web.Server
+        assert "lacks _gone_in_a_new_aiohttp" in caplog.text
+    finally:
+        await runner.cleanup()
