@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..procs import become_subreaper, cmdline, is_node_process, port_free, stop_groups
+from ..procs import alive, become_subreaper, cmdline, is_node_process, kill_until_gone, port_free, stop_groups
 from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
 
@@ -50,29 +50,51 @@ def lock_data_dir(data_dir: Path) -> int:
 
 
 def stop_leftovers(data_dir: Path) -> None:
-    """Stop podnode processes whose data dir is in ours, left by an earlier `pod up` that was killed (for
-    example a node the local provider launched): they would otherwise rejoin the new cluster unseen."""
+    """Stop what an earlier `pod up` on this data dir left running when it was killed: its nodes (also one
+    the local provider launched, which would otherwise rejoin the new cluster unseen) and their executions
+    (found by their working directory, in the data dir, since they run in sessions of their own)."""
     root = data_dir.resolve()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid() and is_node_process(int(entry)):
-            node_dir = _data_dir_of(int(entry))
-            if node_dir is not None and (node_dir == root or root in node_dir.parents):
-                found.append(int(entry))
-    if found:
-        say(f"stopping {len(found)} POD node processes an earlier pod up on {data_dir}/ left running "
-            f"(pids {', '.join(map(str, found))}); they are not rejoined")
-        stop_groups(found, grace_s=5.0)
+    nodes = [pid for pid in _processes() if is_node_process(pid) and _within(_data_dir_of(pid), root)]
+    if not nodes and not _left_in(root):
+        return
+    say(f"stopping what an earlier pod up on {data_dir}/ left running (node pids "
+        f"{', '.join(map(str, nodes)) or 'none'}); this pod up starts its own and rejoins none of them")
+    stop_groups(nodes, grace_s=5.0)
+    kill_until_gone(lambda: _left_in(root))
+
+
+def _processes() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()]
+
+
+def _left_in(root: Path) -> list[int]:
+    """Live processes that are nodes of `root` or run in an activity's directory in it (executions and
+    installs; not, say, a shell that happens to be in the data dir)."""
+    return [pid for pid in _processes() if alive(pid) and (
+        _in_activity(_cwd(pid), root) or (is_node_process(pid) and _within(_data_dir_of(pid), root)))]
+
+
+def _in_activity(path: Path | None, root: Path) -> bool:
+    return _within(path, root) and "activities" in path.relative_to(root).parts
+
+
+def _within(path: Path | None, root: Path) -> bool:
+    return path is not None and (path == root or root in path.parents)
+
+
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
 
 
 def _data_dir_of(pid: int) -> Path | None:
     args = cmdline(pid)
     if "--data-dir" not in args or args.index("--data-dir") + 1 >= len(args):
         return None
-    try:
-        return (Path(f"/proc/{pid}/cwd").resolve() / args[args.index("--data-dir") + 1]).resolve()
-    except OSError:
-        return None
+    cwd = _cwd(pid)
+    return None if cwd is None else (cwd / args[args.index("--data-dir") + 1]).resolve()
 
 
 def cmd_up(args: argparse.Namespace, api: Api) -> int:

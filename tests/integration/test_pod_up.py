@@ -274,3 +274,25 @@ def test_sigterm_leaves_no_process_behind_launched_nodes_and_executions_included
     assert [p for p in before if alive(p)] == [], [(p, cmdline(p)) for p in before if alive(p)]
     assert processes_in(up.data_dir) == [], [(p, cmdline(p)) for p in processes_in(up.data_dir)]
     assert "POD stopped in" in up.output()
+
+
+def test_a_pod_up_killed_with_sigkill_leaves_nothing_the_next_one_keeps(pod_up, tmp_path):
+    """SIGKILL cannot be caught: the nodes and their executions live on. The next pod up on the data dir
+    stops them (they would otherwise rejoin unseen) and runs its own."""
+    up = pod_up().start()
+    up.wait_up()
+    create_activity(up, tmp_path, "forever", "sleep 300")
+    up.ok("newExecution", name="forever", input="x")
+    wait_until(lambda: [p for p in tree_of(up.proc.pid) if cmdline(p)[:1] == ["sleep"]],
+               timeout_s=30, what="the execution's sleep running")
+    old = tree_of(up.proc.pid)
+    up.proc.kill()
+    up.proc.wait(timeout=10)
+    assert [p for p in old if alive(p)], "nothing outlived the killed pod up: the test proves nothing"
+
+    up.start()
+    out = up.wait_output("POD is up", timeout_s=90)
+    assert "stopping what an earlier pod up on" in out, out
+    assert [(p, cmdline(p)) for p in old if alive(p)] == []
+    assert up.stop() < STOP_LIMIT_S, "pod up took longer than 10 s to stop"
+    assert processes_in(up.data_dir) == []
