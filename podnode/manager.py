@@ -1,4 +1,7 @@
-"""The leader's loop: plan with the pure scheduler, commit the plan, repeat on every change."""
+"""The leader's loop: plan with the pure scheduler, commit the plan, repeat on every change.
+
+The scaling policy runs in a loop of its own (Autoscaler.run, started here), and every call to a provider is
+a task of its own: a slow or failing cloud never delays placements, lost-node detection or Raft membership."""
 
 from __future__ import annotations
 
@@ -34,7 +37,6 @@ class Manager:
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
         self._observer_ok: dict[str, float] = {}  # observer -> monotonic time its /status last answered
-        self._next_scaling = 0.0  # monotonic time of the next policy evaluation
 
     def live_nodes(self) -> set[str]:
         """Nodes this node reaches right now (itself included). Voters: over Raft, and on the leader they must
@@ -109,6 +111,12 @@ class Manager:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("could not tell %s it is a voter now: %s", promote, exc)
 
+    def join_role(self, node: str, raft_addr: str) -> str:
+        """'voter' or 'observer' for a node asking to join through this node (see scheduler.join_role)."""
+        with self.replica.lock:
+            return scheduler.join_role(self.replica.state, node, raft_addr, self.replica.members(),
+                                       max_voters=self.cfg.max_voters)
+
     async def add_member(self, raft_addr: str) -> list[str]:
         """Add a node to the Raft cluster (one change at a time, retried while another is in progress);
         return the members afterwards. Adding one that is already a member changes nothing."""
@@ -144,12 +152,15 @@ class Manager:
             log.warning("removing %s from the Raft cluster timed out; will retry", raft_addr)
 
     async def run(self) -> None:
-        watcher = asyncio.create_task(self._watch_observers(), name="observers")
+        helpers = [asyncio.create_task(self._watch_observers(), name="observers")]
+        if self.autoscaler is not None:
+            helpers.append(asyncio.create_task(self.autoscaler.run(), name="autoscaler"))
         try:
             await self._run()
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,7 +170,6 @@ class Manager:
                 try:
                     await self._plan_once()
                     await self._promote_if_needed()
-                    await self._scale_if_due()
                 except Unavailable as exc:
                     log.info("plan not committed: %s", exc)
                     await asyncio.sleep(0.2)
@@ -174,25 +184,23 @@ class Manager:
             if rest > 0:
                 await asyncio.sleep(rest)
 
-    async def _scale_if_due(self) -> None:
-        if self.autoscaler is not None and time.monotonic() >= self._next_scaling:
-            self._next_scaling = time.monotonic() + self.autoscaler.interval_s
-            await self.autoscaler.tick()
-
     async def _plan_once(self) -> None:
         now = time.time()
         with self.replica.lock:
             state = self.replica.state
+            members = set(self.replica.members())
             cmds = scheduler.plan_lost(state, now, silent_s=self.silent_s(), lost_after_s=self.cfg.node_lost_after_s)
-            cmds += scheduler.plan_drains(state, now)
-            departed = [rec["raftAddr"] for rec in state.nodes.values()
-                        if rec.get("status") == NODE_LEFT_STATUS and rec["raftAddr"] in self.replica.members()]
+            cmds += scheduler.plan_drains(state, now, members=members)
+            left = [rec["raftAddr"] for rec in state.nodes.values()
+                    if rec.get("status") == NODE_LEFT_STATUS and rec["raftAddr"] in members]
+            exits = scheduler.plan_raft_exits(state, now, members=members, policy=self.policy,
+                                              connected={a for a in left if self.replica.peer_connected(a)})
             expire = time.monotonic() >= self._next_expiry
             if expire:
                 self._next_expiry = time.monotonic() + self.policy.expiry_interval_s
             cmds += scheduler.plan(state, now, live_nodes=self.live_nodes(), prefer=self.cfg.node_id,
                                    policy=self.policy, expire=expire)
-        for addr in departed:
+        for addr in exits:  # a launched voter that is to leave goes out of Raft first, while it answers
             await self.remove_member(addr)
         if not cmds:
             return

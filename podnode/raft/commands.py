@@ -36,6 +36,7 @@ NODE_LEFT = "node_left"
 NODE_LAUNCHED = "node_launched"
 NODE_LAUNCH_FAILED = "node_launch_failed"
 BATCH = "batch"
+NODE_LAUNCH_REF = "node_launch_ref"
 
 
 def encode(cmd: dict[str, Any]) -> bytes:

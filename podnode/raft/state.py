@@ -103,6 +103,7 @@ class State(PolicyCommands, MembershipCommands):
             C.POLICY_RESET: self._policy_reset,
             C.NODE_LAUNCHED: self._node_launched,
             C.NODE_LAUNCH_FAILED: self._node_launch_failed,
+            C.NODE_LAUNCH_REF: self._node_launch_ref,
             C.NODE_DRAIN: self._node_drain,
             C.NODE_LEFT: self._node_left,
             C.BATCH: self._batch,

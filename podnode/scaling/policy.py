@@ -13,22 +13,28 @@ The Raft leader calls `decide(rules, situation)` on an interval and carries out 
    Without ``terminationTime`` all counters stay at 0.
 2. Cooldown: if ``last_action_s`` is set and ``now_s - last_action_s < cooldown/1000``, nothing is done; the
    reason says how many seconds are left.
-3. ``count`` = nodes up + launches not yet joined. With ``fixedWorkers=N`` that rule governs alone: below N,
-   launch ``N - count``; above N, destroy one surplus worker per call (removable, not the leader, busy == 0,
-   the longest idle first).
+3. ``count`` = nodes up + launches not yet joined; ``held`` = ``count`` + the nodes that still exist but are
+   not up (draining, or launched and lost but not destroyed yet): every server the cluster still has.
+   With ``fixedWorkers=N`` that rule governs alone: below N, launch ``N - count`` (never letting ``held``
+   pass N); above N, destroy one surplus worker per call (removable, not the leader, busy == 0, the longest
+   idle first).
 4. Otherwise the launch wanted is the larger of:
    - below ``minWorkers``: ``minWorkers - count``;
    - scale out: the predicted wait ``sum(queue_runtime_s) / max(1, slots up + launching * new_node_slots)``
      exceeds ``maxWait/1000``: the smallest k whose predicted wait (k more nodes' slots added) is within
      ``maxWait/1000``. Without ``maxWait`` the queue never triggers a launch.
-   and it is capped at ``maxWorkers - count``: nothing is launched when ``count >= maxWorkers``.
-5. Cost: a launch of k never lets ``prices up + (launching + k) * new_node_price`` exceed ``maxCostPerHour``;
+   and it is capped at ``maxWorkers - held``: nothing is launched while the cluster holds ``maxWorkers``
+   servers, draining and lost ones included (they still exist, and a lost one may come back).
+5. Cost: a launch of k never lets ``prices held + (launching + k) * new_node_price`` exceed ``maxCostPerHour``;
    k is reduced, and the reason says when the cap cut or blocked a wanted launch. This holds for
    ``fixedWorkers`` too.
-6. Scale in, only when nothing is wanted and the queue is empty: one worker per call, the longest idle among
-   those removable, not the leader, busy == 0 and idle for ``IDLE_READINGS_TO_SCALE_IN`` consecutive
-   readings, and only while ``count > max(minWorkers, 3)`` (three nodes keep a safe Raft quorum). A worker
-   busy for a single reading starts counting again from 0, so a short burst of work prevents flapping.
+6. Scale in, only when nothing is wanted and the queue is empty: one worker per call, among those removable,
+   not the leader, busy == 0 and idle for ``IDLE_READINGS_TO_SCALE_IN`` consecutive readings (non-voters
+   before Raft voters, then the longest idle), and only while ``count > max(minWorkers, seed_nodes)``: the
+   floor is what the user set, and never below the nodes the cluster was seeded with. Quorum is not the
+   policy's business: launched nodes join as Raft observers, and a launched voter is taken out of Raft
+   before it leaves (see scheduler.plan_drains). A worker busy for a single reading starts counting again
+   from 0, so a short burst of work prevents flapping.
 7. The leader and busy workers are never destroyed; static seed nodes (not removable) neither.
 8. When no rule asks for action the reason is ``"no rule asks for a change"``; every Decision has a reason.
 """
@@ -40,7 +46,6 @@ import re
 from dataclasses import dataclass
 
 IDLE_READINGS_TO_SCALE_IN = 3
-QUORUM_FLOOR = 3  # never scale in below this many nodes: three voters survive the loss of one
 COST_TOLERANCE = 1e-9  # prices are floats: 0.1 + 0.1 + 0.1 must still fit a cap of 0.3
 NO_CHANGE = "no rule asks for a change"
 
@@ -184,6 +189,7 @@ class WorkerView:
     is_leader: bool
     removable: bool           # launched by a provider (static seed nodes are never destroyed)
     hourly_price: float
+    voter: bool = False       # a Raft voter (taking it away changes the Raft membership): destroyed last
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +204,9 @@ class Situation:
     idle_readings: dict[str, int]         # consecutive evaluations each worker has been idle past terminationTime
     new_node_price: float                 # hourly price of one more node from the provider
     new_node_slots: int                   # slots of one more node
+    seed_nodes: int = 0                   # static (not removable) nodes the cluster has, up or lost: the least
+    absent: int = 0                       # nodes not up that still exist: draining, or launched and lost
+    absent_price: float = 0.0             # their hourly price together (still billed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +222,16 @@ class Decision:
 def node_count(s: Situation) -> int:
     """Nodes up plus launches not yet joined."""
     return len(s.workers) + s.launching
+
+
+def held_count(s: Situation) -> int:
+    """Every server the cluster has: up, launching, draining, or launched, lost and not destroyed yet."""
+    return node_count(s) + s.absent
+
+
+def scale_in_floor(rules: dict, s: Situation) -> int:
+    """Scale in stops at this many nodes: minWorkers, and never below the seed nodes."""
+    return max(rules.get("minWorkers", 0), s.seed_nodes)
 
 
 def predicted_wait_s(s: Situation, extra_nodes: int = 0) -> float:
@@ -241,9 +260,10 @@ def cooldown_left_s(rules: dict, s: Situation) -> float:
 
 
 def _destroyable(s: Situation) -> list[WorkerView]:
-    """Workers that may be destroyed (removable, not the leader, not busy), the longest idle first."""
+    """Workers that may be destroyed (removable, not the leader, not busy): non-voters first (their leaving
+    does not change the Raft membership), then the longest idle."""
     free = [w for w in s.workers if w.removable and not w.is_leader and w.busy == 0]
-    return sorted(free, key=lambda w: (-(w.idle_for_s or 0.0), w.id))
+    return sorted(free, key=lambda w: (w.voter, -(w.idle_for_s or 0.0), w.id))
 
 
 def _affordable(rules: dict, s: Situation, want: int) -> tuple[int, str]:
@@ -251,7 +271,7 @@ def _affordable(rules: dict, s: Situation, want: int) -> tuple[int, str]:
     cap = rules.get("maxCostPerHour")
     if cap is None or want <= 0:
         return want, ""
-    spend = sum(w.hourly_price for w in s.workers) + s.launching * s.new_node_price
+    spend = sum(w.hourly_price for w in s.workers) + s.absent_price + s.launching * s.new_node_price
     limit = cap + COST_TOLERANCE
     if s.new_node_price <= 0:
         fits = want if spend <= limit else 0
@@ -277,15 +297,16 @@ def _launch_decision(rules: dict, s: Situation, want: int, why: str, readings: d
 
 def _decide_fixed(rules: dict, s: Situation, readings: dict[str, int]) -> Decision:
     """fixedWorkers=N alone: launch up to N, or destroy one surplus idle worker per call."""
-    target, count = rules["fixedWorkers"], node_count(s)
+    target, count, held = rules["fixedWorkers"], node_count(s), held_count(s)
     counted = f"{count} nodes ({len(s.workers)} up, {s.launching} launching)"
     if count < target:
-        return _launch_decision(rules, s, target - count, f"fixedWorkers={target}, {counted}", readings)
+        if held >= target:
+            return Decision(reason=f"fixedWorkers={target}, {counted}, but {s.absent} more not up (draining "
+                                   f"or lost) make {held}: {NO_CHANGE}", idle_readings=readings)
+        return _launch_decision(rules, s, min(target - count, target - held),
+                                f"fixedWorkers={target}, {counted}", readings)
     if count == target:
         return Decision(reason=f"fixedWorkers={target} reached: {NO_CHANGE}", idle_readings=readings)
-    if count <= QUORUM_FLOOR:
-        return Decision(reason=f"fixedWorkers={target}, but {counted} is the safe quorum floor of "
-                               f"{QUORUM_FLOOR}: {NO_CHANGE}", idle_readings=readings)
     candidates = _destroyable(s)
     if not candidates:
         return Decision(reason=f"fixedWorkers={target}, {counted}, but no removable, idle, non-leader "
@@ -315,29 +336,31 @@ def _scale_out_k(rules: dict, s: Situation, room: int) -> tuple[int, str]:
 
 def _wanted_launch(rules: dict, s: Situation) -> tuple[int, str]:
     """Launches wanted by minWorkers and maxWait, capped by maxWorkers, and why."""
-    count = node_count(s)
-    room = rules.get("maxWorkers", RULES["maxWorkers"].max) - count
+    count, held = node_count(s), held_count(s)
+    room = rules.get("maxWorkers", RULES["maxWorkers"].max) - held
     low = rules.get("minWorkers", 0)
     below = max(0, low - count)
     out, out_why = _scale_out_k(rules, s, room)
     whys = ([f"{count} nodes below minWorkers={low}"] if below else []) + ([out_why] if out_why else [])
     want = min(max(below, out), max(0, room))
     if whys and want == 0 and room <= 0:
-        return 0, f"{'; '.join(whys)}, but {count} nodes already reach maxWorkers={count + room}"
+        held_note = f" (with {s.absent} draining or lost)" if s.absent else ""
+        return 0, f"{'; '.join(whys)}, but {held} nodes{held_note} already reach maxWorkers={held + room}"
     return want, "; ".join(whys)
 
 
 def _decide_scale_in(rules: dict, s: Situation, readings: dict[str, int]) -> Decision:
-    """Destroy the longest idle worker idle long enough, while above max(minWorkers, 3) nodes."""
+    """Destroy the longest idle worker idle long enough, while above max(minWorkers, seed nodes)."""
     ripe = [w for w in _destroyable(s) if readings.get(w.id, 0) >= IDLE_READINGS_TO_SCALE_IN]
     if not ripe:
         return Decision(reason=NO_CHANGE, idle_readings=readings)
-    count, floor = node_count(s), max(rules.get("minWorkers", 0), QUORUM_FLOOR)
+    count, floor = node_count(s), scale_in_floor(rules, s)
     victim = ripe[0]
     if count <= floor:
         return Decision(idle_readings=readings,
                         reason=f"{victim.id} is idle past terminationTime, but {count} nodes is the floor "
-                               f"max(minWorkers, {QUORUM_FLOOR})={floor}: {NO_CHANGE}")
+                               f"max(minWorkers={rules.get('minWorkers', 0)}, {s.seed_nodes} seed nodes)="
+                               f"{floor}: {NO_CHANGE}")
     return Decision(destroy=(victim.id,), idle_readings=readings,
                     reason=f"{victim.id} idle {victim.idle_for_s or 0:.0f} s for {readings[victim.id]} "
                            f"readings past terminationTime={rules['terminationTime']} ms: destroying it")

@@ -55,7 +55,8 @@ class _Server:
 
 
 class PodTestNodeDriver(NodeDriver):
-    """Servers are local podnode processes; sizes "small" ($0.05/h) and "large" ($0.20/h), one image and location."""
+    """Servers are local podnode processes; sizes "small" ($0.05/h) and "large" ($0.20/h), one image and location.
+    A third size, "sold-out" ($0.10/h), is listed but never available: create_node of it always fails."""
 
     type = DRIVER_TYPE
     name = "POD test cloud"
@@ -77,7 +78,8 @@ class PodTestNodeDriver(NodeDriver):
 
     def list_sizes(self, location: NodeLocation | None = None) -> list[NodeSize]:
         return [NodeSize(id="small", name="small", ram=1024, disk=10, bandwidth=None, price=0.05, driver=self),
-                NodeSize(id="large", name="large", ram=4096, disk=40, bandwidth=None, price=0.20, driver=self)]
+                NodeSize(id="large", name="large", ram=4096, disk=40, bandwidth=None, price=0.20, driver=self),
+                NodeSize(id="sold-out", name="sold-out", ram=1024, disk=10, bandwidth=None, price=0.10, driver=self)]
 
     def list_images(self, location: NodeLocation | None = None, ex_only_active: bool = True) -> list[NodeImage]:
         return [NodeImage(id="pod-image", name="pod-image", driver=self)]
@@ -90,9 +92,9 @@ class PodTestNodeDriver(NodeDriver):
     def create_node(self, name: str, size: NodeSize, image: NodeImage, location: NodeLocation | None = None,
                     ex_userdata: str | None = None) -> Node:
         """Start the podnode the user data describes, on loopback with free ports."""
-        if self.fail_next_create:
+        if self.fail_next_create or size.id == "sold-out":
             self.fail_next_create = False
-            raise LibcloudError("simulated failure: out of capacity", driver=self)
+            raise LibcloudError(f"simulated failure: out of capacity for {size.id}", driver=self)
         if not ex_userdata:
             raise LibcloudError("podtest servers need ex_userdata to know what to run", driver=self)
         settings = userdata.parse(ex_userdata)

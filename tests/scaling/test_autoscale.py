@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from ..conftest import Client, pid_alive, approved, install_script, start_cluster, wait_until
 
@@ -79,19 +80,99 @@ def test_libcloud_provider_through_a_test_driver(tmp_path, scripts):
 
 
 def test_failed_launches_are_counted_not_leaked_and_back_off(tmp_path, scripts):
-    cluster = cloud_cluster(tmp_path, "huge")   # the driver has no such size: every launch fails
+    cluster = cloud_cluster(tmp_path, "sold-out")   # a size the driver lists but never has: every launch fails
     try:
         client = Client(cluster.urls)
         client.ok("newPolicy", name="more", rules="minWorkers=4,maxWorkers=5,cooldown=500")
         client.ok("applyPolicy", name="more")
         body = wait_until(lambda: (b := client.ok("getWorkers", 0))["launchFailures"].get("count", 0) >= 1 and b,
                           timeout_s=30, what="a failed launch recorded")
-        assert "huge" in body["launchFailures"]["lastReason"] and body["launching"] == []
+        assert "out of capacity for sold-out" in body["launchFailures"]["lastReason"]
+        wait_until(lambda: client.ok("getWorkers", 0)["launching"] == [], timeout_s=10, what="no launch left")
         assert len(body["workers"]) == 3
         # It backs off: the leader says so instead of retrying every evaluation.
         status = wait_until(lambda: (s := cluster.status(cluster.leader())) and "backing off" in
                             s.get("scaling", {}).get("reason", "") and s, timeout_s=30, what="backing off")
         assert status["scaling"]["launch"] == 0
-        assert client.ok("getWorkers", 0)["launchFailures"]["count"] == body["launchFailures"]["count"]
+        failures = client.ok("getWorkers", 0)["launchFailures"]["count"]
+        assert failures == body["launchFailures"]["count"]
+    finally:
+        cluster.stop()
+
+
+def test_a_provider_that_cannot_describe_a_new_node_launches_nothing_and_says_why(tmp_path, scripts):
+    cluster = cloud_cluster(tmp_path, "huge")   # the driver has no such size: prepare() fails, and is retried
+    try:
+        client = Client(cluster.urls)
+        client.ok("newPolicy", name="more", rules="minWorkers=4,maxWorkers=5,cooldown=500")
+        client.ok("applyPolicy", name="more")
+        status = wait_until(lambda: (s := cluster.status(cluster.leader())) and "waiting for the provider's price"
+                            in s.get("scaling", {}).get("reason", "") and s, timeout_s=30, what="waiting for price")
+        assert "no size with id or name 'huge'" in status["scaling"]["reason"]
+        assert "available sizes: small" in status["scaling"]["reason"]     # what there is, to fix the configuration
+        assert "(wanted 1: 3 nodes below minWorkers=4)" in status["scaling"]["reason"]
+        body = client.ok("getWorkers", 0)
+        assert body["launching"] == [] and body["launchFailures"].get("count", 0) == 0
+        assert len(body["workers"]) == 3
+    finally:
+        cluster.stop()
+
+
+FLOOR = "minWorkers=1,maxWorkers=3,maxWait=1000,terminationTime=8000"
+
+
+def test_one_node_grows_to_three_under_a_backlog_and_shrinks_back_to_one(tmp_path, scripts, record_property):
+    """`pod up --nodes 1` under minWorkers=1,maxWorkers=3,maxWait=1000,terminationTime=8000: the two launched
+    nodes go again once idle (the floor is minWorkers and the one seed node, not three), and the one node
+    left still commits (the launched nodes were observers: it was the only voter all along)."""
+    cluster = start_cluster(tmp_path, nodes=1, slots=1, extra_args=FAST + ["--provider", "local"])
+    try:
+        client = Client(cluster.urls)
+        approved(client, "slow", scripts.add("slow-floor.sh", install_script('sleep 3; echo "slow $1"')))
+        client.ok("newPolicy", name="floor", rules=FLOOR)
+        client.ok("applyPolicy", name="floor")
+        ids = [client.ok("newExecution", name="slow", input=str(i))["execution"]["id"] for i in range(8)]
+        most = 0
+
+        def grown():
+            nonlocal most
+            body = client.ok("getWorkers", 0)
+            held = [w for w in body["workers"] if w["status"] != "left"] + body["launching"]
+            most = max(most, len(held))
+            return sum(w["status"] == "up" for w in body["workers"]) == 3
+
+        wait_until(grown, timeout_s=60, what="3 nodes up")
+        assert cluster.status(cluster.nodes[0])["peers"] == []   # the launched nodes do not vote
+        finish_ms = []
+        for i, exec_id in enumerate(ids):
+            final = wait_until(lambda: (e := client.ok("getExecutionStatus", 0, executionId=exec_id, wait=5)
+                                        ["execution"])["status"] == "finished" and e, timeout_s=90, what="finished")
+            assert final["stdout"] == f"slow {i}\n"
+            finish_ms.append(final["finishTime"])
+            grown()
+        launched = {n: w for n, w in workers(client).items() if w["provider"] == "local"}
+        assert len(launched) == 2 and most == 3, (launched, most)
+        last_finish_s = max(finish_ms) / 1000
+
+        def shrunk():
+            grown()
+            return all(workers(client)[n]["status"] == "left" for n in launched) and time.time()
+
+        scaled_in_at = wait_until(shrunk, timeout_s=90, interval_s=0.2, what="back to one node")
+        after_s = scaled_in_at - last_finish_s
+        record_property("scale_in_after_last_finish_s", round(after_s, 1))
+        print(f"\nlast finish to scale-in (both launched nodes left): {after_s:.1f} s "
+              f"(terminationTime 8 s, scaling interval 0.5 s, 3 idle readings)")
+        assert 8.0 <= after_s < 30.0, after_s
+        assert most == 3
+        assert [w["status"] for n, w in workers(client).items() if n not in launched] == ["up"]
+        wait_until(lambda: not any(pid_alive(int(w["ref"])) for w in launched.values()), timeout_s=30,
+                   what="launched processes gone")
+        # The one node left commits on its own and runs work; the floor holds (nothing more is scaled in).
+        again = client.ok("newExecution", name="slow", input="again")["execution"]["id"]
+        final = wait_until(lambda: (e := client.ok("getExecutionStatus", 0, executionId=again, wait=5)
+                                    ["execution"])["status"] == "finished" and e, timeout_s=30, what="finished")
+        assert final["workerId"] == "n1"
+        assert {n for n, w in workers(client).items() if w["provider"] == "local"} == set(launched)
     finally:
         cluster.stop()

@@ -21,11 +21,11 @@ NO_CHANGE = "no rule asks for a change"
 
 
 def worker(id: str, *, slots: int = 2, busy: int = 0, idle_for_s: float | None = 0.0, is_leader: bool = False,
-           removable: bool = True, hourly_price: float = 1.0) -> WorkerView:
+           removable: bool = True, hourly_price: float = 1.0, voter: bool = False) -> WorkerView:
     if busy:
         idle_for_s = None
     return WorkerView(id=id, slots=slots, busy=busy, idle_for_s=idle_for_s, is_leader=is_leader,
-                      removable=removable, hourly_price=hourly_price)
+                      removable=removable, hourly_price=hourly_price, voter=voter)
 
 
 def cluster(n: int, **kw) -> tuple[WorkerView, ...]:
@@ -34,10 +34,12 @@ def cluster(n: int, **kw) -> tuple[WorkerView, ...]:
 
 
 def situation(workers=(), *, now_s: float = 1000.0, launching: int = 0, queue=(), last_action_s=None,
-              idle_readings=None, new_node_price: float = 1.0, new_node_slots: int = 2) -> Situation:
+              idle_readings=None, new_node_price: float = 1.0, new_node_slots: int = 2, seed_nodes: int = 0,
+              absent: int = 0, absent_price: float = 0.0) -> Situation:
     return Situation(now_s=now_s, workers=tuple(workers), launching=launching, queue_runtime_s=tuple(queue),
                      last_action_s=last_action_s, idle_readings=dict(idle_readings or {}),
-                     new_node_price=new_node_price, new_node_slots=new_node_slots)
+                     new_node_price=new_node_price, new_node_slots=new_node_slots, seed_nodes=seed_nodes,
+                     absent=absent, absent_price=absent_price)
 
 
 # ------------------------------------------------------------------------------------------- RULES
@@ -433,6 +435,21 @@ def test_never_launch_above_max_workers_counting_launching():
     assert decide({"maxWait": 1000, "maxWorkers": 5}, s).launch == 0
 
 
+def test_max_workers_counts_draining_and_lost_nodes():
+    # 3 up and 1 draining (it is there until it leaves): a new backlog must not bring a 5th under maxWorkers=4.
+    rules = {"maxWorkers": 4, "maxWait": 0}
+    d = decide(rules, situation(cluster(3), absent=1, queue=[60.0] * 8))
+    assert d.launch == 0
+    assert "4 nodes (with 1 draining or lost) already reach maxWorkers=4" in d.reason
+    assert decide(rules, situation(cluster(2), absent=1, queue=[60.0] * 8)).launch == 1
+
+
+def test_cost_cap_counts_draining_and_lost_nodes():
+    d = decide({"maxWait": 0, "maxWorkers": 10, "maxCostPerHour": 3.0},
+               situation(cluster(2), absent=1, absent_price=1.0, queue=[60.0] * 8))
+    assert d.launch == 0 and "maxCostPerHour" in d.reason
+
+
 def test_without_max_wait_queue_never_launches():
     s = situation(cluster(3, slots=1), queue=[1e6] * 100)
     d = decide({"maxWorkers": 10, "terminationTime": 0}, s)
@@ -555,10 +572,45 @@ def test_busy_flip_resets_before_destroy():
     assert d.idle_readings["a"] == 0
 
 
-def test_scale_in_never_below_three_nodes():
-    d = decide({"terminationTime": 0}, situation(cluster(3), idle_readings=ripe(3)))
+def test_scale_in_goes_down_to_min_workers_not_three_nodes():
+    # pod up --nodes 1, minWorkers=1, grown to 3: both launched nodes go, one per evaluation, down to 1.
+    rules = {"terminationTime": 8000, "minWorkers": 1, "maxWorkers": 3, "maxWait": 1000}
+    workers = (worker("n1", is_leader=True, removable=False, idle_for_s=60),
+               worker("wa", idle_for_s=60), worker("wb", idle_for_s=50))
+    readings = {"n1": 5, "wa": 5, "wb": 5}
+    d = decide(rules, situation(workers, idle_readings=readings, seed_nodes=1))
+    assert d.destroy == ("wa",)
+    d = decide(rules, situation(workers[::2], idle_readings=d.idle_readings, seed_nodes=1))
+    assert d.destroy == ("wb",)
+    d = decide(rules, situation(workers[:1], idle_readings=d.idle_readings, seed_nodes=1))
+    assert d.destroy == () and d.launch == 0
+
+
+def test_scale_in_floor_is_the_seed_nodes_when_min_workers_is_lower():
+    # Three seeds, one of them lost (it still counts: it may come back); the launched node stands in for it.
+    workers = (worker("n1", is_leader=True, removable=False), worker("n2", removable=False), worker("w1"))
+    d = decide({"terminationTime": 0, "minWorkers": 1}, situation(workers, idle_readings=ripe(3), seed_nodes=3))
     assert d.destroy == ()
-    assert "floor" in d.reason and NO_CHANGE in d.reason
+    assert "floor" in d.reason and "3 seed nodes" in d.reason and NO_CHANGE in d.reason
+    assert decide({"terminationTime": 0, "minWorkers": 1},
+                  situation(workers, idle_readings={"w1": 9}, seed_nodes=2)).destroy == ("w1",)
+
+
+def test_scale_in_down_to_zero_min_keeps_the_leader():
+    workers = (worker("lead", is_leader=True, idle_for_s=1e6), worker("w1"))
+    d = decide({"terminationTime": 0}, situation(workers, idle_readings={"lead": 9, "w1": 9}))
+    assert d.destroy == ("w1",)
+    d = decide({"terminationTime": 0}, situation(workers[:1], idle_readings={"lead": 9}))
+    assert d.destroy == ()
+
+
+def test_scale_in_takes_observers_before_voters():
+    workers = (worker("n1", is_leader=True, removable=False), worker("wv", idle_for_s=900, voter=True),
+               worker("wo", idle_for_s=100))
+    d = decide({"terminationTime": 0}, situation(workers, idle_readings={"wv": 9, "wo": 9}, seed_nodes=1))
+    assert d.destroy == ("wo",)
+    d = decide({"terminationTime": 0}, situation(workers[:2], idle_readings={"wv": 9}, seed_nodes=1))
+    assert d.destroy == ("wv",)
 
 
 def test_scale_in_floor_is_min_workers_when_higher():
@@ -569,8 +621,10 @@ def test_scale_in_floor_is_min_workers_when_higher():
 
 
 def test_scale_in_floor_counts_launching():
-    d = decide({"terminationTime": 0}, situation(cluster(3), launching=1, idle_readings=ripe(3)))
+    d = decide({"terminationTime": 0, "minWorkers": 3}, situation(cluster(3), launching=1, idle_readings=ripe(3)))
     assert len(d.destroy) == 1
+    d = decide({"terminationTime": 0, "minWorkers": 3}, situation(cluster(3), idle_readings=ripe(3)))
+    assert d.destroy == ()
 
 
 def test_scale_in_never_destroys_leader():
@@ -610,11 +664,17 @@ def test_without_termination_time_no_scale_in():
     assert d == Decision(reason=NO_CHANGE, idle_readings={f"w{i}": 0 for i in range(6)})
 
 
-def test_fixed_never_goes_below_the_quorum_floor():
-    workers = (worker("lead", is_leader=True), worker("w1"), worker("w2"))
+def test_fixed_goes_down_to_n_even_below_three():
+    workers = (worker("lead", is_leader=True, removable=False), worker("w1", idle_for_s=5), worker("w2"))
     d = decide({"fixedWorkers": 1}, situation(workers))
-    assert d.destroy == () and d.launch == 0
-    assert "quorum floor" in d.reason
+    assert d.destroy == ("w1",) and d.launch == 0
+
+
+def test_fixed_counts_draining_and_lost_nodes_against_n():
+    d = decide({"fixedWorkers": 4}, situation(cluster(2), absent=1))
+    assert d.launch == 1
+    d = decide({"fixedWorkers": 3}, situation(cluster(2), absent=1))
+    assert (d.launch, d.destroy) == (0, ()) and "draining or lost" in d.reason
 
 
 def test_runtime_estimate_before_and_after_the_first_finish():
