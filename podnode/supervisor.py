@@ -22,7 +22,7 @@ from .procs import (alive, children, descendants, is_node_process, kill_tree, re
 
 LEFT_MARKER = "left.json"        # written by the node's agent when it leaves, or by pod up when it finds out
 STOP_GRACE_S = 7.0               # SIGTERM to SIGKILL on stop: a node needs its kill grace (5 s) and a little
-TICK_S = 0.25
+STRAGGLER_S = 15.0               # a node without a leader this long, while the others have one, is looked into
 
 
 @dataclass
@@ -116,12 +116,30 @@ class Supervisor:
                 w.state, w.started_at, w.restarts = "starting", now, w.restarts + 1
                 self.say(f"{w.node.node_id} restarted (pid {w.node.proc.pid}); waiting for it to rejoin")
             elif w.state == "starting" and w.restarts:
-                s = status(w.node)
-                if s and s.get("leader"):
-                    w.state = "up"
-                    self.say(f"{w.node.node_id} is back: {len(self.running())} of {len(self.members())} "
-                             f"nodes up (leader {s['leader']})")
+                self._rejoining(w, now)
         self.clean_orphans()
+
+    def _rejoining(self, w: Watched, now: float) -> None:
+        """Say when a restarted node is back; let it go if it cannot come back (it was taken out of Raft
+        while it was down: it would stand for election forever)."""
+        s = status(w.node)
+        if s and s.get("leader"):
+            w.state = "up"
+            self.say(f"{w.node.node_id} is back: {len(self.running())} of {len(self.members())} "
+                     f"nodes up (leader {s['leader']})")
+            return
+        if now - w.started_at < STRAGGLER_S:
+            return
+        for other in self.running():
+            other_status = status(other.node) if other is not w else None
+            if other_status and other_status.get("leader"):
+                why = why_gone(w.node, other.node, other_status, membership=True)
+                if why:
+                    self.cluster.stop_node(w.node, timeout_s=5.0)
+                    mark_left(w.node.data_dir, w.node.node_id, why)
+                    w.state = "left"
+                    self.say(f"{w.node.node_id} {why}; the cluster carries on without it")
+                return
 
     def mark_up(self) -> None:
         """The cluster came up: every started node counts as up."""
@@ -131,7 +149,7 @@ class Supervisor:
 
     def _exited(self, w: Watched, now: float) -> None:
         node, code = w.node, w.node.proc.returncode
-        if self.left(node):
+        if code == 0 and self.left(node):   # a node that leaves stops itself cleanly: a crash never left
             w.state = "left"
             self.say(f"{node.node_id} left the cluster; the cluster carries on with {len(self.running())} "
                      f"nodes ({node.node_id} is not restarted)")
@@ -154,16 +172,11 @@ class Supervisor:
         if read_left(node.data_dir) is not None:
             return True
         for w in self.running():
-            try:
-                code, body = get_json(w.node.url + "/POD/?action=getWorkers", timeout_s=2.0)
-            except OSError:
-                continue
-            if code == 200:
-                statuses = {x["id"]: x.get("status") for x in body.get("workers", [])}
-                if statuses.get(node.node_id) == "left":
+            said = state_says_left(node, w.node)
+            if said is not None:
+                if said:
                     mark_left(node.data_dir, node.node_id, "the cluster's state says it left")
-                    return True
-                return False
+                return said
         return False
 
     def clean_orphans(self) -> None:
@@ -210,3 +223,27 @@ def kill_now(cluster: LocalCluster) -> None:
                 pass
     reap_orphans()
 
+
+def state_says_left(node: LocalNode, member: LocalNode) -> bool | None:
+    """Does the replicated state, as `member` reads it, list `node` as left? None if it could not be asked."""
+    try:
+        code, body = get_json(member.url + "/POD/?action=getWorkers", timeout_s=2.0)
+    except OSError:
+        return None
+    if code != 200:
+        return None
+    return {w["id"]: w.get("status") for w in body.get("workers", [])}.get(node.node_id) == "left"
+
+
+def why_gone(node: LocalNode, member: LocalNode, member_status: dict, *, membership: bool) -> str | None:
+    """Why `node` cannot rejoin through `member`, or None: it left (the state says so at once), or (when
+    `membership`: asked only after STRAGGLER_S, as a member that is catching up is not listed yet either)
+    Raft no longer counts it."""
+    if state_says_left(node, member):
+        return "left the cluster earlier (the cluster's state says so)"
+    if not membership:
+        return None
+    members = {p.get("address") for p in member_status.get("peers", [])} | {member_status.get("raftAddress")}
+    if node.raft_addr not in members:
+        return "is no longer a member of the cluster (it was replaced while it was down)"
+    return None

@@ -18,7 +18,6 @@ from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
 
 READY_TIMEOUT_S = 60.0
-STRAGGLER_S = 15.0     # a node still without a leader this long after the others found one is looked into
 
 
 class _Stop(Exception):
@@ -168,7 +167,7 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
     or the replicated state says so), or that is no longer a Raft member, would never find a leader: once
     the others have had one for STRAGGLER_S, it is stopped, recorded as gone, and the cluster goes on
     without it (never a hang). One that left is let go as soon as the others have a leader."""
-    from ..supervisor import mark_left, status
+    from ..supervisor import STRAGGLER_S, mark_left, status, why_gone
 
     deadline = time.monotonic() + timeout_s
     led_since = None
@@ -189,7 +188,7 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
             led_since = led_since or time.monotonic()
             waited_s = time.monotonic() - led_since
             for node in [n for n in cluster.nodes if n not in led]:
-                why = _not_member(node, led[0], statuses[led[0].node_id], membership=waited_s > STRAGGLER_S)
+                why = why_gone(node, led[0], statuses[led[0].node_id], membership=waited_s > STRAGGLER_S)
                 if why:
                     say(f"{node.node_id} {why}; going on without it")
                     cluster.stop_node(node, timeout_s=5.0)
@@ -199,25 +198,6 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"cluster not ready within {timeout_s:g} s")
         time.sleep(0.2)
-
-
-def _not_member(node, member, member_status: dict, *, membership: bool) -> str | None:
-    """Why `node` cannot rejoin through `member`, or None: it left (the state says so at once), or (when
-    `membership`: asked only after STRAGGLER_S, as a member that is catching up is not listed yet either)
-    Raft no longer counts it."""
-    from ..localcluster import get_json
-    try:
-        code, body = get_json(member.url + "/POD/?action=getWorkers", timeout_s=2.0)
-    except OSError:
-        return None
-    if code == 200 and {w["id"]: w.get("status") for w in body.get("workers", [])}.get(node.node_id) == "left":
-        return "left the cluster earlier (the cluster's state says so)"
-    if not membership:
-        return None
-    members = {p.get("address") for p in member_status.get("peers", [])} | {member_status.get("raftAddress")}
-    if node.raft_addr not in members:
-        return "is no longer a member of the cluster (it was replaced while it was down)"
-    return None
 
 
 def add_up(sub) -> None:
