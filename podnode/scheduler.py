@@ -112,7 +112,7 @@ def _ready_to_leave(state: State, now: float) -> list[str]:
     return ready
 
 
-def plan_drains(state: State, now: float, *, members: Collection[str] = ()) -> list[dict[str, Any]]:
+def plan_drains(state: State, now: float, *, members: Collection[str]) -> list[dict[str, Any]]:
     """A draining node leaves once nothing runs on it any more, or at its deadline (its work then moves).
     A launched node that is still a Raft voter (members: the Raft addresses) waits: plan_raft_exits takes it
     out of Raft first, and it leaves on the next plan."""

@@ -8,6 +8,7 @@ while it still answers, before it is let go and destroyed.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 from podnode import scheduler
@@ -18,6 +19,7 @@ from podnode.raft import commands as C
 from podnode.raft.bridge import CommandBridge
 from podnode.raft.state import State
 
+from ..conftest import Client, pid_alive, start_cluster, wait_until
 from ..unit.builders import node_up
 from .fakes import FakeReplica, addr, settle
 
@@ -161,3 +163,70 @@ async def test_the_manager_takes_a_launched_voter_out_of_raft_before_committing_
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------------------------- real Raft
+
+
+FAST = ["--election-timeout-s", "0.3", "--kill-grace-s", "1", "--node-lost-after-s", "1.5",
+        "--scaling-interval-s", "0.5"]
+
+
+def peers_of(cluster, node) -> set[str]:
+    return {p["address"] for p in (cluster.status(node) or {}).get("peers", [])}
+
+
+def commits_for_longer_than_the_leader_fallback(client: Client, leader_fallback_s: float = 3.0) -> None:
+    """Writes succeed now, and again after the leader's fallback time (a leader that hears from no majority of
+    its voters that long steps down: a wedged cluster would refuse the second write)."""
+    client.ok("newPolicy", name="probe1", rules="minWorkers=0")
+    deadline = time.monotonic() + leader_fallback_s + 1.0
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+    client.ok("newPolicy", name="probe2", rules="minWorkers=0")
+
+
+def test_a_two_voter_cluster_drained_to_one_still_commits(tmp_path):
+    cluster = start_cluster(tmp_path, nodes=2, slots=1, extra_args=FAST)
+    try:
+        leader = wait_until(cluster.leader, what="leader")
+        victim = next(n for n in cluster.nodes if n is not leader)
+        client = Client([leader.url])
+        client.ok("drainWorker", workerId=victim.node_id, deadline=60)
+        wait_until(lambda: victim.proc.poll() is not None, timeout_s=30, what="the drained node stopped by itself")
+        wait_until(lambda: peers_of(cluster, leader) == set(), timeout_s=10, what="out of Raft")
+        commits_for_longer_than_the_leader_fallback(client)
+        assert cluster.status(leader)["role"] == "leader"
+    finally:
+        cluster.stop()
+
+
+def test_a_launched_voter_goes_out_of_raft_first_and_the_voters_left_commit(tmp_path):
+    cluster = start_cluster(tmp_path, nodes=3, slots=1, extra_args=FAST + ["--provider", "local"])
+    try:
+        leader = wait_until(cluster.leader, what="leader")
+        client = Client([leader.url])
+        client.ok("newPolicy", name="four", rules="minWorkers=4,maxWorkers=4")
+        client.ok("applyPolicy", name="four")
+        launched = wait_until(lambda: [w for w in client.ok("getWorkers")["workers"]
+                                       if w["provider"] == "local" and w["status"] == "up"], timeout_s=60,
+                              what="a launched node up")[0]
+        assert launched["raftAddress"] not in peers_of(cluster, leader)    # it joined as an observer
+        # A seed voter dies: it is taken out of Raft and the launched observer votes in its place.
+        dead = next(n for n in cluster.nodes if n is not leader)
+        cluster.signal_node(dead, signal.SIGKILL)
+        wait_until(lambda: launched["raftAddress"] in peers_of(cluster, leader)
+                   and dead.raft_addr not in peers_of(cluster, leader), timeout_s=30, what="the launched node promoted")
+        client.ok("newPolicy", name="hold", rules="maxWorkers=4")
+        client.ok("applyPolicy", name="hold")
+        # Drained, the launched voter leaves Raft while it still answers, then leaves and is destroyed.
+        client.ok("drainWorker", workerId=launched["id"], deadline=60)
+        wait_until(lambda: {w["id"]: w for w in client.ok("getWorkers")["workers"]}[launched["id"]]["status"]
+                   == "left", timeout_s=30, what="the launched voter left")
+        assert launched["raftAddress"] not in peers_of(cluster, leader)
+        wait_until(lambda: not pid_alive(int(launched["ref"])), timeout_s=30, what="destroyed")
+        commits_for_longer_than_the_leader_fallback(client)
+        log = (tmp_path / f"{leader.node_id}.log").read_text(errors="replace")
+        assert f"removed {launched['raftAddress']} from the Raft cluster" in log
+    finally:
+        cluster.stop()
