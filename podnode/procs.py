@@ -62,6 +62,35 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
+def pids() -> list[int]:
+    """Every process id this user can see, but this process's."""
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()]
+
+
+def cwd(pid: int) -> Path | None:
+    """A process's working directory, None when it is gone or not ours to read."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def within(path: Path | None, root: Path) -> bool:
+    return path is not None and (path == root or root in path.parents)
+
+
+def working_in(root: Path, *, part: str | None = None) -> list[int]:
+    """Live processes whose working directory is in `root` (and, if `part` is given, has a directory of that
+    name below `root`): an execution runs in its activity's directory, in a session of its own."""
+    root = root.resolve()
+    found = []
+    for pid in pids():
+        where = cwd(pid)
+        if within(where, root) and (part is None or part in where.relative_to(root).parts) and alive(pid):
+            found.append(pid)
+    return found
+
+
 def _stat(pid: int) -> tuple[int, str] | None:
     """(parent pid, state letter) of a process, None when it is gone."""
     try:

@@ -13,7 +13,8 @@ import signal
 import time
 from pathlib import Path
 
-from ..procs import alive, become_subreaper, cmdline, is_node_process, kill_until_gone, port_free, stop_groups
+from ..procs import (become_subreaper, cmdline, cwd, is_node_process, kill_until_gone, pids, port_free, stop_groups,
+                     within, working_in)
 from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
 
@@ -53,47 +54,26 @@ def stop_leftovers(data_dir: Path) -> None:
     the local provider launched, which would otherwise rejoin the new cluster unseen) and their executions
     (found by their working directory, in the data dir, since they run in sessions of their own)."""
     root = data_dir.resolve()
-    nodes = [pid for pid in _processes() if is_node_process(pid) and _within(_data_dir_of(pid), root)]
-    if not nodes and not _left_in(root):
+    nodes, work = _nodes_of(root), working_in(root, part="activities")   # executions and installs
+    if not nodes and not work:
         return
-    say(f"stopping what an earlier pod up on {data_dir}/ left running (node pids "
-        f"{', '.join(map(str, nodes)) or 'none'}); this pod up starts its own and rejoins none of them")
+    say(f"stopping what an earlier pod up on {data_dir}/ left running ({len(nodes)} nodes, {len(work)} "
+        f"processes of executions); this pod up starts its own and rejoins none of them")
     stop_groups(nodes, grace_s=5.0)
-    kill_until_gone(lambda: _left_in(root))
+    kill_until_gone(lambda: _nodes_of(root) + working_in(root, part="activities"))
 
 
-def _processes() -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != os.getpid()]
-
-
-def _left_in(root: Path) -> list[int]:
-    """Live processes that are nodes of `root` or run in an activity's directory in it (executions and
-    installs; not, say, a shell that happens to be in the data dir)."""
-    return [pid for pid in _processes() if alive(pid) and (
-        _in_activity(_cwd(pid), root) or (is_node_process(pid) and _within(_data_dir_of(pid), root)))]
-
-
-def _in_activity(path: Path | None, root: Path) -> bool:
-    return _within(path, root) and "activities" in path.relative_to(root).parts
-
-
-def _within(path: Path | None, root: Path) -> bool:
-    return path is not None and (path == root or root in path.parents)
-
-
-def _cwd(pid: int) -> Path | None:
-    try:
-        return Path(os.readlink(f"/proc/{pid}/cwd"))
-    except OSError:
-        return None
+def _nodes_of(root: Path) -> list[int]:
+    """podnode processes whose data dir is in `root`."""
+    return [pid for pid in pids() if is_node_process(pid) and within(_data_dir_of(pid), root)]
 
 
 def _data_dir_of(pid: int) -> Path | None:
     args = cmdline(pid)
     if "--data-dir" not in args or args.index("--data-dir") + 1 >= len(args):
         return None
-    cwd = _cwd(pid)
-    return None if cwd is None else (cwd / args[args.index("--data-dir") + 1]).resolve()
+    where = cwd(pid)
+    return None if where is None else (where / args[args.index("--data-dir") + 1]).resolve()
 
 
 def cmd_up(args: argparse.Namespace, api: Api) -> int:

@@ -18,6 +18,7 @@ from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
+from ..procs import kill_until_gone, signal_group, working_in
 from ..supervisor import LEFT_MARKER, mark_left
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
@@ -48,6 +49,7 @@ class Agent:
 
     # ---- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:
+        await asyncio.to_thread(_stop_stale_executions, self.activities_dir)
         self._spawn(self._report_loop())
         await self._register()
         while True:
@@ -277,6 +279,18 @@ class Agent:
 def _version() -> str:
     from .. import __version__
     return __version__
+
+
+def _stop_stale_executions(activities_dir: Path) -> None:
+    """Kill what an earlier run of this node left running in its activity directories: after a SIGKILL or
+    a crash its executions live on (each in a session of its own); their attempts are reported lost and
+    retried, so they must not run on beside the retry."""
+    stale = working_in(activities_dir)
+    if stale:
+        log.warning("stopping %d processes an earlier run of this node left running: %s", len(stale), stale)
+        for pid in stale:   # main.sh leads its own group: its children go too, wherever they cd'd to
+            signal_group(pid, signal.SIGKILL)
+        kill_until_gone(lambda: working_in(activities_dir), timeout_s=5.0)
 
 
 def _record_leaving(data_dir: Path, node: str) -> None:

@@ -292,7 +292,7 @@ def test_a_pod_up_killed_with_sigkill_leaves_nothing_the_next_one_keeps(pod_up, 
 
     up.start()
     out = up.wait_output("POD is up", timeout_s=90)
-    assert "stopping what an earlier pod up on" in out, out
+    assert "stopping what an earlier pod up on" in out and "processes of executions" in out, out
     assert [(p, cmdline(p)) for p in old if alive(p)] == []
     assert up.stop() < STOP_LIMIT_S, "pod up took longer than 10 s to stop"
     assert processes_in(up.data_dir) == []

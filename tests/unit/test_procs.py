@@ -85,3 +85,19 @@ def test_stop_foreign_node_leaves_a_process_that_is_not_that_node_alone():
     finally:
         other.kill()
         other.wait(timeout=5)
+
+
+def test_working_in_finds_processes_by_their_directory(tmp_path):
+    work = tmp_path / "n1" / "activities" / "a"
+    work.mkdir(parents=True)
+    inside = subprocess.Popen(["sleep", "30"], cwd=work, start_new_session=True)
+    outside = subprocess.Popen(["sleep", "30"], cwd=tmp_path, start_new_session=True)
+    try:
+        assert inside.pid in procs.working_in(tmp_path / "n1" / "activities")
+        assert procs.working_in(tmp_path, part="activities") == [inside.pid]
+        assert outside.pid in procs.working_in(tmp_path)
+        assert procs.kill_until_gone(lambda: procs.working_in(tmp_path), timeout_s=5.0) == []
+    finally:
+        for p in (inside, outside):
+            p.kill()
+            p.wait(timeout=5)
