@@ -97,6 +97,7 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
         if not cluster.nodes:
             raise CliError(f"every node of {data_dir}/ left the cluster; remove {data_dir}/ to start afresh",
                            EXIT_USAGE)
+        join_new_nodes(cluster)
         check_ports(args.port, [int(n.node_id[1:]) - 1 for n in cluster.nodes])
         supervisor = Supervisor(cluster, restart=args.restart, say=say)
         previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -117,6 +118,16 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
                 signal.signal(sig, handler)
     finally:
         os.close(lock)
+
+
+def join_new_nodes(cluster) -> None:
+    """On a data dir that holds a cluster already, a node without a journal (`--nodes` grew) joins it through
+    a member: listed in --peers it would not be a member, since Raft's own record of its members wins."""
+    members = [n for n in cluster.nodes if (n.data_dir / "raft.journal").exists()]
+    for node in cluster.nodes:
+        if members and node not in members:
+            node.join = members[0].url
+            say(f"{node.node_id} is new to the cluster in {cluster.data_dir}/: it joins through {members[0].node_id}")
 
 
 def _raise_stop(signum, frame) -> None:
