@@ -135,11 +135,18 @@ class Supervisor:
             if other_status and other_status.get("leader"):
                 why = why_gone(w.node, other.node, other_status, membership=True)
                 if why:
-                    self.cluster.stop_node(w.node, timeout_s=5.0)
-                    mark_left(w.node.data_dir, w.node.node_id, why)
-                    w.state = "left"
-                    self.say(f"{w.node.node_id} {why}; the cluster carries on without it")
+                    self.let_go(w.node, why)
                 return
+
+    def let_go(self, node: LocalNode, why: str) -> None:
+        """Stop a node that cannot be a member any more, record why (the next pod up starts without it),
+        and watch it no longer."""
+        self.say(f"{node.node_id} {why}; the cluster carries on without it")
+        self.cluster.stop_node(node, timeout_s=5.0)
+        mark_left(node.data_dir, node.node_id, why)
+        self.watched = [w for w in self.watched if w.node is not node]
+        if node in self.cluster.nodes:
+            self.cluster.nodes.remove(node)
 
     def mark_up(self) -> None:
         """The cluster came up: every started node counts as up."""

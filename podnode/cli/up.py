@@ -107,7 +107,10 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
             return 0
         finally:
             def hurry(signum, frame) -> None:
-                say("killing every process of the cluster now")
+                try:
+                    say("killing every process of the cluster now")
+                except RuntimeError:   # the signal came in the middle of another print
+                    pass
                 kill_now(cluster)
             for sig in previous:  # a second Ctrl-C kills at once
                 signal.signal(sig, hurry)
@@ -158,7 +161,7 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
     or the replicated state says so), or that is no longer a Raft member, would never find a leader: once
     the others have had one for STRAGGLER_S, it is stopped, recorded as gone, and the cluster goes on
     without it (never a hang). One that left is let go as soon as the others have a leader."""
-    from ..supervisor import STRAGGLER_S, mark_left, status, why_gone
+    from ..supervisor import STRAGGLER_S, status, why_gone
 
     deadline = time.monotonic() + timeout_s
     led_since = None
@@ -181,11 +184,7 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
             for node in [n for n in cluster.nodes if n not in led]:
                 why = why_gone(node, led[0], statuses[led[0].node_id], membership=waited_s > STRAGGLER_S)
                 if why:
-                    say(f"{node.node_id} {why}; going on without it")
-                    cluster.stop_node(node, timeout_s=5.0)
-                    mark_left(node.data_dir, node.node_id, why)
-                    cluster.nodes.remove(node)
-                    supervisor.watched = [w for w in supervisor.watched if w.node is not node]
+                    supervisor.let_go(node, why)
         if time.monotonic() > deadline:
             raise TimeoutError(f"cluster not ready within {timeout_s:g} s")
         time.sleep(0.2)

@@ -105,4 +105,5 @@ def test_a_restarted_node_that_raft_no_longer_counts_is_let_go_not_waited_for(tm
     now[0] += 2
     sup.tick()
     assert stopped == ["n1"] and said[-1].startswith("n1 is no longer a member of the cluster"), said
+    assert [w.node.node_id for w in sup.watched] == ["n2", "n3"]
     assert supervisor.read_left(n1.data_dir) is not None   # the next pod up starts without it
