@@ -161,8 +161,9 @@ def test_one_node_grows_to_three_under_a_backlog_and_shrinks_back_to_one(tmp_pat
         scaled_in_at = wait_until(shrunk, timeout_s=90, interval_s=0.2, what="back to one node")
         after_s = scaled_in_at - last_finish_s
         record_property("scale_in_after_last_finish_s", round(after_s, 1))
+        interval_s = FAST[FAST.index("--scaling-interval-s") + 1]
         print(f"\nlast finish to scale-in (both launched nodes left): {after_s:.1f} s "
-              f"(terminationTime 8 s, scaling interval 0.5 s, 3 idle readings)")
+              f"(terminationTime 8 s, scaling interval {interval_s} s, 3 idle readings)")
         assert 8.0 <= after_s < 30.0, after_s
         assert most == 3
         assert [w["status"] for n, w in workers(client).items() if n not in launched] == ["up"]
