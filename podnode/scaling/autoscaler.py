@@ -8,8 +8,9 @@ timeout, so a slow or failing cloud delays neither this loop nor the manager's s
 Launch: node_launched (committed first: counted as launching by every leader, and refused by the state
 machine past maxWorkers) -> provider.launch -> node_launch_ref (the provider's handle) -> the node joins
 as a Raft observer and registers. A launch that fails, or a node that has not registered within
-join_timeout_s, is destroyed and recorded as a failed launch; after each failure the loop backs off
-(backoff_first_s, doubling up to backoff_max_s; a launched node that registers resets it).
+join_timeout_s, is destroyed and recorded as a failed launch; after a failure the loop backs off
+(backoff_first_s, doubling with each failure after a back-off up to backoff_max_s; launches that fail
+together count once; a launched node that registers resets it).
 Scale-in: node_drain -> the manager lets it leave once idle (a launched voter is taken out of Raft first)
 -> provider.destroy. A launched node lost for destroy_lost_after_s is destroyed and marked left.
 """
@@ -106,6 +107,7 @@ class Autoscaler:
         launches nothing (a price is needed to keep maxCostPerHour), while scale-in goes on."""
         delay = self.backoff_first_s
         while True:
+            self.provider_problem = "no answer from the provider yet"
             try:
                 prepare = getattr(self.provider, "prepare", None)
                 if prepare is not None:
@@ -237,8 +239,10 @@ class Autoscaler:
         """A launch that failed or did not join: back off, destroy what may exist, record the failure. If the
         destroy fails the launch stays recorded (counted, and tried again at the next clean-up)."""
         log.warning("node %s: %s", node, reason)
-        self.backoff_s = min(self.backoff_max_s, max(self.backoff_first_s, self.backoff_s * 2))
-        self.backoff_until_s = self.clock() + self.backoff_s
+        now = self.clock()
+        if now >= self.backoff_until_s:  # launches that fail together (one decision) back off once
+            self.backoff_s = min(self.backoff_max_s, max(self.backoff_first_s, self.backoff_s * 2))
+            self.backoff_until_s = now + self.backoff_s
         if not await self._provider_destroy(node, ref, "after its failed launch"):
             return
         self._ours.discard(node)

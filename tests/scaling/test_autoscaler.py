@@ -229,6 +229,16 @@ async def test_the_back_off_stops_doubling_at_its_maximum():
     assert "no capacity" in replica.state.launch_failures["lastReason"]
 
 
+async def test_launches_that_fail_together_back_off_once():
+    clock = Clock()
+    provider = FakeProvider()
+    provider.fail = "no capacity"
+    replica, scaler = await leader("minWorkers=4", provider, clock=clock, backoff_first_s=10.0)
+    await scaler.tick()
+    await settle(lambda: replica.state.launch_failures.get("count") == 3, what="three failed launches")
+    assert scaler.backoff_s == 10.0 and scaler.backoff_until_s == clock() + 10.0
+
+
 # ---------------------------------------------------------------------------------------------- a slow cloud
 
 
