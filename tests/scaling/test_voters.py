@@ -212,13 +212,13 @@ def test_a_launched_voter_goes_out_of_raft_first_and_the_voters_left_commit(tmp_
                                        if w["provider"] == "local" and w["status"] == "up"], timeout_s=60,
                               what="a launched node up")[0]
         assert launched["raftAddress"] not in peers_of(cluster, leader)    # it joined as an observer
+        client.ok("newPolicy", name="hold", rules="maxWorkers=4")            # no more launches from here
+        client.ok("applyPolicy", name="hold")
         # A seed voter dies: it is taken out of Raft and the launched observer votes in its place.
         dead = next(n for n in cluster.nodes if n is not leader)
         cluster.signal_node(dead, signal.SIGKILL)
         wait_until(lambda: launched["raftAddress"] in peers_of(cluster, leader)
                    and dead.raft_addr not in peers_of(cluster, leader), timeout_s=30, what="the launched node promoted")
-        client.ok("newPolicy", name="hold", rules="maxWorkers=4")
-        client.ok("applyPolicy", name="hold")
         # Drained, the launched voter leaves Raft while it still answers, then leaves and is destroyed.
         client.ok("drainWorker", workerId=launched["id"], deadline=60)
         wait_until(lambda: {w["id"]: w for w in client.ok("getWorkers")["workers"]}[launched["id"]]["status"]
