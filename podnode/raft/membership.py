@@ -91,9 +91,13 @@ class MembershipCommands:
         return {"ok": True, "node": dict(record)}
 
     def _node_left(self, cmd: dict) -> Result:
-        """The node is out of the cluster: its work is queued again and its installations forgotten."""
+        """The node is out of the cluster: its work is queued again and its installations forgotten.
+        `destroyed` (from the autoscaler, once its provider destroyed the server) is recorded as destroyedAt,
+        also on a node that had left already, so that no later leader destroys it again."""
         node, now = cmd["node"], cmd["now"]
         record = self.nodes.get(node)
+        if record is not None and cmd.get("destroyed"):
+            record["destroyedAt"] = now
         if record is None or record.get("status") == NODE_LEFT_STATUS:
             return {"ok": True, "ignored": True}
         reason = f"node {node} left the cluster"

@@ -142,7 +142,7 @@ class Autoscaler:
         for node, ref in stale:
             self._hand(node, self._give_up(node, f"did not join within {self.join_timeout_s:g} s", ref))
         for node, ref, lost in gone:
-            self._hand(node, self._destroy(node, ref, mark_left=lost))
+            self._hand(node, self._destroy(node, ref, lost=lost))
         if rules is None:
             self.last_decision = {"at": now, "reason": "no active policy"}
             return
@@ -201,7 +201,7 @@ class Autoscaler:
                  if now - rec["launchedAt"] > self.join_timeout_s and n not in self._in_hand]
         gone = []
         for n, rec in state.nodes.items():
-            if not rec.get("removable") or n in self.destroyed or n in self._in_hand:
+            if not rec.get("removable") or rec.get("destroyedAt") or n in self.destroyed or n in self._in_hand:
                 continue
             status = rec.get("status")
             if status == NODE_LEFT_STATUS and rec["raftAddr"] not in members:
@@ -248,12 +248,12 @@ class Autoscaler:
         self._ours.discard(node)
         await self.bridge.submit({"t": C.NODE_LAUNCH_FAILED, "node": node, "reason": reason, "now": self.clock()})
 
-    async def _destroy(self, node: str, ref: str | None, *, mark_left: bool) -> None:
-        if not await self._provider_destroy(node, ref, "after it left" if not mark_left else "lost"):
+    async def _destroy(self, node: str, ref: str | None, *, lost: bool) -> None:
+        """Destroy a launched node that left (or is lost: it is marked left), and record that it was."""
+        if not await self._provider_destroy(node, ref, "lost" if lost else "after it left"):
             return
         self.destroyed.add(node)
-        if mark_left:
-            await self.bridge.submit({"t": C.NODE_LEFT, "node": node, "now": self.clock()})
+        await self.bridge.submit({"t": C.NODE_LEFT, "node": node, "destroyed": True, "now": self.clock()})
 
     async def _provider_destroy(self, node: str, ref: str | None, when: str) -> bool:
         """provider.destroy within provider_timeout_s; False (logged, to be tried again) when it failed."""

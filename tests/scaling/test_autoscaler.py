@@ -171,6 +171,39 @@ def test_the_launch_ref_is_recorded_on_the_launch_or_the_node_that_registered():
     assert "error" in state.apply({"t": C.NODE_LAUNCH_REF, "now": 2.0})   # malformed: refused, not raised
 
 
+async def test_a_node_that_left_is_destroyed_once_and_a_later_leader_does_not_destroy_it_again():
+    clock = Clock()
+    provider = FakeProvider()
+    replica, first = await leader("maxWorkers=3", provider, clock=clock)
+    replica.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "fake", "ref": "r", "now": clock()})
+    replica.apply(observer_up("wa", clock()))
+    replica.apply({"t": C.NODE_LEFT, "node": "wa", "now": clock()})
+    await first.tick()
+    await settle(lambda: replica.state.nodes["wa"].get("destroyedAt"), what="destroyed recorded")
+    assert provider.calls["destroy"] == ["wa"]
+    second = autoscaler(replica, provider, clock=clock)
+    await second.tick()
+    await settle()
+    assert provider.calls["destroy"] == ["wa"]
+
+
+async def test_a_launched_node_lost_too_long_is_destroyed_and_marked_left():
+    clock = Clock()
+    provider = FakeProvider()
+    replica, scaler = await leader("maxWorkers=3", provider, clock=clock, destroy_lost_after_s=30.0)
+    replica.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "fake", "ref": "r", "now": clock()})
+    replica.apply(observer_up("wa", clock()))
+    replica.apply({"t": C.NODE_LOST, "node": "wa", "now": clock()})
+    clock.advance(29.0)
+    await scaler.tick()
+    await settle()
+    assert provider.calls["destroy"] == []
+    clock.advance(2.0)
+    await scaler.tick()
+    await settle(lambda: replica.state.nodes["wa"]["status"] == "left", what="wa marked left")
+    assert provider.calls["destroy"] == ["wa"] and replica.state.nodes["wa"]["destroyedAt"] == clock()
+
+
 # ---------------------------------------------------------------------------------------------- join timeout
 
 
