@@ -260,8 +260,9 @@ class PodNode:
         }
         if role == "leader":
             status["lastPlan"] = {k: v for k, v in self.manager.last_plan.items() if k != "results"}
-            if self.autoscaler is not None:
-                status["scaling"] = self.autoscaler.last_decision
+            status["scaling"] = self.autoscaler.last_decision if self.autoscaler is not None else {
+                "reason": "no provider: this cluster does not launch or destroy nodes (start nodes with "
+                          "--provider local or libcloud)"}
         workers = self.workers_view()
         status["spendPerHour"], status["spentSoFar"] = workers["spendPerHour"], workers["spentSoFar"]
         return status
@@ -285,7 +286,7 @@ class PodNode:
 
         def view(n: dict[str, Any]) -> dict[str, Any]:
             status = n.get("status", NODE_UP_STATUS)
-            live = status in (NODE_UP_STATUS, NODE_DRAINING_STATUS)
+            live = status in (NODE_UP_STATUS, NODE_DRAINING_STATUS) and not n.get("destroyedAt")
             worker = {"id": n["id"], "httpUrl": n["httpUrl"], "raftAddress": n["raftAddr"], "slots": n["slots"],
                       "busy": busy.get(n["id"], 0), "load": round(busy.get(n["id"], 0) / n["slots"], 3)
                       if n["slots"] else 0.0, "status": status, "provider": n.get("provider", "static"),

@@ -85,7 +85,7 @@ class MembershipCommands:
         if record.get("status") != NODE_UP_STATUS:
             return {"error": "conflict", "message": f"Worker {node!r} is {record.get('status')}; only an up "
                                                       "worker can be drained"}
-        deadline_s = float(cmd.get("deadlineS") or 300.0)
+        deadline_s = 300.0 if cmd.get("deadlineS") is None else float(cmd["deadlineS"])  # 0: requeue at once
         record.update(status=NODE_DRAINING_STATUS, drainDeadline=now + deadline_s,
                       drainReason=str(cmd.get("reason") or "asked to leave"))
         return {"ok": True, "node": dict(record)}

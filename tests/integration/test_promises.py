@@ -75,8 +75,6 @@ def test_status_lists_every_field_on_leader_and_follower(cluster, client, script
         client.ok("terminateExecution", executionId=exec_id)
 
 
-@pytest.mark.xfail(strict=True, reason="the README promises the leader's last scaling decision with the reason in "
-                   "/status; node.py's status_view adds 'scaling' only when the node has a --provider")
 def test_leader_status_shows_its_scaling_decision_without_a_provider(cluster):
     leader = wait_until(cluster.leader, what="leader")
     lead = wait_until(lambda: (s := cluster.status(leader)) and s.get("lastPlan") and s, what="leader's plan")

@@ -666,3 +666,13 @@ def test_determinism():
     assert a.executions[2]["status"] == "error" and a.executions[4]["status"] == "terminated"
     assert a.activities["bad"]["status"] == "uninstalling"
     assert "gone" not in a.activities
+
+
+def test_node_drain_deadline_zero_is_now_and_none_is_the_default():
+    state = State()
+    ok(state, node_up("n1"))
+    ok(state, node_up("n2"))
+    ok(state, {"t": C.NODE_DRAIN, "node": "n1", "deadlineS": 0.0, "now": NOW})
+    assert state.nodes["n1"]["drainDeadline"] == NOW, "deadline=0 must requeue at once, not in 300 s"
+    ok(state, {"t": C.NODE_DRAIN, "node": "n2", "now": NOW})
+    assert state.nodes["n2"]["drainDeadline"] == NOW + 300.0
