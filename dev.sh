@@ -37,11 +37,11 @@ case "$cmd" in
     ;;
   bench-failover)
     ensure_venv ""
-    exec "$VENV/bin/python" -m podnode.bench_failover "$@"
+    exec "$VENV/bin/python" -m podnode.bench.failover "$@"
     ;;
   bench-scaling)
     ensure_venv ""
-    exec "$VENV/bin/python" -m podnode.bench_scaling "$@"
+    exec "$VENV/bin/python" -m podnode.bench.scaling "$@"
     ;;
   *)
     ensure_venv ""

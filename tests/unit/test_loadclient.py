@@ -1,4 +1,4 @@
-"""Tests for podnode.loadclient, the benchmarks' HTTP client, against a real aiohttp server on loopback."""
+"""Tests for podnode.bench.loadclient, the benchmarks' HTTP client, against a real aiohttp server on loopback."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from podnode.loadclient import HttpError, LoadClient
+from podnode.bench.loadclient import HttpError, LoadClient
 
 
 @pytest.fixture

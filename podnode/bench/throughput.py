@@ -6,7 +6,7 @@ Prints executions/s and p50/p95 latency (submit to finished-and-read) through th
 execution latency on an idle cluster, the raw rate of asyncio.create_subprocess_exec on the same main.sh,
 and the ratios. Figures, not assertions: this machine is shared.
 
-The client is podnode.loadclient, a lean keep-alive HTTP/1.1 client: it runs on the same cores as the
+The client is podnode.bench.loadclient, a lean keep-alive HTTP/1.1 client: it runs on the same cores as the
 nodes, so its own CPU per execution is printed too.
 """
 
@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..localcluster import LocalCluster
 from .loadclient import LoadClient
-from .localcluster import LocalCluster
 
 MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
 INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _same_child_watcher() -> None:
     """Give the raw spawn the same pidfd child watcher the nodes use, so the comparison is fair."""
-    from .node import use_pidfd_child_watcher
+    from ..node import use_pidfd_child_watcher
     use_pidfd_child_watcher(asyncio.get_running_loop())
 
 

@@ -1,6 +1,6 @@
 """Scaling figure on a local 3-node cluster with the local provider and default timings.
 
-    python -m podnode.bench_scaling [--trials 3]
+    python -m podnode.bench.scaling [--trials 3]
 
 Time from a backlog appearing to the first execution running on a newly launched node. Figures only.
 """
@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .bench_failover import call, poll, summary
-from .localcluster import LocalCluster
+from ..localcluster import LocalCluster
+from .failover import call, poll, summary
 
 INSTALL = "#!/usr/bin/env bash\nprintf '#!/usr/bin/env bash\\nsleep 20\\n' > main.sh\nchmod +x main.sh\n"
 POLICY = "maxWorkers=5,maxWait=1000,terminationTime=1000,cooldown=500"
@@ -43,7 +43,7 @@ def trial(cluster: LocalCluster) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m podnode.bench_scaling", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m podnode.bench.scaling", description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=3)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pod-scaling-") as tmp:

@@ -1,6 +1,6 @@
 """Recovery figures on a local 3-node cluster with the default timings.
 
-    python -m podnode.bench_failover [--trials 5]
+    python -m podnode.bench.failover [--trials 5]
 
 Failover: SIGKILL the leader, then time until the first write succeeds through a surviving node.
 Move: SIGKILL a node that runs executions, then time until all of them run on other nodes.
@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from .localcluster import LocalCluster, LocalNode, get_json
+from ..localcluster import LocalCluster, LocalNode, get_json
 
 INSTALL = "#!/usr/bin/env bash\nprintf '#!/usr/bin/env bash\\nsleep 60\\n' > main.sh\nchmod +x main.sh\n"
 
@@ -112,7 +112,7 @@ def summary(name: str, values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m podnode.bench_failover", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m podnode.bench.failover", description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=5)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pod-failover-") as tmp:

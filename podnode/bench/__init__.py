@@ -1,0 +1,8 @@
+"""Benchmarks and their load client, apart from the node's own modules: nothing in a node imports them.
+
+    python -m podnode.bench            throughput and latency (throughput.py)
+    python -m podnode.bench.failover   recovery after a SIGKILL (failover.py)
+    python -m podnode.bench.scaling    time to a launched node taking work (scaling.py)
+
+loadclient.py is the lean HTTP client the throughput benchmark drives the cluster with.
+"""

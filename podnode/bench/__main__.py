@@ -1,0 +1,5 @@
+"""`python -m podnode.bench`: the throughput benchmark, as before the benchmarks became a package."""
+
+from .throughput import main
+
+main()
