@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from podnode.localcluster import LocalCluster, get_json
+from podnode.local.cluster import LocalCluster, get_json
 
 FAST_RAFT = ["--election-timeout-s", "0.3", "--kill-grace-s", "1"]
 

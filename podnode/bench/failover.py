@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from ..localcluster import LocalCluster, LocalNode, get_json
+from ..local.cluster import LocalCluster, LocalNode, get_json
 
 INSTALL = "#!/usr/bin/env bash\nprintf '#!/usr/bin/env bash\\nsleep 60\\n' > main.sh\nchmod +x main.sh\n"
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..localcluster import LocalCluster
+from ..local.cluster import LocalCluster
 from .failover import call, poll, summary
 
 INSTALL = "#!/usr/bin/env bash\nprintf '#!/usr/bin/env bash\\nsleep 20\\n' > main.sh\nchmod +x main.sh\n"

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..localcluster import LocalCluster
+from ..local.cluster import LocalCluster
 from .loadclient import LoadClient
 
 MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'

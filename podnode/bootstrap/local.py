@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..localcluster import LocalCluster, LocalNode
-from ..procs import is_node_process, port_free, stop_groups
+from ..local.cluster import LocalCluster, LocalNode
+from ..local.procs import is_node_process, port_free, stop_groups
 from .state import (BootstrapError, Out, already_running, existing_cluster, load_state, new_secret, new_state,
                     report, save_state, say, state_path)
 

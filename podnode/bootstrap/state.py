@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .. import __version__
-from ..localcluster import get_json
+from ..local.cluster import get_json
 from ..scaling import userdata
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """`pod up`: a local cluster in the foreground until Ctrl-C or SIGTERM.
 
-A node that dies is restarted (see supervisor.py); one that was drained leaves for good. On Ctrl-C every
+A node that dies is restarted (see local/supervisor.py); one that was drained leaves for good. On Ctrl-C every
 process of the cluster stops within STOP_GRACE_S plus a moment; a second Ctrl-C kills them all at once.
 """
 
@@ -13,8 +13,8 @@ import signal
 import time
 from pathlib import Path
 
-from ..procs import (become_subreaper, cmdline, cwd, is_node_process, kill_until_gone, pids, port_free, stop_groups,
-                     within, working_in)
+from ..local.procs import (become_subreaper, cmdline, cwd, is_node_process, kill_until_gone, pids, port_free,
+                           stop_groups, within, working_in)
 from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
 
@@ -77,8 +77,9 @@ def _data_dir_of(pid: int) -> Path | None:
 
 
 def cmd_up(args: argparse.Namespace, api: Api) -> int:
-    from ..localcluster import LocalCluster
-    from ..supervisor import Supervisor, kill_now, read_left, stop_everything
+    from ..local.cluster import LocalCluster
+    from ..local.left import read_left
+    from ..local.supervisor import Supervisor, kill_now, stop_everything
 
     if args.nodes < 1 or not 0 < args.port <= 65536 - 1000 - args.nodes:
         raise CliError("--nodes must be >= 1 and the ports must fit below 65536", EXIT_USAGE)
@@ -161,7 +162,7 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
     or the replicated state says so), or that is no longer a Raft member, would never find a leader: once
     the others have had one for STRAGGLER_S, it is stopped, recorded as gone, and the cluster goes on
     without it (never a hang). One that left is let go as soon as the others have a leader."""
-    from ..supervisor import STRAGGLER_S, status, why_gone
+    from ..local.supervisor import STRAGGLER_S, status, why_gone
 
     deadline = time.monotonic() + timeout_s
     led_since = None

@@ -18,8 +18,8 @@ from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
-from ..procs import kill_until_gone, signal_group, working_in
-from ..supervisor import LEFT_MARKER, mark_left
+from ..local.procs import kill_until_gone, signal_group, working_in
+from ..local.left import LEFT_MARKER, mark_left
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from .. import __version__
-from ..procs import free_ports, stop_foreign_node, stop_popen
+from ..local.procs import free_ports, stop_foreign_node, stop_popen
 from . import userdata
 
 log = logging.getLogger(__name__)

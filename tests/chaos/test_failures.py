@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from podnode.localcluster import LocalCluster
+from podnode.local.cluster import LocalCluster
 
 from ..conftest import Client, approved, install_script, start_cluster, wait_until
 

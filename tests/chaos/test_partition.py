@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from podnode.localcluster import LocalCluster, LocalNode
+from podnode.local.cluster import LocalCluster, LocalNode
 
 from ..conftest import Client, approved, install_script, wait_until
 from . import netns

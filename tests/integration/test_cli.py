@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -15,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from podnode.localcluster import get_json
+from podnode.local.cluster import get_json
 from tests.conftest import Client, approved, install_script, wait_until
+from tests.procs_helpers import free_base, stop_pod_up
 
 pytestmark = pytest.mark.integration
 
@@ -258,24 +258,6 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def free_base(nodes: int) -> int:
-    for _ in range(200):
-        base = random.randint(20000, 40000 - 1000 - nodes)
-        if all(_port_free(base + i) and _port_free(base + 1000 + i) for i in range(nodes)):
-            return base
-    raise AssertionError("no free port range found")
-
-
 def _has_leader(url: str) -> bool:
     try:
         code, body = get_json(url + "/status", timeout_s=1.0)
@@ -297,14 +279,12 @@ def test_pod_up_runs_a_cluster_until_ctrl_c(tmp_path: Path):
            "--data-dir", str(tmp_path / "data"), "--slots", "1"]
     with open(out, "w") as sink:
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    node_pids: list[int] = []
     try:
         wait_until(lambda: "POD is up" in out.read_text(), timeout_s=60, what=f"pod up; output {out}")
         urls = re.findall(r"^n\d+\s+(http://\S+)", out.read_text(), re.M)
         assert urls == [f"http://127.0.0.1:{base + i}" for i in range(3)], out.read_text()
         assert "(leader)" in out.read_text()
         wait_until(lambda: all(_has_leader(u) for u in urls), timeout_s=30, what="every node to know a leader")
-        node_pids = [get_json(u + "/status")[1]["pid"] for u in urls]
         clash = pod("up", "--nodes", "1", "--port", str(base), "--data-dir", str(tmp_path / "clash"))
         assert clash.returncode == 2 and str(base) in clash.stderr
         proc.send_signal(signal.SIGINT)
@@ -312,23 +292,7 @@ def test_pod_up_runs_a_cluster_until_ctrl_c(tmp_path: Path):
         ports = [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]
         wait_until(lambda: all(_port_closed(p) for p in ports), timeout_s=10, what="the node ports to close")
     finally:
-        _stop(proc, node_pids)
-
-
-def _stop(proc: subprocess.Popen, node_pids: list[int]) -> None:
-    """After a failure: ask `pod up` to stop its nodes, then make sure it and they are gone."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    for pid in node_pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_pod_up(proc, tmp_path / "data", ask=signal.SIGTERM)   # after a failure: it and its nodes are gone
 
 
 # ---- retries ------------------------------------------------------------------------------------------

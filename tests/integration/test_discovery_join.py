@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from podnode.localcluster import LocalCluster
+from podnode.local.cluster import LocalCluster
 
 from ..conftest import Client, start_cluster, wait_until
 

@@ -8,7 +8,6 @@ command line or working directory is in the test's data dir (nodes, launched nod
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,22 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from podnode.localcluster import get_json
-from podnode.procs import alive, cmdline, descendants, kill_until_gone, port_free, signal_group
+from podnode.local.cluster import get_json
+from podnode.local.procs import alive, cmdline, descendants
 from tests.conftest import install_script, wait_until
+from tests.procs_helpers import free_base, processes_in, stop_pod_up
 
 pytestmark = pytest.mark.integration
 
 STOP_LIMIT_S = 10.0   # the requirement: Ctrl-C / SIGTERM stops every process of the cluster within 10 s
-
-
-def pick_base(nodes: int) -> int:
-    """A base port P with P..P+nodes-1 (HTTP) and P+1000.. (Raft) all free, as `pod up --port P` needs."""
-    for _ in range(200):
-        base = random.randrange(20000, 50000)
-        if all(port_free(base + i) and port_free(base + 1000 + i) for i in range(nodes + 1)):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 class PodUp:
@@ -41,7 +32,7 @@ class PodUp:
 
     def __init__(self, data_dir: Path, *, nodes: int = 3, slots: int = 2, base: int | None = None):
         self.data_dir, self.nodes, self.slots = data_dir, nodes, slots
-        self.base = base or pick_base(nodes)
+        self.base = base or free_base(nodes)
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
@@ -113,31 +104,6 @@ class PodUp:
         return body if code == 200 else None
 
 
-def processes_in(data_dir: Path) -> list[int]:
-    """Every live process whose command line or working directory is in `data_dir`."""
-    root, found = str(data_dir.resolve()), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        pid = int(entry)
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            cwd = ""
-        if alive(pid) and (cwd.startswith(root) or any(root in a for a in cmdline(pid))):
-            found.append(pid)
-    return found
-
-
-def kill_everything(up: PodUp) -> None:
-    """SIGKILL pod up's group and every process of the test's cluster, until none is left."""
-    if up.proc is not None and up.proc.poll() is None:
-        signal_group(up.proc.pid, signal.SIGKILL)
-        up.proc.wait(timeout=10)
-    left = kill_until_gone(lambda: processes_in(up.data_dir))
-    assert not left, f"could not kill {left}"
-
-
 @pytest.fixture
 def pod_up(tmp_path):
     made: list[PodUp] = []
@@ -148,7 +114,7 @@ def pod_up(tmp_path):
         return up
     yield make
     for up in made:
-        kill_everything(up)
+        stop_pod_up(up.proc, up.data_dir)
         if up.proc is not None:
             print(f"---- pod up output (run {up.runs})\n{up.output()}")
 

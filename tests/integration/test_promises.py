@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from podnode.localcluster import LocalCluster, LocalNode
+from podnode.local.cluster import LocalCluster, LocalNode
 
 from ..conftest import FAST_RAFT, Client, approved, install_script, pid_alive, start_cluster, wait_until
 

@@ -7,7 +7,8 @@ import sys
 import urllib.error
 import urllib.request
 
-from podnode.localcluster import free_port, get_json
+from podnode.local.cluster import get_json
+from podnode.local.procs import free_port
 
 from ..conftest import Client, start_cluster, wait_until
 

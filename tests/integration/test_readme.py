@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ from typing import Callable
 
 import pytest
 
-from podnode.localcluster import get_json
-from podnode.procs import alive, signal_pid
+from podnode.local.cluster import get_json
+from podnode.local.procs import signal_group
 from tests.conftest import wait_until
-from tests.integration.test_cli import free_base, pod
+from tests.integration.test_cli import pod
+from tests.procs_helpers import free_base, stop_pod_up
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def run_blocks(blocks: list[str], env: dict[str, str], timeout_s: float) -> tupl
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         raise AssertionError(f"the walkthrough did not end within {timeout_s} s; its output:\n{out}\n{err}")
     outs, errs = _split(out), _split(err)
@@ -183,40 +183,6 @@ def fake_venv(root: Path) -> Path:
     return root
 
 
-def our_processes(marker: str, data_dir: Path) -> list[int]:
-    """Every process this test started, however detached: the nodes, the nodes the policy launched, main.sh."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid() or not alive(int(entry.name)):
-            continue
-        try:
-            ours = marker.encode() in (entry / "environ").read_bytes() or \
-                str(data_dir) in os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if ours:
-            pids.append(int(entry.name))
-    return pids
-
-
-def stop_everything(up: subprocess.Popen, marker: str, data_dir: Path) -> None:
-    """Ctrl-C to `pod up`, as its user would; then SIGKILL whatever of ours is still there."""
-    if up.poll() is None:
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + 15
-    while (pids := our_processes(marker, data_dir)) and time.monotonic() < deadline:
-        for pid in pids:
-            signal_pid(pid, signal.SIGKILL)
-        time.sleep(0.2)
-    if up.poll() is None:
-        up.kill()
-    up.wait(timeout=10)
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the walkthrough uses curl, which is not installed")
 def test_the_readme_walkthrough_runs_as_written(tmp_path: Path):
     blocks = walkthrough_blocks((REPO / "README.md").read_text())
@@ -262,5 +228,4 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path):
         after = pod("run", "greet", "again", "--wait", "--timeout", "30", url=urls[1])
         assert (after.returncode, after.stdout) == (0, "hello again\n"), after.stderr
     finally:
-        stop_everything(up, marker, data_dir)
-    assert not our_processes(marker, data_dir)
+        stop_pod_up(up, data_dir, ask=signal.SIGINT, marker=marker)   # Ctrl-C, as its user would; then SIGKILL

@@ -9,7 +9,7 @@ import time
 
 from pysyncobj import FAIL_REASON
 
-from podnode.localcluster import free_port
+from podnode.local.procs import free_port
 from podnode.raft import commands as C
 from podnode.raft.replica import RaftTiming, Replica
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from podnode.localcluster import free_port
+from podnode.local.procs import free_port
 
 from ..conftest import Client, approved, install_script, wait_until
 
@@ -134,7 +134,7 @@ def _raw(client: Client, node: int, params: dict):
 
 
 def _get(url: str):
-    from podnode.localcluster import get_json
+    from podnode.local.cluster import get_json
     return get_json(url)
 
 

@@ -9,7 +9,6 @@ URL is in node.extra["http_url"].
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, Nod
 from libcloud.compute.types import NodeState
 
 from podnode.scaling import userdata
-from podnode.scaling.providers import free_ports
+from podnode.local.procs import free_ports, stop_popen
 
 DRIVER_TYPE = "podtest"
 FAST_ARGS = ["--election-timeout-s", "0.3", "--node-lost-after-s", "1.5"]
@@ -135,7 +134,7 @@ class PodTestNodeDriver(NodeDriver):
             server = self._servers.pop(node.id, None)
         if server is None:
             return False
-        _stop(server.proc, STOP_GRACE_S)
+        stop_popen(server.proc, STOP_GRACE_S)
         server.node.state = NodeState.TERMINATED
         return True
 
@@ -145,20 +144,3 @@ class PodTestNodeDriver(NodeDriver):
             nodes = [s.node for s in self._servers.values()]
         for node in nodes:
             self.destroy_node(node)
-
-
-def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from podnode.localcluster import LocalCluster, get_json
+from podnode.local.cluster import LocalCluster, get_json
 from podnode.scaling import userdata
 from podnode.scaling.providers import LaunchedNode, LibcloudProvider, LocalProvider, Provider, ProviderError
 

@@ -14,7 +14,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.version import VERSION
 
 from podnode.errors import IncompatibleDependency
-from podnode.localcluster import free_port
+from podnode.local.procs import free_port
 from podnode.raft import compat
 from podnode.raft.replica import RaftTiming, Replica
 

@@ -1,4 +1,4 @@
-"""podnode.procs on real (short-lived) local processes."""
+"""podnode.local.procs on real (short-lived) local processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from podnode import procs
+from podnode.local import procs
 from tests.conftest import wait_until
 
 
@@ -43,7 +43,7 @@ def test_a_subreaper_adopts_an_orphan_that_called_setsid():
     """In a child Python (pytest must not become a subreaper): the orphan is re-parented to it and found."""
     script = textwrap.dedent("""
         import json, subprocess, time
-        from podnode import procs
+        from podnode.local import procs
         ok = procs.become_subreaper()
         subprocess.run(["bash", "-c", "setsid sleep 30 >/dev/null 2>&1 < /dev/null & exit 0"])
         deadline = time.monotonic() + 5

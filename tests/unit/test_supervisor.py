@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podnode import supervisor
-from podnode.localcluster import LocalNode
-from podnode.supervisor import Backoff, Supervisor, mark_left
+from podnode.local import supervisor
+from podnode.local.cluster import LocalNode
+from podnode.local.left import mark_left, read_left
+from podnode.local.supervisor import Backoff, Supervisor
 
 
 def test_backoff_doubles_to_30_s_and_resets_after_a_long_run():
@@ -106,4 +107,4 @@ def test_a_restarted_node_that_raft_no_longer_counts_is_let_go_not_waited_for(tm
     sup.tick()
     assert stopped == ["n1"] and said[-1].startswith("n1 is no longer a member of the cluster"), said
     assert [w.node.node_id for w in sup.watched] == ["n2", "n3"]
-    assert supervisor.read_left(n1.data_dir) is not None   # the next pod up starts without it
+    assert read_left(n1.data_dir) is not None   # the next pod up starts without it

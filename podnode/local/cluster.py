@@ -12,9 +12,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .procs import free_port, free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
+from .procs import free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
-__all__ = ["LocalCluster", "LocalNode", "free_port", "free_ports", "get_json"]
+__all__ = ["LocalCluster", "LocalNode", "get_json"]
 
 
 def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict]:

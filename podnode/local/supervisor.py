@@ -9,18 +9,16 @@ local provider launched for a policy and every execution, even those whose node 
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from .localcluster import LocalCluster, LocalNode, get_json
+from .cluster import LocalCluster, LocalNode, get_json
+from .left import mark_left, read_left
 from .procs import (alive, children, descendants, is_node_process, kill_tree, reap_orphans, signal_group,
                     terminate_group)
 
-LEFT_MARKER = "left.json"        # written by the node's agent when it leaves, or by pod up when it finds out
 STOP_GRACE_S = 7.0               # SIGTERM to SIGKILL on stop: a node needs its kill grace (5 s) and a little
 STRAGGLER_S = 15.0               # a node without a leader this long, while the others have one, is looked into
 
@@ -59,20 +57,6 @@ def describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
     return f"signal {-code}" if code < 0 else f"exit code {code}"
-
-
-def read_left(data_dir: Path) -> dict | None:
-    """The node's record of having left the cluster, or None."""
-    try:
-        return json.loads((data_dir / LEFT_MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def mark_left(data_dir: Path, node_id: str, why: str) -> None:
-    path = data_dir / LEFT_MARKER
-    if not path.exists():
-        path.write_text(json.dumps({"node": node_id, "leftAt": time.time(), "why": why}))
 
 
 def status(node: LocalNode) -> dict | None:
