@@ -29,7 +29,7 @@ from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS, WAITING
 from ..raft.membership import is_held
 from ..raft.replica import Replica
-from .policy import Decision, Situation, WorkerView, decide
+from .policy import Decision, NodeView, Situation, decide
 from .providers import Provider
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Autoscaler:
 
     def _situation(self, state, now: float, members: set[str]) -> Situation:
         busy = state.busy_slots()
-        workers, absent, absent_price, seeds = [], 0, 0.0, 0
+        up, absent, absent_price, seeds = [], 0, 0.0, 0
         for node, rec in state.nodes.items():
             status, price = rec.get("status", NODE_UP_STATUS), float(rec.get("hourlyPrice") or 0.0)
             if not rec.get("removable") and status in (NODE_UP_STATUS, NODE_LOST_STATUS):
@@ -184,12 +184,12 @@ class Autoscaler:
                     absent, absent_price = absent + 1, absent_price + price
                 continue
             idle = None if busy.get(node) else now - max(rec.get("lastWorkAt") or 0.0, rec.get("joinedAt", now))
-            workers.append(WorkerView(id=node, slots=rec["slots"], busy=busy.get(node, 0), idle_for_s=idle,
-                                      is_leader=node == self.node_id, removable=bool(rec.get("removable")),
-                                      hourly_price=price, voter=rec["raftAddr"] in members))
+            up.append(NodeView(id=node, slots=rec["slots"], busy=busy.get(node, 0), idle_for_s=idle,
+                               is_leader=node == self.node_id, removable=bool(rec.get("removable")),
+                               hourly_price=price, voter=rec["raftAddr"] in members))
         queue = tuple(runtime_estimate_s(state, e["activityName"], now)
                       for e in state.executions.values() if e["status"] == WAITING)
-        return Situation(now_s=now, workers=tuple(workers), launching=len(state.launches), queue_runtime_s=queue,
+        return Situation(now_s=now, nodes=tuple(up), launching=len(state.launches), queue_runtime_s=queue,
                          last_action_s=self.last_action_s, idle_readings=dict(self.idle_readings),
                          new_node_price=self.price or 0.0, new_node_slots=self.slots, seed_nodes=seeds,
                          absent=absent, absent_price=absent_price)

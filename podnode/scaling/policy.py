@@ -8,15 +8,15 @@ The Raft leader calls `decide(rules, situation)` on an interval and carries out 
 (launch that many nodes, destroy those ids), then passes `Decision.idle_readings` back in the next
 `Situation`. The rules, applied in this order:
 
-1. Idle counters are updated on every call, whatever is decided: a worker idle (busy == 0) for at least
-   ``terminationTime`` gets +1, every other worker goes back to 0, and workers no longer present are dropped.
+1. Idle counters are updated on every call, whatever is decided: a node idle (busy == 0) for at least
+   ``terminationTime`` gets +1, every other node goes back to 0, and nodes no longer present are dropped.
    Without ``terminationTime`` all counters stay at 0.
 2. Cooldown: if ``last_action_s`` is set and ``now_s - last_action_s < cooldown/1000``, nothing is done; the
    reason says how many seconds are left.
 3. ``count`` = nodes up + launches not yet joined; ``held`` = ``count`` + the nodes that still exist but are
    not up (draining, or launched and lost but not destroyed yet): every server the cluster still has.
    With ``fixedWorkers=N`` that rule governs alone: below N, launch ``N - count`` (never letting ``held``
-   pass N); above N, destroy one surplus worker per call (removable, not the leader, busy == 0, the longest
+   pass N); above N, destroy one surplus node per call (removable, not the leader, busy == 0, the longest
    idle first).
 4. Otherwise the launch wanted is the larger of:
    - below ``minWorkers``: ``minWorkers - count``;
@@ -28,14 +28,14 @@ The Raft leader calls `decide(rules, situation)` on an interval and carries out 
 5. Cost: a launch of k never lets ``prices held + (launching + k) * new_node_price`` exceed ``maxCostPerHour``;
    k is reduced, and the reason says when the cap cut or blocked a wanted launch. This holds for
    ``fixedWorkers`` too.
-6. Scale in, only when nothing is wanted and the queue is empty: one worker per call, among those removable,
+6. Scale in, only when nothing is wanted and the queue is empty: one node per call, among those removable,
    not the leader, busy == 0 and idle for ``IDLE_READINGS_TO_SCALE_IN`` consecutive readings (non-voters
    before Raft voters, then the longest idle), and only while ``count > max(minWorkers, seed_nodes)``: the
    floor is what the user set, and never below the nodes the cluster was seeded with. Quorum is not the
    policy's business: launched nodes join as Raft observers, and a launched voter is taken out of Raft
-   before it leaves (see scheduler.plan_drains). A worker busy for a single reading starts counting again
+   before it leaves (see scheduler.plan_drains). A node busy for a single reading starts counting again
    from 0, so a short burst of work prevents flapping.
-7. The leader and busy workers are never destroyed; static seed nodes (not removable) neither.
+7. The leader and busy nodes are never destroyed; static seed nodes (not removable) neither.
 8. When no rule asks for action the reason is ``"no rule asks for a change"``; every Decision has a reason.
 """
 
@@ -179,7 +179,7 @@ def format_rules(rules: dict) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class WorkerView:
+class NodeView:
     """What the policy needs to know about one node that is up."""
 
     id: str
@@ -197,11 +197,11 @@ class Situation:
     """The cluster as the leader sees it at one evaluation."""
 
     now_s: float
-    workers: tuple[WorkerView, ...]       # nodes that are up (lost ones are not here)
+    nodes: tuple[NodeView, ...]           # nodes that are up (lost ones are not here)
     launching: int                        # launches asked for and not yet joined
     queue_runtime_s: tuple[float, ...]    # predicted run time of each waiting execution
     last_action_s: float | None           # when the last launch/destroy was decided
-    idle_readings: dict[str, int]         # consecutive evaluations each worker has been idle past terminationTime
+    idle_readings: dict[str, int]         # consecutive evaluations each node has been idle past terminationTime
     new_node_price: float                 # hourly price of one more node from the provider
     new_node_slots: int                   # slots of one more node
     seed_nodes: int = 0                   # static (not removable) nodes the cluster has, up or lost: the least
@@ -221,7 +221,7 @@ class Decision:
 
 def node_count(s: Situation) -> int:
     """Nodes up plus launches not yet joined."""
-    return len(s.workers) + s.launching
+    return len(s.nodes) + s.launching
 
 
 def held_count(s: Situation) -> int:
@@ -236,18 +236,18 @@ def scale_in_floor(rules: dict, s: Situation) -> int:
 
 def predicted_wait_s(s: Situation, extra_nodes: int = 0) -> float:
     """Queue run time spread over the slots up, launching and `extra_nodes` more."""
-    slots = sum(w.slots for w in s.workers) + (s.launching + extra_nodes) * s.new_node_slots
+    slots = sum(node.slots for node in s.nodes) + (s.launching + extra_nodes) * s.new_node_slots
     return sum(s.queue_runtime_s) / max(1, slots)
 
 
 def update_idle_readings(rules: dict, s: Situation) -> dict[str, int]:
-    """+1 for a worker idle at least terminationTime, 0 for any other; absent workers are dropped."""
+    """+1 for a node idle at least terminationTime, 0 for any other; absent nodes are dropped."""
     limit_ms = rules.get("terminationTime")
     readings: dict[str, int] = {}
-    for w in s.workers:
-        idle = (limit_ms is not None and w.busy == 0 and w.idle_for_s is not None
-                and w.idle_for_s >= limit_ms / 1000)
-        readings[w.id] = s.idle_readings.get(w.id, 0) + 1 if idle else 0
+    for node in s.nodes:
+        idle = (limit_ms is not None and node.busy == 0 and node.idle_for_s is not None
+                and node.idle_for_s >= limit_ms / 1000)
+        readings[node.id] = s.idle_readings.get(node.id, 0) + 1 if idle else 0
     return readings
 
 
@@ -259,11 +259,11 @@ def cooldown_left_s(rules: dict, s: Situation) -> float:
     return max(0.0, cooldown_ms / 1000 - (s.now_s - s.last_action_s))
 
 
-def _destroyable(s: Situation) -> list[WorkerView]:
-    """Workers that may be destroyed (removable, not the leader, not busy): non-voters first (their leaving
+def _destroyable(s: Situation) -> list[NodeView]:
+    """Nodes that may be destroyed (removable, not the leader, not busy): non-voters first (their leaving
     does not change the Raft membership), then the longest idle."""
-    free = [w for w in s.workers if w.removable and not w.is_leader and w.busy == 0]
-    return sorted(free, key=lambda w: (w.voter, -(w.idle_for_s or 0.0), w.id))
+    free = [node for node in s.nodes if node.removable and not node.is_leader and node.busy == 0]
+    return sorted(free, key=lambda node: (node.voter, -(node.idle_for_s or 0.0), node.id))
 
 
 def _affordable(rules: dict, s: Situation, want: int) -> tuple[int, str]:
@@ -271,7 +271,7 @@ def _affordable(rules: dict, s: Situation, want: int) -> tuple[int, str]:
     cap = rules.get("maxCostPerHour")
     if cap is None or want <= 0:
         return want, ""
-    spend = sum(w.hourly_price for w in s.workers) + s.absent_price + s.launching * s.new_node_price
+    spend = sum(node.hourly_price for node in s.nodes) + s.absent_price + s.launching * s.new_node_price
     limit = cap + COST_TOLERANCE
     if s.new_node_price <= 0:
         fits = want if spend <= limit else 0
@@ -296,9 +296,9 @@ def _launch_decision(rules: dict, s: Situation, want: int, why: str, readings: d
 
 
 def _decide_fixed(rules: dict, s: Situation, readings: dict[str, int]) -> Decision:
-    """fixedWorkers=N alone: launch up to N, or destroy one surplus idle worker per call."""
+    """fixedWorkers=N alone: launch up to N, or destroy one surplus idle node per call."""
     target, count, held = rules["fixedWorkers"], node_count(s), held_count(s)
-    counted = f"{count} nodes ({len(s.workers)} up, {s.launching} launching)"
+    counted = f"{count} nodes ({len(s.nodes)} up, {s.launching} launching)"
     if count < target:
         if held >= target:
             return Decision(reason=f"fixedWorkers={target}, {counted}, but {s.absent} more not up (draining "
@@ -310,7 +310,7 @@ def _decide_fixed(rules: dict, s: Situation, readings: dict[str, int]) -> Decisi
     candidates = _destroyable(s)
     if not candidates:
         return Decision(reason=f"fixedWorkers={target}, {counted}, but no removable, idle, non-leader "
-                               f"worker to destroy", idle_readings=readings)
+                               f"node to destroy", idle_readings=readings)
     victim = candidates[0]
     return Decision(destroy=(victim.id,), idle_readings=readings,
                     reason=f"fixedWorkers={target}, {counted}: destroying {victim.id}, "
@@ -350,8 +350,8 @@ def _wanted_launch(rules: dict, s: Situation) -> tuple[int, str]:
 
 
 def _decide_scale_in(rules: dict, s: Situation, readings: dict[str, int]) -> Decision:
-    """Destroy the longest idle worker idle long enough, while above max(minWorkers, seed nodes)."""
-    ripe = [w for w in _destroyable(s) if readings.get(w.id, 0) >= IDLE_READINGS_TO_SCALE_IN]
+    """Destroy the longest idle node idle long enough, while above max(minWorkers, seed nodes)."""
+    ripe = [node for node in _destroyable(s) if readings.get(node.id, 0) >= IDLE_READINGS_TO_SCALE_IN]
     if not ripe:
         return Decision(reason=NO_CHANGE, idle_readings=readings)
     count, floor = node_count(s), scale_in_floor(rules, s)

@@ -10,7 +10,7 @@ from podnode.scaling.policy import (
     Decision,
     PolicyError,
     Situation,
-    WorkerView,
+    NodeView,
     decide,
     format_rules,
     parse_rules,
@@ -20,23 +20,23 @@ from podnode.scaling.policy import (
 NO_CHANGE = "no rule asks for a change"
 
 
-def worker(id: str, *, slots: int = 2, busy: int = 0, idle_for_s: float | None = 0.0, is_leader: bool = False,
-           removable: bool = True, hourly_price: float = 1.0, voter: bool = False) -> WorkerView:
+def node_view(id: str, *, slots: int = 2, busy: int = 0, idle_for_s: float | None = 0.0, is_leader: bool = False,
+              removable: bool = True, hourly_price: float = 1.0, voter: bool = False) -> NodeView:
     if busy:
         idle_for_s = None
-    return WorkerView(id=id, slots=slots, busy=busy, idle_for_s=idle_for_s, is_leader=is_leader,
-                      removable=removable, hourly_price=hourly_price, voter=voter)
+    return NodeView(id=id, slots=slots, busy=busy, idle_for_s=idle_for_s, is_leader=is_leader,
+                    removable=removable, hourly_price=hourly_price, voter=voter)
 
 
-def cluster(n: int, **kw) -> tuple[WorkerView, ...]:
-    """n workers w0..w{n-1}; w0 is the leader and a static seed."""
-    return tuple(worker(f"w{i}", is_leader=i == 0, removable=i != 0, **kw) for i in range(n))
+def cluster(n: int, **kw) -> tuple[NodeView, ...]:
+    """n nodes w0..w{n-1}; w0 is the leader and a static seed."""
+    return tuple(node_view(f"w{i}", is_leader=i == 0, removable=i != 0, **kw) for i in range(n))
 
 
-def situation(workers=(), *, now_s: float = 1000.0, launching: int = 0, queue=(), last_action_s=None,
+def situation(nodes=(), *, now_s: float = 1000.0, launching: int = 0, queue=(), last_action_s=None,
               idle_readings=None, new_node_price: float = 1.0, new_node_slots: int = 2, seed_nodes: int = 0,
               absent: int = 0, absent_price: float = 0.0) -> Situation:
-    return Situation(now_s=now_s, workers=tuple(workers), launching=launching, queue_runtime_s=tuple(queue),
+    return Situation(now_s=now_s, nodes=tuple(nodes), launching=launching, queue_runtime_s=tuple(queue),
                      last_action_s=last_action_s, idle_readings=dict(idle_readings or {}),
                      new_node_price=new_node_price, new_node_slots=new_node_slots, seed_nodes=seed_nodes,
                      absent=absent, absent_price=absent_price)
@@ -232,45 +232,45 @@ def test_decide_does_not_mutate_the_situation():
 
 
 def test_idle_past_termination_time_counts_up():
-    workers = (worker("a", idle_for_s=700), worker("b", idle_for_s=10))
-    d = decide({"terminationTime": 600_000}, situation(workers, idle_readings={"a": 1, "b": 0}))
+    nodes = (node_view("a", idle_for_s=700), node_view("b", idle_for_s=10))
+    d = decide({"terminationTime": 600_000}, situation(nodes, idle_readings={"a": 1, "b": 0}))
     assert d.idle_readings == {"a": 2, "b": 0}
 
 
 def test_idle_exactly_termination_time_counts():
-    d = decide({"terminationTime": 600_000}, situation([worker("a", idle_for_s=600.0)]))
+    d = decide({"terminationTime": 600_000}, situation([node_view("a", idle_for_s=600.0)]))
     assert d.idle_readings == {"a": 1}
 
 
-def test_busy_worker_resets_counter():
-    d = decide({"terminationTime": 0}, situation([worker("a", busy=1)], idle_readings={"a": 2}))
+def test_busy_node_resets_counter():
+    d = decide({"terminationTime": 0}, situation([node_view("a", busy=1)], idle_readings={"a": 2}))
     assert d.idle_readings == {"a": 0}
 
 
-def test_worker_not_idle_long_enough_resets_counter():
-    d = decide({"terminationTime": 60_000}, situation([worker("a", idle_for_s=59)], idle_readings={"a": 2}))
+def test_node_not_idle_long_enough_resets_counter():
+    d = decide({"terminationTime": 60_000}, situation([node_view("a", idle_for_s=59)], idle_readings={"a": 2}))
     assert d.idle_readings == {"a": 0}
 
 
-def test_absent_workers_are_dropped_from_counters():
-    d = decide({"terminationTime": 0}, situation([worker("a")], idle_readings={"a": 1, "lost": 4}))
+def test_absent_nodes_are_dropped_from_counters():
+    d = decide({"terminationTime": 0}, situation([node_view("a")], idle_readings={"a": 1, "lost": 4}))
     assert d.idle_readings == {"a": 2}
 
 
 def test_without_termination_time_counters_stay_zero():
-    d = decide({"minWorkers": 1}, situation([worker("a", idle_for_s=1e6)], idle_readings={"a": 5}))
+    d = decide({"minWorkers": 1}, situation([node_view("a", idle_for_s=1e6)], idle_readings={"a": 5}))
     assert d.idle_readings == {"a": 0}
 
 
 def test_counters_update_during_cooldown():
-    s = situation([worker("a", idle_for_s=100)], idle_readings={"a": 1}, last_action_s=999.0)
+    s = situation([node_view("a", idle_for_s=100)], idle_readings={"a": 1}, last_action_s=999.0)
     d = decide({"terminationTime": 1000, "cooldown": 60_000}, s)
     assert "cooldown" in d.reason
     assert d.idle_readings == {"a": 2}
 
 
 def test_counters_update_when_launching():
-    s = situation([worker("a", idle_for_s=100)], idle_readings={"a": 1})
+    s = situation([node_view("a", idle_for_s=100)], idle_readings={"a": 1})
     d = decide({"terminationTime": 1000, "minWorkers": 3}, s)
     assert d.launch == 2
     assert d.idle_readings == {"a": 2}
@@ -323,26 +323,26 @@ def test_fixed_counts_launching_nodes():
 
 
 def test_fixed_destroys_one_surplus_most_idle_first():
-    workers = (worker("lead", is_leader=True, idle_for_s=9999), worker("a", idle_for_s=10),
-               worker("b", idle_for_s=500), worker("c", idle_for_s=100))
-    d = decide({"fixedWorkers": 2}, situation(workers))
+    nodes = (node_view("lead", is_leader=True, idle_for_s=9999), node_view("a", idle_for_s=10),
+             node_view("b", idle_for_s=500), node_view("c", idle_for_s=100))
+    d = decide({"fixedWorkers": 2}, situation(nodes))
     assert d.destroy == ("b",)
     assert d.launch == 0
 
 
 def test_fixed_never_destroys_leader_busy_or_static():
-    workers = (worker("lead", is_leader=True, idle_for_s=9999), worker("busy", busy=2),
-               worker("seed", removable=False, idle_for_s=9999), worker("ok", idle_for_s=1))
-    d = decide({"fixedWorkers": 1}, situation(workers))
+    nodes = (node_view("lead", is_leader=True, idle_for_s=9999), node_view("busy", busy=2),
+             node_view("seed", removable=False, idle_for_s=9999), node_view("ok", idle_for_s=1))
+    d = decide({"fixedWorkers": 1}, situation(nodes))
     assert d.destroy == ("ok",)
 
 
 def test_fixed_surplus_without_candidates_explains():
-    workers = (worker("lead", is_leader=True), worker("busy", busy=1), worker("seed", removable=False),
-               worker("seed2", removable=False))
-    d = decide({"fixedWorkers": 1}, situation(workers))
+    nodes = (node_view("lead", is_leader=True), node_view("busy", busy=1), node_view("seed", removable=False),
+             node_view("seed2", removable=False))
+    d = decide({"fixedWorkers": 1}, situation(nodes))
     assert d.destroy == () and d.launch == 0
-    assert "no removable, idle, non-leader worker" in d.reason
+    assert "no removable, idle, non-leader node" in d.reason
 
 
 def test_fixed_governs_alone():
@@ -529,9 +529,9 @@ def ripe(n: int) -> dict[str, int]:
 
 
 def test_scale_in_destroys_one_longest_idle():
-    workers = (worker("w0", is_leader=True, removable=False, idle_for_s=900), worker("w1", idle_for_s=700),
-               worker("w2", idle_for_s=800), worker("w3", idle_for_s=650), worker("w4", idle_for_s=750))
-    d = decide({"terminationTime": 600_000}, situation(workers, idle_readings=ripe(5)))
+    nodes = (node_view("w0", is_leader=True, removable=False, idle_for_s=900), node_view("w1", idle_for_s=700),
+             node_view("w2", idle_for_s=800), node_view("w3", idle_for_s=650), node_view("w4", idle_for_s=750))
+    d = decide({"terminationTime": 600_000}, situation(nodes, idle_readings=ripe(5)))
     assert d.destroy == ("w2",)
     assert d.launch == 0
     assert "terminationTime" in d.reason
@@ -550,11 +550,11 @@ def test_scale_in_needs_three_consecutive_readings():
 
 def test_no_flapping_one_busy_reading_restarts_the_count():
     rules = {"terminationTime": 0}
-    idle = (worker("lead", is_leader=True), worker("a"), worker("b"), worker("c", removable=False))
-    busy = (idle[0], worker("a", busy=1), idle[2], idle[3])
+    idle = (node_view("lead", is_leader=True), node_view("a"), node_view("b"), node_view("c", removable=False))
+    busy = (idle[0], node_view("a", busy=1), idle[2], idle[3])
     readings: dict[str, int] = {}
-    for workers in (idle, idle, busy, idle, idle):
-        d = decide(rules, situation(workers, idle_readings=readings))
+    for nodes in (idle, idle, busy, idle, idle):
+        d = decide(rules, situation(nodes, idle_readings=readings))
         readings = d.idle_readings
         assert "a" not in d.destroy
     assert readings["a"] == 2
@@ -565,9 +565,9 @@ def test_no_flapping_one_busy_reading_restarts_the_count():
 
 def test_busy_flip_resets_before_destroy():
     rules = {"terminationTime": 0}
-    workers = (worker("lead", is_leader=True), worker("a", busy=1), worker("s1", removable=False),
-               worker("s2", removable=False))
-    d = decide(rules, situation(workers, idle_readings={"a": 10}))
+    nodes = (node_view("lead", is_leader=True), node_view("a", busy=1), node_view("s1", removable=False),
+             node_view("s2", removable=False))
+    d = decide(rules, situation(nodes, idle_readings={"a": 10}))
     assert d.destroy == ()
     assert d.idle_readings["a"] == 0
 
@@ -575,41 +575,41 @@ def test_busy_flip_resets_before_destroy():
 def test_scale_in_goes_down_to_min_workers_not_three_nodes():
     # pod up --nodes 1, minWorkers=1, grown to 3: both launched nodes go, one per evaluation, down to 1.
     rules = {"terminationTime": 8000, "minWorkers": 1, "maxWorkers": 3, "maxWait": 1000}
-    workers = (worker("n1", is_leader=True, removable=False, idle_for_s=60),
-               worker("wa", idle_for_s=60), worker("wb", idle_for_s=50))
+    nodes = (node_view("n1", is_leader=True, removable=False, idle_for_s=60),
+             node_view("wa", idle_for_s=60), node_view("wb", idle_for_s=50))
     readings = {"n1": 5, "wa": 5, "wb": 5}
-    d = decide(rules, situation(workers, idle_readings=readings, seed_nodes=1))
+    d = decide(rules, situation(nodes, idle_readings=readings, seed_nodes=1))
     assert d.destroy == ("wa",)
-    d = decide(rules, situation(workers[::2], idle_readings=d.idle_readings, seed_nodes=1))
+    d = decide(rules, situation(nodes[::2], idle_readings=d.idle_readings, seed_nodes=1))
     assert d.destroy == ("wb",)
-    d = decide(rules, situation(workers[:1], idle_readings=d.idle_readings, seed_nodes=1))
+    d = decide(rules, situation(nodes[:1], idle_readings=d.idle_readings, seed_nodes=1))
     assert d.destroy == () and d.launch == 0
 
 
 def test_scale_in_floor_is_the_seed_nodes_when_min_workers_is_lower():
     # Three seeds, one of them lost (it still counts: it may come back); the launched node stands in for it.
-    workers = (worker("n1", is_leader=True, removable=False), worker("n2", removable=False), worker("w1"))
-    d = decide({"terminationTime": 0, "minWorkers": 1}, situation(workers, idle_readings=ripe(3), seed_nodes=3))
+    nodes = (node_view("n1", is_leader=True, removable=False), node_view("n2", removable=False), node_view("w1"))
+    d = decide({"terminationTime": 0, "minWorkers": 1}, situation(nodes, idle_readings=ripe(3), seed_nodes=3))
     assert d.destroy == ()
     assert "floor" in d.reason and "3 seed nodes" in d.reason and NO_CHANGE in d.reason
     assert decide({"terminationTime": 0, "minWorkers": 1},
-                  situation(workers, idle_readings={"w1": 9}, seed_nodes=2)).destroy == ("w1",)
+                  situation(nodes, idle_readings={"w1": 9}, seed_nodes=2)).destroy == ("w1",)
 
 
 def test_scale_in_down_to_zero_min_keeps_the_leader():
-    workers = (worker("lead", is_leader=True, idle_for_s=1e6), worker("w1"))
-    d = decide({"terminationTime": 0}, situation(workers, idle_readings={"lead": 9, "w1": 9}))
+    nodes = (node_view("lead", is_leader=True, idle_for_s=1e6), node_view("w1"))
+    d = decide({"terminationTime": 0}, situation(nodes, idle_readings={"lead": 9, "w1": 9}))
     assert d.destroy == ("w1",)
-    d = decide({"terminationTime": 0}, situation(workers[:1], idle_readings={"lead": 9}))
+    d = decide({"terminationTime": 0}, situation(nodes[:1], idle_readings={"lead": 9}))
     assert d.destroy == ()
 
 
 def test_scale_in_takes_observers_before_voters():
-    workers = (worker("n1", is_leader=True, removable=False), worker("wv", idle_for_s=900, voter=True),
-               worker("wo", idle_for_s=100))
-    d = decide({"terminationTime": 0}, situation(workers, idle_readings={"wv": 9, "wo": 9}, seed_nodes=1))
+    nodes = (node_view("n1", is_leader=True, removable=False), node_view("wv", idle_for_s=900, voter=True),
+             node_view("wo", idle_for_s=100))
+    d = decide({"terminationTime": 0}, situation(nodes, idle_readings={"wv": 9, "wo": 9}, seed_nodes=1))
     assert d.destroy == ("wo",)
-    d = decide({"terminationTime": 0}, situation(workers[:2], idle_readings={"wv": 9}, seed_nodes=1))
+    d = decide({"terminationTime": 0}, situation(nodes[:2], idle_readings={"wv": 9}, seed_nodes=1))
     assert d.destroy == ("wv",)
 
 
@@ -628,22 +628,22 @@ def test_scale_in_floor_counts_launching():
 
 
 def test_scale_in_never_destroys_leader():
-    workers = (worker("lead", is_leader=True, idle_for_s=1e6), worker("s1", removable=False),
-               worker("s2", removable=False), worker("s3", removable=False))
-    d = decide({"terminationTime": 0}, situation(workers, idle_readings={"lead": 9}))
+    nodes = (node_view("lead", is_leader=True, idle_for_s=1e6), node_view("s1", removable=False),
+             node_view("s2", removable=False), node_view("s3", removable=False))
+    d = decide({"terminationTime": 0}, situation(nodes, idle_readings={"lead": 9}))
     assert d.destroy == ()
 
 
 def test_scale_in_never_destroys_static_seed():
-    workers = (worker("lead", is_leader=True), worker("seed", removable=False, idle_for_s=1e6),
-               worker("s2", removable=False), worker("s3", removable=False))
-    assert decide({"terminationTime": 0}, situation(workers, idle_readings={"seed": 9})).destroy == ()
+    nodes = (node_view("lead", is_leader=True), node_view("seed", removable=False, idle_for_s=1e6),
+             node_view("s2", removable=False), node_view("s3", removable=False))
+    assert decide({"terminationTime": 0}, situation(nodes, idle_readings={"seed": 9})).destroy == ()
 
 
 def test_scale_in_never_destroys_busy_worker():
-    workers = (worker("lead", is_leader=True), worker("b", busy=1), worker("s2", removable=False),
-               worker("s3", removable=False))
-    assert decide({"terminationTime": 0}, situation(workers, idle_readings={"b": 9})).destroy == ()
+    nodes = (node_view("lead", is_leader=True), node_view("b", busy=1), node_view("s2", removable=False),
+             node_view("s3", removable=False))
+    assert decide({"terminationTime": 0}, situation(nodes, idle_readings={"b": 9})).destroy == ()
 
 
 def test_scale_in_waits_for_empty_queue():
@@ -665,8 +665,8 @@ def test_without_termination_time_no_scale_in():
 
 
 def test_fixed_goes_down_to_n_even_below_three():
-    workers = (worker("lead", is_leader=True, removable=False), worker("w1", idle_for_s=5), worker("w2"))
-    d = decide({"fixedWorkers": 1}, situation(workers))
+    nodes = (node_view("lead", is_leader=True, removable=False), node_view("w1", idle_for_s=5), node_view("w2"))
+    d = decide({"fixedWorkers": 1}, situation(nodes))
     assert d.destroy == ("w1",) and d.launch == 0
 
 
