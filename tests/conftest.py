@@ -7,9 +7,10 @@ import os
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

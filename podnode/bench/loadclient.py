@@ -74,7 +74,7 @@ class LoadClient:
                     pass
         self._idle.clear()
 
-    async def __aenter__(self) -> "LoadClient":
+    async def __aenter__(self) -> LoadClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

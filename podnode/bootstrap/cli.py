@@ -14,7 +14,6 @@ from .local import cmd_local, stop_local
 from .ssh import cmd_ssh, run_steps, ssh_stop_steps
 from .state import BootstrapError, Out, load_state, save_state, say, state_path
 
-
 # ---------------------------------------------------------------------------------------------------- stop
 
 

@@ -5,13 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
 from ..scaling import userdata
-from .state import (BootstrapError, Out, T, already_running, existing_cluster, load_state, member_status,
-                    new_secret, new_state, poll, report, save_state, say, state_path, workers)
-
+from .state import (
+    BootstrapError,
+    Out,
+    T,
+    already_running,
+    existing_cluster,
+    load_state,
+    member_status,
+    new_secret,
+    new_state,
+    poll,
+    report,
+    save_state,
+    say,
+    state_path,
+    workers,
+)
 
 # ---------------------------------------------------------------------------------------------------- cloud
 

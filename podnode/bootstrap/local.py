@@ -10,8 +10,19 @@ from typing import Any
 
 from ..local.cluster import LocalCluster, LocalNode
 from ..local.procs import is_node_process, port_free, stop_groups
-from .state import (BootstrapError, Out, already_running, existing_cluster, load_state, new_secret, new_state,
-                    report, save_state, say, state_path)
+from .state import (
+    BootstrapError,
+    Out,
+    already_running,
+    existing_cluster,
+    load_state,
+    new_secret,
+    new_state,
+    report,
+    save_state,
+    say,
+    state_path,
+)
 
 STOP_GRACE_S = 10.0
 

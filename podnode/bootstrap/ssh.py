@@ -12,8 +12,20 @@ from typing import Any
 
 from .. import __version__
 from ..scaling import userdata
-from .state import (BootstrapError, Out, already_running, existing_cluster, load_state, member_status,
-                    new_secret, new_state, poll, report, save_state, say)
+from .state import (
+    BootstrapError,
+    Out,
+    already_running,
+    existing_cluster,
+    load_state,
+    member_status,
+    new_secret,
+    new_state,
+    poll,
+    report,
+    save_state,
+    say,
+)
 
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")

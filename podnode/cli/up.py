@@ -13,8 +13,18 @@ import signal
 import time
 from pathlib import Path
 
-from ..local.procs import (become_subreaper, cmdline, cwd, is_node_process, kill_until_gone, pids, port_free,
-                           stop_groups, within, working_in)
+from ..local.procs import (
+    become_subreaper,
+    cmdline,
+    cwd,
+    is_node_process,
+    kill_until_gone,
+    pids,
+    port_free,
+    stop_groups,
+    within,
+    working_in,
+)
 from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
 

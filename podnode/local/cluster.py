@@ -99,7 +99,7 @@ class LocalCluster:
             if out is not None:
                 out.close()
 
-    def start(self, *, timeout_s: float = 30.0) -> "LocalCluster":
+    def start(self, *, timeout_s: float = 30.0) -> LocalCluster:
         for node in self.nodes:
             self.start_node(node)
         self.wait_ready(timeout_s=timeout_s)
@@ -187,7 +187,7 @@ class LocalCluster:
         for node in self.nodes:
             self.stop_node(node)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:

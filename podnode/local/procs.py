@@ -15,8 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 PR_SET_CHILD_SUBREAPER = 36   # linux/prctl.h
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .cluster import LocalCluster, LocalNode, get_json
 from .left import mark_left, read_left
-from .procs import (alive, children, descendants, is_node_process, kill_tree, reap_orphans, signal_group,
-                    terminate_group)
+from .procs import alive, children, descendants, is_node_process, kill_tree, reap_orphans, signal_group, terminate_group
 
 STOP_GRACE_S = 7.0               # SIGTERM to SIGKILL on stop: a node needs its kill grace (5 s) and a little
 STRAGGLER_S = 15.0               # a node without a leader this long, while the others have one, is looked into

@@ -14,9 +14,10 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .. import __version__
 from ..local.procs import free_ports, stop_foreign_node, stop_popen

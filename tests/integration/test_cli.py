@@ -209,7 +209,8 @@ def _workers_body() -> dict:
         {**node, "id": "n2", "status": "lost", "httpUrl": "http://h:2", "connected": False},
         {**node, "id": "w1", "status": "left", "httpUrl": "http://h:3", "connected": False,
          "leftTime": now_ms - 7200_000, "provider": "local"},
-        {**node, "id": "n3", "status": "left", "httpUrl": "http://h:4", "connected": False, "leftTime": now_ms - 90_000},
+        {**node, "id": "n3", "status": "left", "httpUrl": "http://h:4", "connected": False,
+         "leftTime": now_ms - 90_000},
     ], "launching": [], "launchFailures": {}, "spendPerHour": 0, "spentSoFar": 0}
 
 

@@ -44,7 +44,7 @@ class PodUp:
     def out_path(self) -> Path:
         return self.data_dir.parent / f"pod-up-{self.runs}.out"
 
-    def start(self) -> "PodUp":
+    def start(self) -> PodUp:
         self.runs += 1
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(

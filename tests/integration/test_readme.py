@@ -17,9 +17,9 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -61,7 +61,8 @@ class Step:
 
 def run_blocks(blocks: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, list[Step]]:
     """Run the blocks in one `bash -e`, as pasted into one terminal; split the output by command."""
-    trap = f"trap 'printf \"\\n{MARK} %s\\n\" \"$BASH_COMMAND\"; printf \"\\n{MARK} %s\\n\" \"$BASH_COMMAND\" >&2' DEBUG\n"
+    show = f"printf \"\\n{MARK} %s\\n\" \"$BASH_COMMAND\""
+    trap = f"trap '{show}; {show} >&2' DEBUG\n"
     proc = subprocess.Popen(["bash", "-e", "-c", trap + "\n".join(blocks)], cwd=REPO, env=env, text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -70,7 +71,7 @@ def run_blocks(blocks: list[str], env: dict[str, str], timeout_s: float) -> tupl
     except subprocess.TimeoutExpired:
         signal_group(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"the walkthrough did not end within {timeout_s} s; its output:\n{out}\n{err}")
+        raise AssertionError(f"the walkthrough did not end within {timeout_s} s; its output:\n{out}\n{err}") from None
     outs, errs = _split(out), _split(err)
     assert [c for c, _ in outs] == [c for c, _ in errs], (out, err)
     return proc.returncode, [Step(c, o, e) for (c, o), (_, e) in zip(outs, errs)]

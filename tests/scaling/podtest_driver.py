@@ -22,8 +22,8 @@ from libcloud.common.types import LibcloudError
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
 from libcloud.compute.types import NodeState
 
-from podnode.scaling import userdata
 from podnode.local.procs import free_ports, stop_popen
+from podnode.scaling import userdata
 
 DRIVER_TYPE = "podtest"
 FAST_ARGS = ["--election-timeout-s", "0.3", "--node-lost-after-s", "1.5"]

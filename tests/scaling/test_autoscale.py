@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from ..conftest import Client, pid_alive, approved, install_script, start_cluster, wait_until
+from ..conftest import Client, approved, install_script, pid_alive, start_cluster, wait_until
 
 FAST = ["--election-timeout-s", "0.3", "--kill-grace-s", "1", "--node-lost-after-s", "1.5",
         "--scaling-interval-s", "0.5"]

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

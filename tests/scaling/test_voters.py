@@ -132,7 +132,8 @@ def test_a_busy_launched_voter_stays_until_its_work_ends_or_the_deadline():
     drained(state, "wa")
     members = [addr("n1"), addr("wa")]
     assert scheduler.plan_raft_exits(state, 1010.0, members=members, connected=members) == []
-    assert scheduler.plan_raft_exits(state, 1061.0, members=members, connected=members) == [addr("wa")]   # past the deadline
+    past_deadline_s = 1061.0
+    assert scheduler.plan_raft_exits(state, past_deadline_s, members=members, connected=members) == [addr("wa")]
 
 
 async def test_the_manager_takes_a_launched_voter_out_of_raft_before_committing_that_it_left():
