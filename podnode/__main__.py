@@ -1,3 +1,3 @@
-from .node import main
+from .server.main import main
 
 main()

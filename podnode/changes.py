@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Iterable
+from collections.abc import Iterable
 
 ALL = object()  # marker: everything may have changed (a snapshot was loaded)
 COARSE_S = 0.1  # how late a long wait may end

@@ -1,12 +1,15 @@
-"""One typed configuration object for a node. Every field says its unit."""
+"""One typed configuration object for a node. Every field says its unit.
+
+Frozen once parsed: what joining decides before the node starts is a new config (dataclasses.replace); what
+changes while the node runs (an observer promoted to a voter) is the replica's, not the config's. Importing this
+module has no side effect and imports nothing heavy (no pysyncobj): anything may read the config.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 from dataclasses import dataclass, field
-
-from .raft.replica import RaftTiming
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 
@@ -20,7 +23,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
+class RaftTiming:
+    """pysyncobj's timings (raft/replica.py passes them to SyncObjConf)."""
+    heartbeat_s: float = 0.05            # appendEntriesPeriod: leader heartbeat interval
+    election_min_s: float = 0.4          # raftMinTimeout: a follower waits at least this long for a heartbeat
+    election_max_s: float = 1.4          # raftMaxTimeout
+    leader_fallback_s: float = 3.0       # a leader that hears from no majority this long steps down
+    connection_timeout_s: float = 3.5    # a silent peer connection is dropped after this long
+    connection_retry_s: float = 0.5      # reconnect to a lost peer this often
+    compaction_min_entries: int = 5000   # snapshot the state after this many log entries...
+    compaction_min_s: float = 300.0      # ...or this many seconds
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     node_id: str                                  # this node's name in the cluster, e.g. "n1"
     http_host: str = "127.0.0.1"                  # where the action API listens
@@ -34,7 +50,8 @@ class NodeConfig:
     allow_file_urls: bool | None = None           # file:// install scripts; None: only on a loopback node
     advertise_host: str | None = None             # host other nodes use to reach this one (default: bind host)
     join: str | None = None                       # HTTP URL (or HOST:PORT) of any member, to join a running cluster
-    observer: bool = False                        # a non-voting member (set when joining a cluster of max_voters)
+    observer: bool = False                        # start as a non-voting member (joining decides; a promotion
+                                                  # later is the replica's, see Replica.observer)
     cluster_name: str = "pod"                     # announced over zeroconf; --join auto finds only this cluster
     announce: bool = True                         # announce this node over zeroconf (_pod._tcp.local.)
     max_voters: int = 5                           # Raft voters at most; more nodes join as observers
@@ -54,10 +71,30 @@ class NodeConfig:
     provider_options: dict = field(default_factory=dict)  # the provider's settings (libcloud: driver, image, ...)
     scaling_interval_s: float = 2.0               # the leader evaluates the active policy this often
     result_ttl_s: float = 24 * 3600.0             # unread finished results are dropped after this long
+    # ---- the node's own timings -----------------------------------------------------------------------
+    peer_timeout_s: float = 3.0                   # a request to another node's HTTP API (live output) gives up
+    forward_timeout_s: float = 30.0               # a request forwarded to the leader (a join through an observer)
+    promote_timeout_s: float = 10.0               # the leader telling an observer it is a voter now
+    execution_arrival_s: float = 0.2              # a read of an id not applied here yet waits this long for it
+    join_timeout_s: float = 60.0                  # --join: keep asking the member this long before giving up
+    join_retry_s: float = 1.0                     # ...asking again this often
+    discovery_timeout_s: float = 10.0             # --join auto: listen for members on zeroconf this long
+    stop_timeout_s: float = 5.0                   # the node's tasks must stop within this when it stops
+    announce_stop_timeout_s: float = 3.0          # unregistering from zeroconf at stop gives up after this
+    http_shutdown_timeout_s: float = 2.0          # open HTTP requests are given this long at stop
+    stale_kill_timeout_s: float = 5.0             # at start, an earlier run's leftover processes must be gone by then
+    observer_poll_s: float = 0.25                 # the leader polls every observer's /status this often
+    # ---- the autoscaler's timings (scaling/autoscaler.py) ------------------------------------------------
+    launch_join_timeout_s: float = 90.0           # a launched node must have registered by then (launch included)
+    destroy_lost_after_s: float = 30.0            # a launched node lost this long is destroyed
+    launch_backoff_first_s: float = 10.0          # no launch for this long after a failed one...
+    launch_backoff_max_s: float = 300.0           # ...doubling with each failure up to this
+    scale_in_drain_deadline_s: float = 60.0       # a node scaled in may finish its work this long
+    provider_timeout_s: float = 120.0             # a provider's destroy or price lookup gives up after this
 
     def __post_init__(self) -> None:
         if self.allow_file_urls is None:
-            self.allow_file_urls = is_loopback(self.http_host)
+            object.__setattr__(self, "allow_file_urls", is_loopback(self.http_host))
         if self.slots < 0:
             raise ValueError("slots must be >= 0")
 

@@ -19,8 +19,9 @@ from .config import NodeConfig
 from .errors import Unavailable
 from .raft.bridge import CommandBridge
 from .raft.lifecycle import NODE_LEFT_STATUS
-from .scaling.autoscaler import Autoscaler
 from .raft.replica import Replica
+from .scaling.autoscaler import Autoscaler
+from .server.peers import post_status
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Manager:
                         if n not in observers:
                             del self._observer_ok[n]
                     await asyncio.gather(*(self._poll_observer(session, n, url) for n, url in observers.items()))
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(self.cfg.observer_poll_s)
 
     async def _poll_observer(self, session: aiohttp.ClientSession, node: str, url: str) -> None:
         self._observer_ok.setdefault(node, time.monotonic())  # the clock starts when this leader first looks
@@ -102,12 +103,10 @@ class Manager:
         if target is None:
             return
         members = await self.add_member(target["raftAddr"])
-        headers = {"X-Pod-Secret": self.cfg.secret} if self.cfg.secret else {}
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-                async with session.post(f"{target['httpUrl']}/internal/promote", headers=headers,
-                                        data={"members": ",".join(members)}) as resp:
-                    log.info("promoted %s to voter: HTTP %s", promote, resp.status)
+            status = await post_status(target["httpUrl"], "/internal/promote", {"members": ",".join(members)},
+                                       secret=self.cfg.secret, timeout_s=self.cfg.promote_timeout_s)
+            log.info("promoted %s to voter: HTTP %s", promote, status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("could not tell %s it is a voter now: %s", promote, exc)
 

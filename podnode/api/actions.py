@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from ..errors import BadRequest, NotFound, Unavailable
 from ..exec.install import check_script_url
@@ -14,15 +15,13 @@ from ..raft.state import missing_execution
 from . import params as P
 from . import views
 from .cluster_actions import CLUSTER_ACTIONS
-
-if TYPE_CHECKING:
-    from ..node import PodNode
+from .node_api import NodeApi
 
 Params = Mapping[str, str]
-Action = Callable[["PodNode", Params], Awaitable[dict[str, Any]]]
+Action = Callable[["NodeApi", Params], Awaitable[dict[str, Any]]]
 
 
-async def new_activity(node: PodNode, p: Params) -> dict[str, Any]:
+async def new_activity(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     url = P.required(p, "installationScriptLocation").strip()
     if len(url) > P.MAX_URL_CHARS:
@@ -31,12 +30,12 @@ async def new_activity(node: PodNode, p: Params) -> dict[str, Any]:
         check_script_url(url, allow_file_urls=bool(node.cfg.allow_file_urls))
     except ValueError as exc:
         raise BadRequest(f"Invalid installationScriptLocation: {exc}") from None
-    result = await node.bridge.submit_ok({"t": C.ACTIVITY_NEW, "name": name, "url": url,
+    result = await node.submit({"t": C.ACTIVITY_NEW, "name": name, "url": url,
                                           "maxAttempts": P.max_attempts(p), "now": time.time()})
     return {"activity": views.activity(result["activity"]), "status": "installing"}
 
 
-async def get_activity_status(node: PodNode, p: Params) -> dict[str, Any]:
+async def get_activity_status(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     record = await node.read_or_sync(lambda s: s.activity(name))
     if record is None:
@@ -44,21 +43,21 @@ async def get_activity_status(node: PodNode, p: Params) -> dict[str, Any]:
     return {"activity": views.activity(record)}
 
 
-async def delete_activity(node: PodNode, p: Params) -> dict[str, Any]:
+async def delete_activity(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
-    result = await node.bridge.submit_ok({"t": C.ACTIVITY_DELETE, "name": name, "now": time.time()})
+    result = await node.submit({"t": C.ACTIVITY_DELETE, "name": name, "now": time.time()})
     return {"activity": views.activity(result["activity"]), "status": "uninstalling"}
 
 
-async def new_execution(node: PodNode, p: Params) -> dict[str, Any]:
+async def new_execution(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     cmd = {"t": C.EXEC_NEW, "name": name, "input": P.execution_input(p, node.cfg.max_input_bytes),
            "requestId": P.request_id(p), "now": time.time(), "node": node.propose_placement(name)}
-    result = await node.bridge.submit_ok(cmd)
+    result = await node.submit(cmd)
     return {"execution": views.execution_summary(result["execution"])}
 
 
-async def get_execution_status(node: PodNode, p: Params) -> dict[str, Any]:
+async def get_execution_status(node: NodeApi, p: Params) -> dict[str, Any]:
     exec_id = P.execution_id(p)
     wait_s = P.wait_seconds(p, node.cfg.max_wait_s)
     record = await node.read_execution(exec_id)
@@ -70,7 +69,7 @@ async def get_execution_status(node: PodNode, p: Params) -> dict[str, Any]:
     if record["status"] in TERMINAL and not record.get("outputPending"):
         # Reading an ended execution hands over its result and deletes the record (the contract).
         try:
-            result = await node.bridge.submit_ok({"t": C.EXEC_FORGET, "id": exec_id})
+            result = await node.submit({"t": C.EXEC_FORGET, "id": exec_id})
         except Unavailable:
             # The delete may or may not commit; never lose the output over it. If it did not commit,
             # a later read returns the same result again.
@@ -79,11 +78,11 @@ async def get_execution_status(node: PodNode, p: Params) -> dict[str, Any]:
     return {"execution": views.execution(record, output=await node.live_output(record))}
 
 
-async def _wait_for_end(node: PodNode, exec_id: int, record: dict, wait_s: float) -> dict:
+async def _wait_for_end(node: NodeApi, exec_id: int, record: dict, wait_s: float) -> dict:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while (record["status"] not in TERMINAL or record.get("outputPending")) and loop.time() < deadline:
-        await node.changes.wait_execution(exec_id, deadline - loop.time())
+        await node.wait_execution(exec_id, deadline - loop.time())
         fresh = node.read(lambda s: s.execution(exec_id))
         if fresh is None:
             raise NotFound(missing_execution(exec_id)["message"])
@@ -91,13 +90,13 @@ async def _wait_for_end(node: PodNode, exec_id: int, record: dict, wait_s: float
     return record
 
 
-async def terminate_execution(node: PodNode, p: Params) -> dict[str, Any]:
+async def terminate_execution(node: NodeApi, p: Params) -> dict[str, Any]:
     exec_id = P.execution_id(p)
-    result = await node.bridge.submit_ok({"t": C.EXEC_TERMINATE, "id": exec_id, "now": time.time()})
+    result = await node.submit({"t": C.EXEC_TERMINATE, "id": exec_id, "now": time.time()})
     return {"execution": {"id": result["execution"]["id"], "status": result["execution"]["status"]}}
 
 
-async def get_all_executions(node: PodNode, p: Params) -> dict[str, Any]:
+async def get_all_executions(node: NodeApi, p: Params) -> dict[str, Any]:
     await node.caught_up()  # the list reflects every write made before, through any node
     records = node.read(lambda s: [s.execution(i) for i in sorted(s.executions)])
     listed = []

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import BadRequest, Conflict, HeadersTooLarge, NotFound, PodError, TooLarge, Unavailable, UriTooLong
 from .actions import ACTIONS
-
-if TYPE_CHECKING:
-    from ..node import PodNode
+from .node_api import NodeApi
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +89,7 @@ async def _form(request: web.Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def build_app(node: PodNode) -> web.Application:
+def build_app(node: NodeApi) -> web.Application:
     app = web.Application(middlewares=[errors_as_json], client_max_size=4 * node.cfg.max_input_bytes + 65536)
 
     async def pod_action(request: web.Request) -> web.Response:
@@ -109,35 +106,35 @@ def build_app(node: PodNode) -> web.Application:
         return _json(node.status_view())
 
     async def execution_output(request: web.Request) -> web.Response:
-        node.check_peer_secret(request)
+        node.check_peer_secret(request.headers)
         try:
             exec_id = int(request.match_info["id"])
         except ValueError:
             raise BadRequest("execution id must be a whole number") from None
-        output = node.agent.output_of(exec_id)
+        output = node.local_output(exec_id)
         if output is None:
             raise NotFound(f"execution {exec_id} is not running on {node.cfg.node_id}")
         return _json({"stdout": output[0], "stderr": output[1]})
 
     async def join(request: web.Request) -> web.Response:
         """A new node asks to be added to the Raft cluster; it gets the members to start with."""
-        node.check_peer_secret(request)
+        node.check_peer_secret(request.headers)
         params = await request_params(request)
         raft_addr = params.get("raftAddr", "")
         host, _, port = raft_addr.rpartition(":")
         if not host or not (port.isascii() and port.isdigit()):
             raise BadRequest("raftAddr must be HOST:PORT")
-        if node.replica.observer:  # an observer's view of the voters may lag: let the leader decide
+        if node.is_observer():  # an observer's view of the voters may lag: let the leader decide
             return _json(*(await node.forward_to_leader("/internal/join", params)))
-        members = node.replica.members()
-        if node.manager.join_role(params.get("node", ""), raft_addr) == "observer":  # launched, or voters full
+        members = node.members()
+        if node.join_role(params.get("node", ""), raft_addr) == "observer":  # launched, or voters full
             return _json({"members": members, "role": "observer"})
         members = await node.add_member(raft_addr)
         return _json({"members": members, "role": "voter"})
 
     async def promote(request: web.Request) -> web.Response:
         """The leader has made this observer a voter: restart its replica as one."""
-        node.check_peer_secret(request)
+        node.check_peer_secret(request.headers)
         params = await request_params(request)
         members = [m for m in params.get("members", "").split(",") if m]
         if node.cfg.raft_addr not in members:

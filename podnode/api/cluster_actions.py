@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import BadRequest
 from ..raft import commands as C
 from ..scaling.policy import PolicyError, format_rules, parse_rules
 from . import params as P
-
-if TYPE_CHECKING:
-    from ..node import PodNode
+from .node_api import NodeApi
 
 Params = Mapping[str, str]
 
@@ -21,28 +20,28 @@ def _policy_view(policy: dict[str, Any], active: str | None) -> dict[str, Any]:
             "active": policy["name"] == active}
 
 
-async def new_policy(node: PodNode, p: Params) -> dict[str, Any]:
+async def new_policy(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.name(p, "name", "policy")
     try:
         rules = parse_rules(P.required(p, "rules"))
     except PolicyError as exc:
         raise BadRequest(f"Invalid rules: {exc}") from None
-    result = await node.bridge.submit_ok({"t": C.POLICY_NEW, "name": name, "rules": rules, "now": time.time()})
+    result = await node.submit({"t": C.POLICY_NEW, "name": name, "rules": rules, "now": time.time()})
     return {"policy": _policy_view(result["policy"], None)}
 
 
-async def delete_policy(node: PodNode, p: Params) -> dict[str, Any]:
-    result = await node.bridge.submit_ok({"t": C.POLICY_DELETE, "name": P.name(p, "name", "policy")})
+async def delete_policy(node: NodeApi, p: Params) -> dict[str, Any]:
+    result = await node.submit({"t": C.POLICY_DELETE, "name": P.name(p, "name", "policy")})
     return {"policy": _policy_view(result["policy"], None), "status": "deleted"}
 
 
-async def apply_policy(node: PodNode, p: Params) -> dict[str, Any]:
-    result = await node.bridge.submit_ok({"t": C.POLICY_APPLY, "name": P.name(p, "name", "policy"),
+async def apply_policy(node: NodeApi, p: Params) -> dict[str, Any]:
+    result = await node.submit({"t": C.POLICY_APPLY, "name": P.name(p, "name", "policy"),
                                           "now": time.time()})
     return {"policy": _policy_view(result["policy"], result["policy"]["name"]), "status": "applied"}
 
 
-async def get_active_policy(node: PodNode, p: Params) -> dict[str, Any]:
+async def get_active_policy(node: NodeApi, p: Params) -> dict[str, Any]:
     await node.caught_up()
 
     def read(s):
@@ -50,26 +49,26 @@ async def get_active_policy(node: PodNode, p: Params) -> dict[str, Any]:
     return {"policy": node.read(read)}
 
 
-async def get_policies(node: PodNode, p: Params) -> dict[str, Any]:
+async def get_policies(node: NodeApi, p: Params) -> dict[str, Any]:
     await node.caught_up()
     return {"policies": node.read(lambda s: [_policy_view(pol, s.active_policy)
                                              for _, pol in sorted(s.policies.items())])}
 
 
-async def reset_policies(node: PodNode, p: Params) -> dict[str, Any]:
-    result = await node.bridge.submit_ok({"t": C.POLICY_RESET, "now": time.time()})
+async def reset_policies(node: NodeApi, p: Params) -> dict[str, Any]:
+    result = await node.submit({"t": C.POLICY_RESET, "now": time.time()})
     return {"removed": result["removed"], "status": "reset"}
 
 
-async def get_workers(node: PodNode, p: Params) -> dict[str, Any]:
+async def get_workers(node: NodeApi, p: Params) -> dict[str, Any]:
     await node.caught_up()
     return node.workers_view()
 
 
-async def drain_worker(node: PodNode, p: Params) -> dict[str, Any]:
+async def drain_worker(node: NodeApi, p: Params) -> dict[str, Any]:
     worker = P.name(p, "workerId", "worker")
     deadline_s = P.seconds(p, "deadline", default=300.0, cap_s=7 * 24 * 3600.0)
-    result = await node.bridge.submit_ok({"t": C.NODE_DRAIN, "node": worker, "deadlineS": deadline_s,
+    result = await node.submit({"t": C.NODE_DRAIN, "node": worker, "deadlineS": deadline_s,
                                           "reason": "drain requested", "now": time.time()})
     return {"worker": {"id": worker, "status": result["node"]["status"]}, "status": "draining"}
 

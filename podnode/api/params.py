@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..config import NAME_PATTERN
 from ..errors import BadRequest, TooLarge

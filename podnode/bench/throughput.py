@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _same_child_watcher() -> None:
     """Give the raw spawn the same pidfd child watcher the nodes use, so the comparison is fair."""
-    from ..node import use_pidfd_child_watcher
+    from ..server.serve import use_pidfd_child_watcher
     use_pidfd_child_watcher(asyncio.get_running_loop())
 
 

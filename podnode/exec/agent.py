@@ -8,18 +8,19 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from ..changes import Changes
 from ..config import NodeConfig
 from ..errors import Unavailable
+from ..local.left import LEFT_MARKER, mark_left
+from ..local.procs import kill_until_gone, signal_group, working_in
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
-from ..local.procs import kill_until_gone, signal_group, working_in
-from ..local.left import LEFT_MARKER, mark_left
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
@@ -49,7 +50,7 @@ class Agent:
 
     # ---- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:
-        await asyncio.to_thread(_stop_stale_executions, self.activities_dir)
+        await asyncio.to_thread(_stop_stale_executions, self.activities_dir, self.cfg.stale_kill_timeout_s)
         self._spawn(self._report_loop())
         await self._register()
         while True:
@@ -79,7 +80,7 @@ class Agent:
             cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
                            "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
                            "version": _version(), "incarnation": self.incarnation,
-                           "role": "observer" if self.cfg.observer else "voter"}
+                           "role": "observer" if self.replica.observer else "voter"}
             await self._commit_retrying(cmd, lambda: True)
             await self._check_activity_files()
         finally:
@@ -215,7 +216,7 @@ class Agent:
             await install_activity(
                 name=name, url=activity["installationScriptLocation"], activity_dir=self.activities_dir / name,
                 allow_file_urls=bool(self.cfg.allow_file_urls), fetch_timeout_s=self.cfg.fetch_timeout_s,
-                install_timeout_s=self.cfg.install_timeout_s,
+                install_timeout_s=self.cfg.install_timeout_s, max_script_bytes=self.cfg.script_max_bytes,
             )
             ok, error = True, None
         except InstallError as exc:
@@ -281,7 +282,7 @@ def _version() -> str:
     return __version__
 
 
-def _stop_stale_executions(activities_dir: Path) -> None:
+def _stop_stale_executions(activities_dir: Path, timeout_s: float) -> None:
     """Kill what an earlier run of this node left running in its activity directories: after a SIGKILL or
     a crash its executions live on (each in a session of its own); their attempts are reported lost and
     retried, so they must not run on beside the retry."""
@@ -290,7 +291,7 @@ def _stop_stale_executions(activities_dir: Path) -> None:
         log.warning("stopping %d processes an earlier run of this node left running: %s", len(stale), stale)
         for pid in stale:   # main.sh leads its own group: its children go too, wherever they cd'd to
             signal_group(pid, signal.SIGKILL)
-        kill_until_gone(lambda: working_in(activities_dir), timeout_s=5.0)
+        kill_until_gone(lambda: working_in(activities_dir), timeout_s=timeout_s)
 
 
 def _record_leaving(data_dir: Path, node: str) -> None:

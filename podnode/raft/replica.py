@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import msgpack
@@ -20,6 +19,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 
+from ..config import RaftTiming
 from ..errors import IncompatibleDependency
 from . import commands as C
 from . import compat, wire
@@ -27,18 +27,6 @@ from .state import State
 
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class RaftTiming:
-    heartbeat_s: float = 0.05            # appendEntriesPeriod: leader heartbeat interval
-    election_min_s: float = 0.4          # raftMinTimeout: a follower waits at least this long for a heartbeat
-    election_max_s: float = 1.4          # raftMaxTimeout
-    leader_fallback_s: float = 3.0       # a leader that hears from no majority this long steps down
-    connection_timeout_s: float = 3.5    # a silent peer connection is dropped after this long
-    connection_retry_s: float = 0.5      # reconnect to a lost peer this often
-    compaction_min_entries: int = 5000   # snapshot the state after this many log entries...
-    compaction_min_s: float = 300.0      # ...or this many seconds
 
 
 class ReplicaRef:

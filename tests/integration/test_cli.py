@@ -231,21 +231,14 @@ def test_worker_list_counts_the_nodes_that_left_and_all_lists_them(capsys):
 def test_a_node_that_is_not_up_is_never_connected():
     """workers_view: a node that left or was lost is not connected even when its Raft address answers (a node
     started later may have the same address); up and draining ones are when reachable, and this node always."""
-    import threading
-    from types import SimpleNamespace
+    from podnode.api import views
 
-    from podnode.node import PodNode
-    from podnode.raft.state import State
-
-    state = State()
-    for i, status in enumerate(["up", "draining", "left", "lost", "up"], start=1):
-        state.nodes[f"n{i}"] = {"id": f"n{i}", "httpUrl": f"http://h:{i}", "raftAddr": f"h:{9000 + i}", "slots": 2,
-                                "status": status, "leftAt": 100.0, "lostAt": 200.0}
+    nodes = [{"id": f"n{i}", "httpUrl": f"http://h:{i}", "raftAddr": f"h:{9000 + i}", "slots": 2, "status": status,
+              "leftAt": 100.0, "lostAt": 200.0} for i, status in enumerate(["up", "draining", "left", "lost", "up"], 1)]
     reachable = {"h:9001", "h:9002", "h:9003", "h:9004"}            # n5 is up but cannot be reached
-    fake = SimpleNamespace(cfg=SimpleNamespace(node_id="n1"),
-                           replica=SimpleNamespace(lock=threading.RLock(), state=state,
-                                                   peer_connected=lambda addr: addr in reachable))
-    workers = {w["id"]: w for w in PodNode.workers_view(fake)["workers"]}
+    view = views.workers(nodes, busy={}, launches={}, launch_failures={}, spend_per_hour=0.0, spent_so_far=0.0,
+                         this_node="n1", peer_connected=lambda addr: addr in reachable)
+    workers = {w["id"]: w for w in view["workers"]}
     assert {n: w["connected"] for n, w in workers.items()} == {
         "n1": True, "n2": True, "n3": False, "n4": False, "n5": False}
     assert workers["n3"]["leftTime"] == 100_000 and "leftTime" not in workers["n4"]

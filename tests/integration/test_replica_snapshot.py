@@ -11,7 +11,8 @@ from pysyncobj import FAIL_REASON
 
 from podnode.local.procs import free_port
 from podnode.raft import commands as C
-from podnode.raft.replica import RaftTiming, Replica
+from podnode.config import RaftTiming
+from podnode.raft.replica import Replica
 
 from ..conftest import wait_until
 

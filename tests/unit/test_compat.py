@@ -16,7 +16,8 @@ from pysyncobj.version import VERSION
 from podnode.errors import IncompatibleDependency
 from podnode.local.procs import free_port
 from podnode.raft import compat
-from podnode.raft.replica import RaftTiming, Replica
+from podnode.config import RaftTiming
+from podnode.raft.replica import Replica
 
 
 def _owner(member: compat.Member):
@@ -107,7 +108,7 @@ def test_a_node_process_refuses_to_start_and_says_why(tmp_path):
     """The podnode command itself, on a pysyncobj without one member: it exits with the message."""
     http, raft = free_port(), free_port()
     code = ("from pysyncobj import SyncObj; del SyncObj._SyncObj__sendAppendEntries\n"
-            "from podnode.node import main\n"
+            "from podnode.server.main import main\n"
             f"main(['--id', 'c1', '--http', '127.0.0.1:{http}', '--raft', '127.0.0.1:{raft}', '--no-announce', "
             f"'--data-dir', {str(tmp_path)!r}])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

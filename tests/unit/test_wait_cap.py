@@ -45,6 +45,9 @@ class RunningForever:
     def read(self, fn):
         return dict(self.record)
 
+    async def wait_execution(self, exec_id, timeout_s):
+        await self.changes.wait_execution(exec_id, timeout_s)
+
     async def live_output(self, record):
         return "so far\n", ""
 

@@ -1,0 +1,70 @@
+"""What the HTTP API needs from the node it serves: reads, submit, status and views, and the few operations of
+the internal peer routes. The handlers depend on this interface only (server/node.py's PodNode satisfies it;
+tests pass small fakes), so the API never imports the server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from ..config import NodeConfig
+
+T = TypeVar("T")
+
+
+class NodeApi(Protocol):
+    cfg: NodeConfig
+
+    # ---- reads of the replicated state (the argument of fn is the state, read under the replica's lock) --
+    def read(self, fn: Callable[[Any], T]) -> T: ...
+
+    async def read_or_sync(self, fn: Callable[[Any], T | None]) -> T | None:
+        """Read; on a miss, catch up with everything committed so far and read again."""
+
+    async def caught_up(self) -> None:
+        """Before a read that must see every earlier write made through any node."""
+
+    async def read_execution(self, exec_id: int) -> dict[str, Any] | None:
+        """An execution's record, or None if it does not exist (any more)."""
+
+    async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
+        """Return when execution exec_id changes, or after timeout_s."""
+
+    async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
+        """Output so far of a running execution, from whichever node runs it."""
+
+    # ---- writes ------------------------------------------------------------------------------------------
+    async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Commit a command; its result, or the error it was refused with raised as a PodError."""
+
+    def propose_placement(self, activity: str) -> str | None:
+        """A node for a new execution of the activity to start on at once, or None."""
+
+    # ---- status and views --------------------------------------------------------------------------------
+    def status_view(self) -> dict[str, Any]: ...
+
+    def workers_view(self) -> dict[str, Any]: ...
+
+    # ---- the internal routes other nodes call --------------------------------------------------------------
+    def check_peer_secret(self, headers: Mapping[str, str]) -> None:
+        """Raise BadRequest unless the request carries the cluster secret."""
+
+    def local_output(self, exec_id: int) -> tuple[str, str] | None:
+        """Output so far of an execution running on this node; None if it does not run here."""
+
+    def is_observer(self) -> bool: ...
+
+    def members(self) -> list[str]:
+        """Raft addresses of the voting members, as this node knows them."""
+
+    def join_role(self, node: str, raft_addr: str) -> str:
+        """'voter' or 'observer' for a node asking to join through this one."""
+
+    async def add_member(self, raft_addr: str) -> list[str]:
+        """Add a voter to Raft; the members afterwards."""
+
+    async def forward_to_leader(self, path: str, data: Mapping[str, str]) -> tuple[dict[str, Any], int]:
+        """POST an internal request to the leader; (body, status)."""
+
+    async def promote(self, members: list[str]) -> None:
+        """This observer became a voter: restart its replica as one."""

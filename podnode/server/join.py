@@ -1,0 +1,60 @@
+"""Joining a running cluster before the node starts: find a member (--join auto, over zeroconf), ask it to let
+this node in, and return the config the node starts with (its peers, and whether it starts as an observer)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from ..config import NodeConfig
+from ..discovery import find_members
+from .peers import PEER_ERRORS, PeerClient, member_url
+
+log = logging.getLogger("podnode")
+
+
+async def join_cluster(cfg: NodeConfig) -> tuple[list[str], str]:
+    """Ask a member to let this node in; return the voters' Raft addresses and this node's role (a voter,
+    or an observer once the cluster has max_voters voters)."""
+    url = member_url(cfg.join or "")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.join_timeout_s
+    peers = PeerClient(secret=cfg.secret, timeout_s=cfg.forward_timeout_s)
+    try:
+        while True:
+            try:
+                body, status = await peers.post(url, "/internal/join",
+                                                {"node": cfg.node_id, "raftAddr": cfg.raft_addr},
+                                                timeout_s=cfg.forward_timeout_s)
+                if status == 200:
+                    return list(body["members"]), body.get("role", "voter")
+                why = body.get("error", f"HTTP {status}")
+                if status < 500:
+                    raise SystemExit(f"cannot join through {url}: {why}")
+            except PEER_ERRORS as exc:
+                why = repr(exc)
+            if loop.time() > deadline:
+                raise SystemExit(f"cannot join through {url} within {cfg.join_timeout_s:g} s: {why}")
+            log.info("join through %s not done yet (%s); retrying", url, why)
+            await asyncio.sleep(cfg.join_retry_s)
+    finally:
+        await peers.close()
+
+
+async def joined(cfg: NodeConfig) -> NodeConfig:
+    """The config to start with: `cfg` itself without --join; else, after joining through the member (found
+    on the local network for --join auto), the members as peers and the role joining gave."""
+    if cfg.join == "auto":
+        found = await find_members(cluster=cfg.cluster_name, timeout_s=cfg.discovery_timeout_s,
+                                   interfaces=cfg.zeroconf_interfaces, exclude_node=cfg.node_id)
+        if not found:
+            raise SystemExit(f"--join auto: no member of cluster {cfg.cluster_name!r} answered on the local "
+                             f"network within {cfg.discovery_timeout_s:g} s")
+        log.info("found cluster %s through zeroconf: %s", cfg.cluster_name, found)
+        cfg = dataclasses.replace(cfg, join=found[0])
+    if not cfg.join:
+        return cfg
+    members, role = await join_cluster(cfg)
+    log.info("joined through %s as %s; voters %s", cfg.join, role, members)
+    return dataclasses.replace(cfg, peers=[m for m in members if m != cfg.raft_addr], observer=role == "observer")

@@ -1,0 +1,237 @@
+"""One POD node wired together: the Raft replica, the worker agent, the leader's manager and the HTTP API.
+
+PodNode is what the API serves from (it satisfies api/node_api.NodeApi): each of those members is a line
+handing over to the part that owns it (reads.Reads, peers.PeerClient, the agent, the manager, api/views).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .. import __version__, scheduler
+from ..api import views
+from ..api.app import build_app
+from ..api.protocol import JsonErrorAppRunner, request_limits
+from ..changes import Changes
+from ..config import NodeConfig
+from ..discovery import Announcer
+from ..errors import Unavailable
+from ..exec.agent import Agent
+from ..manager import Manager
+from ..raft.bridge import CommandBridge
+from ..raft.replica import Replica, ReplicaRef
+from ..raft.state import State
+from ..scaling.autoscaler import Autoscaler
+from ..scaling.cost import spend
+from ..scaling.factory import make_provider
+from .peers import PEER_ERRORS, PeerClient, check_secret
+from .reads import Reads
+
+log = logging.getLogger("podnode")
+T = TypeVar("T")
+
+
+class PodNode:
+    def __init__(self, cfg: NodeConfig):
+        self.cfg = cfg
+        self.started_at = time.monotonic()
+        self.replica: Replica
+        self.bridge: CommandBridge
+        self.changes: Changes
+        self.agent: Agent
+        self.manager: Manager
+        self.reads: Reads
+        self.autoscaler: Autoscaler | None = None
+        self._runner: web.AppRunner | None = None
+        self._peers: PeerClient | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.announcer: Announcer | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.cfg
+        cfg.check_secure()
+        loop = asyncio.get_running_loop()
+        self.changes = Changes(loop)
+        self.replica = ReplicaRef(self._make_replica(observer=cfg.observer, peers=cfg.peers))
+        self.bridge = CommandBridge(self.replica, loop, timeout_s=cfg.command_timeout_s)
+        self.agent = Agent(cfg, self.replica, self.bridge, self.changes)
+        provider = make_provider(cfg)
+        self.autoscaler = None if provider is None else Autoscaler(
+            node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, provider=provider,
+            interval_s=cfg.scaling_interval_s, join_timeout_s=cfg.launch_join_timeout_s,
+            destroy_lost_after_s=cfg.destroy_lost_after_s, backoff_first_s=cfg.launch_backoff_first_s,
+            backoff_max_s=cfg.launch_backoff_max_s, drain_deadline_s=cfg.scale_in_drain_deadline_s,
+            provider_timeout_s=cfg.provider_timeout_s)
+        self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler)
+        self._peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s)
+        self.reads = Reads(node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, changes=self.changes,
+                           peers=self._peers, local_output=self.agent.output_of,
+                           execution_arrival_s=cfg.execution_arrival_s)
+        self._runner = JsonErrorAppRunner(build_app(self), access_log=None,
+                                          shutdown_timeout=cfg.http_shutdown_timeout_s,
+                                          **request_limits(cfg.max_input_bytes))
+        await self._runner.setup()
+        await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
+        self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
+                       asyncio.create_task(self.manager.run(), name="manager")]
+        if cfg.announce:
+            self.announcer = Announcer(cluster=cfg.cluster_name, node_id=cfg.node_id, http_url=cfg.http_url,
+                                       interfaces=cfg.zeroconf_interfaces)
+            self._tasks.append(asyncio.create_task(self._announce(), name="announce"))
+        log.info("node %s: HTTP %s, Raft %s, peers %s", cfg.node_id, cfg.http_url, cfg.raft_addr, cfg.peers)
+
+    async def _announce(self) -> None:
+        try:
+            await self.announcer.start()
+        except Exception as exc:  # discovery is a convenience: a node without multicast still works
+            log.warning("could not announce over zeroconf: %s", exc)
+
+    def _make_replica(self, *, observer: bool, peers: list[str]) -> Replica:
+        cfg = self.cfg
+        return Replica(self_addr=None if observer else cfg.raft_addr, peers=peers, data_dir=cfg.data_dir,
+                       password=cfg.secret, timing=cfg.timing, on_change=self.changes.notify_threadsafe,
+                       bind_address=None if observer else f"{cfg.raft_host}:{cfg.raft_port}")
+
+    async def promote(self, members: list[str]) -> None:
+        """Become a voter: the leader has added this node's Raft address; restart the replica on the same
+        journal and snapshot, now binding the Raft port, and register again (the role is the replica's)."""
+        if not self.replica.observer:
+            return
+        log.info("promoted to voter; members %s", members)
+        self.bridge.fail_all()
+        old = self.replica.swap(self._make_replica(observer=False,
+                                                   peers=[m for m in members if m != self.cfg.raft_addr]))
+        await asyncio.to_thread(old.destroy_synchronous)
+        self.agent.reregister()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        _, stuck = await asyncio.wait(self._tasks, timeout=self.cfg.stop_timeout_s)
+        if stuck:
+            log.error("tasks did not stop within %g s: %s", self.cfg.stop_timeout_s, [t.get_name() for t in stuck])
+        if self.autoscaler is not None:
+            await self.autoscaler.close()
+        if self.announcer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.announcer.stop(), self.cfg.announce_stop_timeout_s)
+        log.info("stopping: executions")
+        with contextlib.suppress(Exception):
+            await self.agent.shutdown()
+        log.info("stopping: HTTP")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._peers is not None:
+            await self._peers.close()
+        self.bridge.fail_all()
+        log.info("stopping: Raft")
+        await asyncio.to_thread(self.replica.destroy_synchronous)
+        log.info("stopped")
+
+    # ---- reads and writes (api/node_api.NodeApi) ----------------------------------------------------
+    def read(self, fn: Callable[[State], T]) -> T:
+        return self.reads.read(fn)
+
+    async def read_or_sync(self, fn: Callable[[State], T | None]) -> T | None:
+        return await self.reads.read_or_sync(fn)
+
+    async def caught_up(self) -> None:
+        await self.reads.caught_up()
+
+    async def read_execution(self, exec_id: int) -> dict[str, Any] | None:
+        return await self.reads.read_execution(exec_id)
+
+    async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
+        await self.changes.wait_execution(exec_id, timeout_s)
+
+    async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
+        return await self.reads.live_output(record)
+
+    async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        return await self.bridge.submit_ok(cmd)
+
+    def propose_placement(self, activity: str) -> str | None:
+        """A node for a new execution to start on at once, as this node sees the cluster (see scheduler)."""
+        with self.replica.lock:
+            return scheduler.place_new(self.replica.state, activity, live_nodes=self.manager.live_nodes(),
+                                       prefer=self.cfg.node_id)
+
+    # ---- the internal routes ------------------------------------------------------------------------
+    def check_peer_secret(self, headers: Mapping[str, str]) -> None:
+        check_secret(headers, self.cfg.secret)
+
+    def local_output(self, exec_id: int) -> tuple[str, str] | None:
+        return self.agent.output_of(exec_id)
+
+    def is_observer(self) -> bool:
+        return self.replica.observer
+
+    def members(self) -> list[str]:
+        return self.replica.members()
+
+    def join_role(self, node: str, raft_addr: str) -> str:
+        return self.manager.join_role(node, raft_addr)
+
+    async def add_member(self, raft_addr: str) -> list[str]:
+        return await self.manager.add_member(raft_addr)
+
+    async def forward_to_leader(self, path: str, data: Mapping[str, str]) -> tuple[dict, int]:
+        """POST an internal request to the leader's HTTP API; (body, status)."""
+        leader = self.status_view()["leader"]
+        url = self.read(lambda s: s.nodes.get(leader, {}).get("httpUrl")) if leader else None
+        if not url or self._peers is None:
+            raise Unavailable("no leader is known yet; retry shortly", retry_after_s=1.0)
+        try:
+            return await self._peers.post(url, path, data, timeout_s=self.cfg.forward_timeout_s)
+        except PEER_ERRORS as exc:
+            raise Unavailable(f"could not reach the leader: {exc!r}; retry shortly", retry_after_s=1.0) from None
+
+    # ---- status and views -----------------------------------------------------------------------------
+    def _raft_status(self) -> dict[str, Any]:
+        for _ in range(5):  # pysyncobj's status reads sets its thread may be changing
+            with contextlib.suppress(RuntimeError):
+                return self.replica.getStatus()
+        return {}
+
+    def status_view(self) -> dict[str, Any]:
+        raft = self._raft_status()
+        role = views.role(raft.get("state"), observer=self.replica.observer)
+        with self.replica.lock:
+            state = self.replica.state
+            by_addr = {rec["raftAddr"]: n for n, rec in state.nodes.items()}
+            leader_addr = self.replica.leader_addr()
+            installed = {name: inst[self.cfg.node_id]["status"]
+                         for name, inst in state.installations.items() if self.cfg.node_id in inst}
+        peers = [{"id": by_addr.get(addr), "address": addr, "connected": self.replica.peer_connected(addr)}
+                 for addr in sorted(str(n.id) for n in self.replica.otherNodes)]
+        leading = role == "leader"
+        return views.status(
+            node_id=self.cfg.node_id, role=role, leader=by_addr.get(leader_addr, leader_addr) if leader_addr else None,
+            raft=raft, http_url=self.cfg.http_url, raft_addr=self.cfg.raft_addr, peers=peers, slots=self.cfg.slots,
+            running=self.agent.running_view(), installed=installed, version=__version__, pid=os.getpid(),
+            uptime_s=time.monotonic() - self.started_at, last_plan=self.manager.last_plan if leading else None,
+            scaling=self.autoscaler.last_decision if leading and self.autoscaler is not None else None,
+            workers_view=self.workers_view())
+
+    def workers_view(self) -> dict[str, Any]:
+        """getWorkers (see views.workers), from the replicated state and this node's Raft connections."""
+        now = time.time()
+        with self.replica.lock:
+            state = self.replica.state
+            busy = state.busy_slots()
+            nodes = [dict(rec) for rec in state.nodes.values()]
+            launches = {n: dict(rec) for n, rec in state.launches.items()}
+            failures = dict(state.launch_failures)
+        rate, total = spend(nodes, launches.values(), now)
+        return views.workers(nodes, busy=busy, launches=launches, launch_failures=failures, spend_per_hour=rate,
+                             spent_so_far=total, this_node=self.cfg.node_id,
+                             peer_connected=self.replica.peer_connected)
