@@ -84,6 +84,11 @@ class NodeConfig:
     http_shutdown_timeout_s: float = 2.0          # open HTTP requests are given this long at stop
     stale_kill_timeout_s: float = 5.0             # at start, an earlier run's leftover processes must be gone by then
     observer_poll_s: float = 0.25                 # the leader polls every observer's /status this often
+    leader_retry_s: float = 0.2                   # the leader retries an uncommitted plan or a Raft membership change
+    plan_failure_pause_s: float = 1.0             # ...and pauses this long after the scheduler failed (a bug)
+    reconcile_interval_s: float = 1.0             # the agent compares the state with what runs here at least this often
+    retry_first_s: float = 0.1                    # the agent retries a report no leader took after this...
+    retry_max_s: float = 2.0                      # ...doubling up to this
     # ---- the autoscaler's timings (scaling/autoscaler.py) ------------------------------------------------
     launch_join_timeout_s: float = 90.0           # a launched node must have registered by then (launch included)
     destroy_lost_after_s: float = 30.0            # a launched node lost this long is destroyed

@@ -33,7 +33,7 @@ class Manager:
         self.replica = replica
         self.bridge = bridge
         self.changes = changes
-        self.policy = scheduler.Policy(result_ttl_s=cfg.result_ttl_s)
+        self.retention = scheduler.Retention(result_ttl_s=cfg.result_ttl_s)
         self.last_plan: dict = {}
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
@@ -135,7 +135,7 @@ class Manager:
                 break
             if loop.time() > deadline:
                 raise Unavailable(f"could not add {raft_addr} to the cluster (Raft said {err}); retry")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.cfg.leader_retry_s)
         return self.replica.members()
 
     async def remove_member(self, raft_addr: str) -> None:
@@ -171,10 +171,10 @@ class Manager:
                     await self._promote_if_needed()
                 except Unavailable as exc:
                     log.info("plan not committed: %s", exc)
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(self.cfg.leader_retry_s)
                 except Exception:
                     log.exception("scheduler failed")
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(self.cfg.plan_failure_pause_s)
             await self.changes.wait(self.cfg.scheduler_interval_s, since=seen)
             # Under load the state changes hundreds of times a second; one plan covers all the changes
             # since the last, so plan at most every plan_gap_s (placing is mostly done without the
@@ -192,13 +192,13 @@ class Manager:
             cmds += scheduler.plan_drains(state, now, members=members)
             left = [rec["raftAddr"] for rec in state.nodes.values()
                     if rec.get("status") == NODE_LEFT_STATUS and rec["raftAddr"] in members]
-            exits = scheduler.plan_raft_exits(state, now, members=members, policy=self.policy,
+            exits = scheduler.plan_raft_exits(state, now, members=members, retention=self.retention,
                                               connected={a for a in left if self.replica.peer_connected(a)})
             expire = time.monotonic() >= self._next_expiry
             if expire:
-                self._next_expiry = time.monotonic() + self.policy.expiry_interval_s
+                self._next_expiry = time.monotonic() + self.retention.expiry_interval_s
             cmds += scheduler.plan(state, now, live_nodes=self.live_nodes(), prefer=self.cfg.node_id,
-                                   policy=self.policy, expire=expire)
+                                   retention=self.retention, expire=expire)
         for addr in exits:  # a launched voter that is to leave goes out of Raft first, while it answers
             await self.remove_member(addr)
         if not cmds:

@@ -71,7 +71,7 @@ class Agent:
                 # The leader lost us (a freeze, a partition) and moved our work: say we are back.
                 self._spawn(self._register())
             await self._carry_out(todo)
-            await self.changes.wait(1.0, since=seen)
+            await self.changes.wait(self.cfg.reconcile_interval_s, since=seen)
 
     async def _register(self) -> None:
         self._registering = True
@@ -192,7 +192,7 @@ class Agent:
 
     async def _report_loop(self) -> None:
         """Send finished executions' results, as many per command as have piled up."""
-        backoff = 0.1
+        backoff = self.cfg.retry_first_s
         while True:
             await self._report_wake.wait()
             self._report_wake.clear()
@@ -201,12 +201,12 @@ class Agent:
                 try:
                     await self.bridge.submit({"t": C.EXEC_FINISH, "reports": reports, "now": time.time(),
                                               "pull": self.node})
-                    backoff = 0.1
+                    backoff = self.cfg.retry_first_s
                 except Unavailable as exc:
                     log.warning("could not report %d results yet: %s", len(reports), exc)
                     self._reports[:0] = reports
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    backoff = min(backoff * 2, self.cfg.retry_max_s)
             self.changes.notify_threadsafe()
 
     # ---- activities -------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ class Agent:
             return None if inst is None else inst["status"]
 
     async def _commit_retrying(self, make_cmd: Callable[[], dict], still_needed: Callable[[], bool]) -> None:
-        backoff = 0.1
+        backoff = self.cfg.retry_first_s
         while still_needed():
             try:
                 await self.bridge.submit(make_cmd())
@@ -255,7 +255,7 @@ class Agent:
             except Unavailable as exc:
                 log.info("retrying in %.1f s: %s", backoff, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, self.cfg.retry_max_s)
 
     # ---- status -------------------------------------------------------------------------------------
     def running_view(self) -> list[dict[str, Any]]:
