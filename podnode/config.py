@@ -73,7 +73,7 @@ class NodeConfig:
     result_ttl_s: float = 24 * 3600.0             # unread finished results are dropped after this long
     # ---- the node's own timings -----------------------------------------------------------------------
     peer_timeout_s: float = 3.0                   # a request to another node's HTTP API (live output) gives up
-    forward_timeout_s: float = 30.0               # a request forwarded to the leader (a join through an observer)
+    forward_timeout_s: float = 30.0               # a join request, or one forwarded to the leader (through an observer)
     promote_timeout_s: float = 10.0               # the leader telling an observer it is a voter now
     execution_arrival_s: float = 0.2              # a read of an id not applied here yet waits this long for it
     join_timeout_s: float = 60.0                  # --join: keep asking the member this long before giving up

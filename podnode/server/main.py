@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     ap.add_argument("--join", default=None, metavar="URL",
                     help="join a running cluster through any member's HTTP address (http://HOST:PORT or "
                          "HOST:PORT), or 'auto' to find one of --cluster-name on the local network (zeroconf)")
+    ap.add_argument("--join-timeout-s", type=float, default=60.0,
+                    help="keep asking the member to let this node in this long before giving up (default 60)")
     ap.add_argument("--cluster-name", default=os.environ.get("POD_CLUSTER", "pod"),
                     help="the cluster's name, announced over zeroconf (default pod)")
     ap.add_argument("--announce", action=argparse.BooleanOptionalAction, default=True,
@@ -63,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
                         election_max_s=election * 3.5, leader_fallback_s=election * 7.5)
     return NodeConfig(
         node_id=a.id, http_host=a.http[0], http_port=a.http[1], raft_host=a.raft[0], raft_port=a.raft[1],
-        peers=[p.strip() for p in a.peers.split(",") if p.strip()], join=a.join,
+        peers=[p.strip() for p in a.peers.split(",") if p.strip()], join=a.join, join_timeout_s=a.join_timeout_s,
         data_dir=a.data_dir or os.path.join("pod-data", a.id), slots=a.slots, secret=a.secret or None,
         allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,

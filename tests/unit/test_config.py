@@ -49,3 +49,12 @@ def test_every_timing_says_its_unit():
         for f in dataclasses.fields(cls):
             if f.type in ("float", float):
                 assert f.name.endswith("_s"), f"{cls.__name__}.{f.name} is a float without a unit in its name"
+
+
+def test_the_command_line_gives_a_frozen_config():
+    from podnode.server.main import parse_args
+
+    cfg = parse_args(["--id", "n4", "--join", "auto", "--join-timeout-s", "5", "--election-timeout-s", "0.3"])
+    assert (cfg.node_id, cfg.join, cfg.join_timeout_s, cfg.timing.election_min_s) == ("n4", "auto", 5.0, 0.3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.join = "http://h:8080"  # type: ignore[misc]
