@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import stat
 import subprocess
@@ -18,6 +17,7 @@ from podnode import bootstrap
 from podnode.scaling import userdata
 
 from ..conftest import Client, install_script, wait_until
+from ..procs_helpers import free_base
 from . import podtest_driver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,15 +29,6 @@ def run_tool(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     """Run the wrapper script as a user would, with this venv's python."""
     env = {**os.environ, "POD_PYTHON": sys.executable}
     return subprocess.run([str(WRAPPER), *args], capture_output=True, text=True, timeout=timeout_s, env=env)
-
-
-def free_base_port(nodes: int) -> int:
-    """A base port P where P..P+nodes-1 and P+1000.. are all free."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000)
-        if all(bootstrap.port_free(base + i) and bootstrap.port_free(base + 1000 + i) for i in range(nodes)):
-            return base
-    raise AssertionError("no free base port")
 
 
 def printed_url(stdout: str) -> str:
@@ -66,7 +57,7 @@ def kill_leftovers(state_dir: Path) -> None:
 
 def test_local_bootstrap_is_idempotent_and_stops(tmp_path, scripts):
     state_dir = tmp_path / "state"
-    port = free_base_port(3)
+    port = free_base(3)
     try:
         first = run_tool("local", "--nodes", "3", "--port", str(port), "--state-dir", str(state_dir),
                          "--slots", "1", "--timeout", "60", *FAST)
@@ -108,7 +99,7 @@ def test_local_bootstrap_is_idempotent_and_stops(tmp_path, scripts):
 
 def test_local_restart_keeps_the_secret(tmp_path):
     state_dir = tmp_path / "state"
-    port = free_base_port(1)
+    port = free_base(1)
     try:
         assert run_tool("local", "--nodes", "1", "--port", str(port), "--state-dir", str(state_dir), *FAST
                         ).returncode == 0
