@@ -33,7 +33,7 @@ class Manager:
         self.replica = replica
         self.bridge = bridge
         self.changes = changes
-        self.policy = scheduler.Policy(result_ttl_s=cfg.result_ttl_s)
+        self.retention = scheduler.Retention(result_ttl_s=cfg.result_ttl_s)
         self.last_plan: dict = {}
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
@@ -192,13 +192,13 @@ class Manager:
             cmds += scheduler.plan_drains(state, now, members=members)
             left = [rec["raftAddr"] for rec in state.nodes.values()
                     if rec.get("status") == NODE_LEFT_STATUS and rec["raftAddr"] in members]
-            exits = scheduler.plan_raft_exits(state, now, members=members, policy=self.policy,
+            exits = scheduler.plan_raft_exits(state, now, members=members, retention=self.retention,
                                               connected={a for a in left if self.replica.peer_connected(a)})
             expire = time.monotonic() >= self._next_expiry
             if expire:
-                self._next_expiry = time.monotonic() + self.policy.expiry_interval_s
+                self._next_expiry = time.monotonic() + self.retention.expiry_interval_s
             cmds += scheduler.plan(state, now, live_nodes=self.live_nodes(), prefer=self.cfg.node_id,
-                                   policy=self.policy, expire=expire)
+                                   retention=self.retention, expire=expire)
         for addr in exits:  # a launched voter that is to leave goes out of Raft first, while it answers
             await self.remove_member(addr)
         if not cmds:

@@ -1,22 +1,33 @@
-"""The leader's decisions, as a pure function: state and time in, the commands to propose out.
+"""The leader's decisions, as pure functions: state and time in, the commands to propose out.
 
-Like Nomad's scheduler, `plan` does no I/O; the state machine re-checks every decision when it applies
+Like Nomad's scheduler, `plan` does no I/O. Where work goes is decided by the placement rules
+(podnode/placement.py), and the state machine re-checks every placement with the same rules when it applies
 it, so a plan made on slightly stale state can at worst be partly refused, never applied wrongly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable
+from typing import Any
 
+from . import placement
 from .raft import commands as C
-from .raft.lifecycle import (APPROVED, IN_PROGRESS, INSTALLED, NODE_DRAINING_STATUS, NODE_LEFT_STATUS,
-                             NODE_LOST_STATUS, NODE_UP_STATUS, TERMINAL, VERIFYING, WAITING)
+from .raft.lifecycle import (
+    NODE_DRAINING_STATUS,
+    NODE_LEFT_STATUS,
+    NODE_LOST_STATUS,
+    NODE_TRANSITIONS,
+    NODE_UP_STATUS,
+    TERMINAL,
+    can_move,
+)
 from .raft.state import State
 
 
 @dataclass(frozen=True, kw_only=True)
-class Policy:
+class Retention:
+    """How long the cluster keeps what nobody asks for any more: results, request ids, departed members."""
     result_ttl_s: float = 24 * 3600.0       # a finished result nobody read is dropped after this long
     request_id_ttl_s: float = 24 * 3600.0   # how long a newExecution requestId is remembered
     expiry_interval_s: float = 5.0          # the leader looks for expired records this often
@@ -26,28 +37,29 @@ class Policy:
 
 
 def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | None = None,
-         policy: Policy = Policy(), expire: bool = True) -> list[dict[str, Any]]:
+         retention: Retention = Retention(), expire: bool = True) -> list[dict[str, Any]]:
     """Commands that move the cluster towards what the state asks for, in the order to propose them.
     expire=False leaves out the expiry scan (it reads every record; the leader runs it on an interval)."""
     live = up_nodes(state, live_nodes)
     busy = state.busy_slots()
     cmds: list[dict[str, Any]] = []
-    installs = plan_installs(state, live, busy, prefer)
+    installs = placement.plan_installs(activities=state.activities, installations=state.installations,
+                                       nodes=state.nodes, live=live, busy=busy, prefer=prefer)
     if installs:
         cmds.append({"t": C.INSTALL_ASSIGN, "assignments": installs, "now": now})
-    placements = plan_placements(state, live, busy, prefer)
+    placements = placement.plan_placements(executions=state.executions, installations=state.installations,
+                                           nodes=state.nodes, live=live, busy=busy, prefer=prefer)
     if placements:
         cmds.append({"t": C.EXEC_PLACE, "placements": placements, "now": now})
-    expiry = plan_expiry(state, now, policy) if expire else None
+    expiry = plan_expiry(state, now, retention) if expire else None
     if expiry:
         cmds.append(expiry)
     return cmds
 
 
 def up_nodes(state: State, reachable: Iterable[str]) -> list[str]:
-    """Nodes that can take work: reachable now and not declared lost."""
-    return sorted(n for n in reachable
-                  if n in state.nodes and state.nodes[n].get("status", NODE_UP_STATUS) == NODE_UP_STATUS)
+    """Nodes that can take work: reachable now and up (not draining, lost or left)."""
+    return placement.up_nodes(state.nodes, reachable)
 
 
 def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_after_s: float) -> list[dict[str, Any]]:
@@ -56,8 +68,8 @@ def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_afte
     return [{"t": C.NODE_LOST, "node": node, "now": now,
              "reason": f"node {node} was lost (unreachable for {silent:.1f} s)"}
             for node, silent in sorted(silent_s.items())
-            if silent > lost_after_s and state.nodes.get(node, {}).get("status") in (NODE_UP_STATUS,
-                                                                                        NODE_DRAINING_STATUS)]
+            if silent > lost_after_s and can_move(NODE_TRANSITIONS, state.nodes.get(node, {}).get("status"),
+                                                  NODE_LOST_STATUS)]
 
 
 def voter_target(state: State, *, max_voters: int) -> int:
@@ -101,15 +113,9 @@ def plan_promotion(state: State, members: list[str], *, max_voters: int) -> tupl
 
 def _ready_to_leave(state: State, now: float) -> list[str]:
     """Draining nodes with nothing running (or past their deadline: their work then moves)."""
-    ready = []
-    for node, rec in sorted(state.nodes.items()):
-        if rec.get("status") != NODE_DRAINING_STATUS:
-            continue
-        busy = any(e["workerId"] == node and (e["status"] == IN_PROGRESS or e.get("outputPending"))
-                   for e in state.executions.values())
-        if not busy or now >= rec.get("drainDeadline", now):
-            ready.append(node)
-    return ready
+    draining = [(node, rec) for node, rec in sorted(state.nodes.items()) if rec.get("status") == NODE_DRAINING_STATUS]
+    busy = state.busy_slots() if draining else {}
+    return [node for node, rec in draining if not busy[node] or now >= rec.get("drainDeadline", now)]
 
 
 def plan_drains(state: State, now: float, *, members: Collection[str]) -> list[dict[str, Any]]:
@@ -121,7 +127,7 @@ def plan_drains(state: State, now: float, *, members: Collection[str]) -> list[d
 
 
 def plan_raft_exits(state: State, now: float, *, members: Collection[str], connected: Collection[str],
-                    policy: "Policy | None" = None) -> list[str]:
+                    retention: Retention | None = None) -> list[str]:
     """Raft addresses to take out of the Raft cluster now (before the plan is committed), in order:
     - a launched voter ready to leave, while it still answers: then the voters that stay are a majority of
       the new, smaller cluster whatever happens to the node afterwards (pysyncobj uses a new membership as
@@ -132,11 +138,12 @@ def plan_raft_exits(state: State, now: float, *, members: Collection[str], conne
     ready = set(_ready_to_leave(state, now))
     first = [rec["raftAddr"] for n, rec in sorted(state.nodes.items())
              if n in ready and rec.get("removable") and rec["raftAddr"] in members]
-    return first + plan_departed(state, now, members=members, connected=connected, policy=policy or Policy())
+    return first + plan_departed(state, now, members=members, connected=connected,
+                                 retention=retention or Retention())
 
 
 def plan_departed(state: State, now: float, *, members: Collection[str], connected: Collection[str],
-                  policy: "Policy") -> list[str]:
+                  retention: Retention) -> list[str]:
     """Raft addresses of nodes that left and are still members. A static node is let go before it goes out
     of Raft, so that it learns it left (from the log) and stops by itself: it is taken out once it has
     disconnected (stopped), or departed_grace_s after it left. A launched one goes at once (its provider
@@ -144,71 +151,22 @@ def plan_departed(state: State, now: float, *, members: Collection[str], connect
     return [rec["raftAddr"] for _, rec in sorted(state.nodes.items())
             if rec.get("status") == NODE_LEFT_STATUS and rec["raftAddr"] in members
             and (rec.get("removable") or rec["raftAddr"] not in connected
-                 or now - rec.get("leftAt", now) >= policy.departed_grace_s)]
-
-
-def _rank(node: str, free: int, prefer: str | None) -> tuple:
-    """Most free slots first; on a tie the preferred node (the leader: it learns of commits first)."""
-    return (-free, node != prefer, node)
-
-
-def plan_installs(state: State, live: list[str], busy: dict[str, int], prefer: str | None) -> list[list[str]]:
-    """Verify a new activity on ONE node; once approved, install it on every other live node."""
-    assignments: list[list[str]] = []
-    for name, activity in state.activities.items():
-        installs = state.installations.get(name, {})
-        if activity["status"] == VERIFYING and not installs and live:
-            node = min(live, key=lambda n: _rank(n, state.nodes[n]["slots"] - busy.get(n, 0), prefer))
-            assignments.append([name, node])
-        elif activity["status"] == APPROVED:
-            assignments.extend([name, node] for node in live if node not in installs)
-    return assignments
-
-
-def plan_placements(state: State, live: list[str], busy: dict[str, int],
-                    prefer: str | None) -> list[list[Any]]:
-    """Place waiting executions first-in first-out on live nodes with a free slot and a finished install."""
-    free = {n: state.nodes[n]["slots"] - busy.get(n, 0) for n in live}
-    free = {n: f for n, f in free.items() if f > 0}
-    placements: list[list[Any]] = []
-    if not free:
-        return placements
-    waiting = sorted(i for i, e in state.executions.items() if e["status"] == WAITING)
-    for exec_id in waiting:
-        node = _best_node(state, state.executions[exec_id]["activityName"], free, prefer)
-        if node is None:
-            continue
-        placements.append([exec_id, node])
-        free[node] -= 1
-        if free[node] == 0:
-            del free[node]
-            if not free:
-                break
-    return placements
-
-
-def _best_node(state: State, activity: str, free: dict[str, int], prefer: str | None) -> str | None:
-    installs = state.installations.get(activity, {})
-    candidates = [n for n in free if installs.get(n, {}).get("status") == INSTALLED]
-    return min(candidates, key=lambda n: _rank(n, free[n], prefer)) if candidates else None
+                 or now - rec.get("leftAt", now) >= retention.departed_grace_s)]
 
 
 def place_new(state: State, activity: str, *, live_nodes: Iterable[str], prefer: str | None = None) -> str | None:
     """Where a new execution should start at once, proposed with newExecution itself so that an idle
     cluster needs no separate placement entry; None when it must queue (the state re-checks either way)."""
-    if any(e["status"] == WAITING for e in state.executions.values()):
-        return None  # first in, first out: the queue goes first
-    busy = state.busy_slots()
-    free = {n: state.nodes[n]["slots"] - busy.get(n, 0) for n in up_nodes(state, live_nodes)}
-    return _best_node(state, activity, {n: f for n, f in free.items() if f > 0}, prefer)
+    return placement.place_new(activity, executions=state.executions, installations=state.installations,
+                               nodes=state.nodes, live=up_nodes(state, live_nodes), prefer=prefer)
 
 
-def plan_expiry(state: State, now: float, policy: Policy) -> dict[str, Any] | None:
+def plan_expiry(state: State, now: float, retention: Retention) -> dict[str, Any] | None:
     """Drop results nobody read within the time-to-live, and forget old request ids."""
-    horizon = now - policy.result_ttl_s
+    horizon = now - retention.result_ttl_s
     ids = [i for i, e in state.executions.items()
            if e["status"] in TERMINAL and (e["finishTime"] or now) < horizon and not e.get("outputPending")]
-    rid_horizon = now - policy.request_id_ttl_s
+    rid_horizon = now - retention.request_id_ttl_s
     old_rids = any(t < rid_horizon for _, t in state.request_ids.values())
     if not ids and not old_rids:
         return None

@@ -1,4 +1,4 @@
-"""Lifecycles of activities, installations and executions: the only transitions the state machine allows."""
+"""Lifecycles of activities, installations, executions and nodes: the only transitions the state machine allows."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ ACTIVITY_TRANSITIONS: dict[str, frozenset[str]] = {
     UNINSTALLING: frozenset(),
 }
 
-# A node is up, or lost: unreachable past node_lost_after_s, or it said it restarted without its work.
+# A node (a cluster member) is up: it takes work; draining: no new work, it leaves when its running work is
+# done (or at its deadline); lost: unreachable past node_lost_after_s, or it said it restarted without its
+# work (it may come back); left: out of the cluster and out of Raft.
 NODE_UP_STATUS, NODE_LOST_STATUS = "up", "lost"
-# Draining: no new work, leaves when its running work is done (or at its deadline); left: out of Raft.
 NODE_DRAINING_STATUS, NODE_LEFT_STATUS = "draining", "left"
+NODE_TRANSITIONS: dict[str, frozenset[str]] = {
+    NODE_UP_STATUS: frozenset({NODE_DRAINING_STATUS, NODE_LOST_STATUS, NODE_LEFT_STATUS}),
+    NODE_DRAINING_STATUS: frozenset({NODE_LOST_STATUS, NODE_LEFT_STATUS}),
+    NODE_LOST_STATUS: frozenset({NODE_UP_STATUS, NODE_LEFT_STATUS}),   # it registered again
+    NODE_LEFT_STATUS: frozenset({NODE_UP_STATUS}),                     # its id registered again, afresh
+}  # a node that registers while up or draining keeps its status: its record is refreshed
 
 # Installation of one activity on one node.
 INSTALLING, INSTALLED, FAILED = "installing", "installed", "failed"

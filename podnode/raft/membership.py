@@ -1,13 +1,25 @@
-"""Replicated node life cycle beyond up and lost: launches by a provider, draining, leaving.
-A mixin of State (pure, no I/O)."""
+"""The nodes of the cluster and their membership (replicated): registration, draining, loss and leaving, and
+the servers a provider is launching for the cluster. Node status changes follow NODE_TRANSITIONS.
+
+What a node's loss or departure does to its executions and installations is wired in state.py; here is
+only the node's own record.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .lifecycle import IN_PROGRESS, NODE_DRAINING_STATUS, NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS
+from .lifecycle import (
+    NODE_DRAINING_STATUS,
+    NODE_LEFT_STATUS,
+    NODE_LOST_STATUS,
+    NODE_TRANSITIONS,
+    NODE_UP_STATUS,
+    can_move,
+)
+from .results import Result, refuse
 
-Result = dict[str, Any]
+DEFAULT_DRAIN_DEADLINE_S = 300.0
 
 
 def is_held(record: dict[str, Any]) -> bool:
@@ -23,32 +35,82 @@ def held_nodes(nodes: dict[str, dict[str, Any]], launches: dict[str, dict[str, A
     return sum(is_held(rec) for rec in nodes.values()) + len(launches)
 
 
-class MembershipCommands:
-    nodes: dict[str, dict[str, Any]]
-    launches: dict[str, dict[str, Any]]
-    launch_failures: dict[str, Any]
-    executions: dict[int, dict[str, Any]]
-    installations: dict[str, dict[str, dict[str, Any]]]
+class NodeTable:
+    """Node records by id, launches in flight by node id, and the count of failed launches. Pure: no I/O."""
 
-    def _node_launched(self, cmd: dict) -> Result:
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.launches: dict[str, dict[str, Any]] = {}
+        self.launch_failures: dict[str, Any] = {}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.nodes = data.get("nodes", {})
+        self.launches = data.get("launches", {})
+        self.launch_failures = data.get("launch_failures", {})
+
+    @staticmethod
+    def _move(record: dict[str, Any], status: str) -> None:
+        if not can_move(NODE_TRANSITIONS, record["status"], status):
+            raise ValueError(f"node {record['id']}: {record['status']} -> {status} not allowed")
+        record["status"] = status
+
+    # ---- apply cases ----------------------------------------------------------------------------
+    def node_up(self, cmd: dict) -> Result:
+        """A node registers (at start, and again after a restart or a loss): it is up, or stays draining."""
+        node = str(cmd["node"])
+        fields = dict(  # all read before the node is added, so a malformed command adds nothing
+            raftAddr=str(cmd["raftAddr"]),
+            httpUrl=str(cmd["httpUrl"]),
+            slots=max(0, int(cmd["slots"])),
+            version=str(cmd.get("version", "")),
+            incarnation=str(cmd.get("incarnation", "")),
+            role=str(cmd.get("role") or "voter"),
+            seenAt=cmd["now"],
+        )
+        record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
+        status = record.get("status")
+        record.update(fields)
+        if status is None:
+            record["status"] = NODE_UP_STATUS  # a new node
+        elif status not in (NODE_UP_STATUS, NODE_DRAINING_STATUS):  # a restart does not cancel a drain
+            self._move(record, NODE_UP_STATUS)
+        record.pop("lostReason", None)
+        record.pop("lostAt", None)
+        self._adopt_launch(node, record)
+        return {"ok": True, "node": dict(record)}
+
+    def node_drain(self, cmd: dict) -> Result:
+        node, now = cmd["node"], cmd["now"]
+        record = self.nodes.get(node)
+        if record is None:
+            return refuse("not_found", f"Worker {node!r} doesn't exist")
+        if not can_move(NODE_TRANSITIONS, record.get("status"), NODE_DRAINING_STATUS):
+            return refuse("conflict", f"Worker {node!r} is {record.get('status')}; only an up worker can be drained")
+        deadline_s = DEFAULT_DRAIN_DEADLINE_S if cmd.get("deadlineS") is None else float(cmd["deadlineS"])  # 0: at once
+        deadline, reason = now + deadline_s, str(cmd.get("reason") or "asked to leave")
+        self._move(record, NODE_DRAINING_STATUS)
+        record.update(drainDeadline=deadline, drainReason=reason)
+        return {"ok": True, "node": dict(record)}
+
+    def node_launched(self, cmd: dict) -> Result:
         """A provider is about to be asked for this node (the leader commits this first and calls the provider
         only if it was accepted, so every leader counts launches in flight); it counts as launching until it
         registers. With `maxNodes` it is refused when the cluster already holds that many servers (see
         held_nodes): the log orders racing launches, so two leaders can never launch past the cap together."""
         node = str(cmd["node"])
         if node in self.nodes or node in self.launches:
-            return {"error": "conflict", "message": f"node {node} already exists"}
+            return refuse("conflict", f"node {node} already exists")
         cap = cmd.get("maxNodes")
         if cap is not None:
             held = held_nodes(self.nodes, self.launches)
             if held >= int(cap):
-                return {"error": "conflict", "message": f"the cluster already holds {held} nodes "
-                                                        f"(launching included), the most allowed is {int(cap)}"}
+                return refuse("conflict", f"the cluster already holds {held} nodes "
+                                          f"(launching included), the most allowed is {int(cap)}")
         self.launches[node] = {"provider": str(cmd["provider"]), "ref": str(cmd.get("ref") or ""),
                                "hourlyPrice": float(cmd.get("hourlyPrice") or 0.0), "launchedAt": cmd["now"]}
         return {"ok": True}
 
-    def _node_launch_ref(self, cmd: dict) -> Result:
+    def node_launch_ref(self, cmd: dict) -> Result:
         """The provider started the server: record its handle (and price) on the launch, or on the node if it
         has registered already. Anything else (a launch given up meanwhile) is ignored."""
         node, ref = str(cmd["node"]), str(cmd.get("ref") or "")
@@ -63,12 +125,40 @@ class MembershipCommands:
             record["hourlyPrice"] = float(cmd["hourlyPrice"])
         return {"ok": True}
 
-    def _node_launch_failed(self, cmd: dict) -> Result:
+    def node_launch_failed(self, cmd: dict) -> Result:
         node, now = str(cmd["node"]), cmd["now"]
         self.launches.pop(node, None)
         count = int(self.launch_failures.get("count", 0)) + 1
         self.launch_failures.update(count=count, lastAt=now, lastNode=node, lastReason=str(cmd.get("reason") or ""))
         return {"ok": True, "failures": count}
+
+    # ---- steps of the commands state.py wires across resources ----------------------------------
+    def mark_lost(self, node: Any, now: float, reason: str) -> bool:
+        """An up or draining node is lost; False (nothing changed) for any other."""
+        record = self.nodes.get(node)
+        if record is None or not can_move(NODE_TRANSITIONS, record.get("status"), NODE_LOST_STATUS):
+            return False
+        self._move(record, NODE_LOST_STATUS)
+        record.update(lostAt=now, lostReason=reason)
+        return True
+
+    def mark_left(self, node: Any, now: float, *, destroyed: bool) -> bool:
+        """The node is out of the cluster; False (nothing else changed) if it had left already or is unknown.
+        `destroyed` (its provider destroyed the server) is recorded as destroyedAt, also on a node that had
+        left already, so that no later leader destroys it again."""
+        record = self.nodes.get(node)
+        if record is not None and destroyed:
+            record["destroyedAt"] = now
+        if record is None or not can_move(NODE_TRANSITIONS, record.get("status"), NODE_LEFT_STATUS):
+            return False
+        self._move(record, NODE_LEFT_STATUS)
+        record["leftAt"] = now
+        return True
+
+    def note_work(self, node: Any, now: float) -> None:
+        """The node started or finished work now (the autoscaler's idle time)."""
+        if node in self.nodes:
+            self.nodes[node]["lastWorkAt"] = now
 
     def _adopt_launch(self, node: str, record: dict[str, Any]) -> None:
         """On registration, a launched node takes over its provider's facts and becomes removable."""
@@ -76,38 +166,3 @@ class MembershipCommands:
         if launch is not None:
             record.update(provider=launch["provider"], ref=launch["ref"], hourlyPrice=launch["hourlyPrice"],
                           removable=True)
-
-    def _node_drain(self, cmd: dict) -> Result:
-        node, now = cmd["node"], cmd["now"]
-        record = self.nodes.get(node)
-        if record is None:
-            return {"error": "not_found", "message": f"Worker {node!r} doesn't exist"}
-        if record.get("status") != NODE_UP_STATUS:
-            return {"error": "conflict", "message": f"Worker {node!r} is {record.get('status')}; only an up "
-                                                      "worker can be drained"}
-        deadline_s = 300.0 if cmd.get("deadlineS") is None else float(cmd["deadlineS"])  # 0: requeue at once
-        record.update(status=NODE_DRAINING_STATUS, drainDeadline=now + deadline_s,
-                      drainReason=str(cmd.get("reason") or "asked to leave"))
-        return {"ok": True, "node": dict(record)}
-
-    def _node_left(self, cmd: dict) -> Result:
-        """The node is out of the cluster: its work is queued again and its installations forgotten.
-        `destroyed` (from the autoscaler, once its provider destroyed the server) is recorded as destroyedAt,
-        also on a node that had left already, so that no later leader destroys it again."""
-        node, now = cmd["node"], cmd["now"]
-        record = self.nodes.get(node)
-        if record is not None and cmd.get("destroyed"):
-            record["destroyedAt"] = now
-        if record is None or record.get("status") == NODE_LEFT_STATUS:
-            return {"ok": True, "ignored": True}
-        reason = f"node {node} left the cluster"
-        record.update(status=NODE_LEFT_STATUS, leftAt=now)
-        for execution in self.executions.values():
-            if execution["workerId"] == node and execution["status"] == IN_PROGRESS:
-                self._lose_attempt(execution, now, reason)
-            elif execution["workerId"] == node and execution.pop("outputPending", None):
-                self._output_lost(execution, reason)
-        for name in list(self.installations):
-            if self.installations[name].pop(node, None) is not None:
-                self._drop_activity_if_uninstalled(name)
-        return {"ok": True}

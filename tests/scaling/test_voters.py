@@ -109,8 +109,9 @@ def test_a_static_voter_is_let_go_first_then_taken_out_once_it_stopped():
     # Still connected: it has yet to learn that it left (from the log) and stop.
     assert scheduler.plan_raft_exits(state, 1001.5, members=members, connected=members) == []
     assert scheduler.plan_raft_exits(state, 1001.5, members=members, connected=[addr("n1")]) == [addr("n2")]
-    policy = scheduler.Policy(departed_grace_s=2.0)
-    assert scheduler.plan_raft_exits(state, 1003.0, members=members, connected=members, policy=policy) == [addr("n2")]
+    retention = scheduler.Retention(departed_grace_s=2.0)
+    assert scheduler.plan_raft_exits(state, 1003.0, members=members, connected=members,
+                                     retention=retention) == [addr("n2")]
 
 
 def test_an_observer_just_leaves():

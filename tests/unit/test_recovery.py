@@ -13,9 +13,9 @@ import pytest
 from podnode.exec.reconcile import reconcile
 from podnode.raft import commands as C
 from podnode.raft.state import State
+from podnode.scheduler import place_new, plan, plan_lost, up_nodes
 
 from .builders import NOW, activity_new, approved_state, assign, install_done, node_up, ok, snapshot
-from podnode.scheduler import place_new, plan, plan_lost, up_nodes
 
 LATER = 2000.0
 

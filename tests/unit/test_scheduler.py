@@ -6,7 +6,7 @@ import copy
 
 from podnode.raft import commands as C
 from podnode.raft.state import State
-from podnode.scheduler import Policy, place_new, plan
+from podnode.scheduler import Retention, place_new, plan
 
 from .builders import ok
 
@@ -25,7 +25,7 @@ def make_state(nodes: dict[str, int], installed: dict[str, list[str]] | None = N
         ok(state, node_up(node, slots))
     for name, on in (installed or {}).items():
         ok(state, {"t": C.ACTIVITY_NEW, "name": name, "url": "u", "now": NOW})
-        for i, node in enumerate(on):
+        for node in on:
             ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [[name, node]], "now": NOW})
             ok(state, {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": True, "now": NOW})
     return state
@@ -192,18 +192,18 @@ def test_expiry_of_old_results():
     ok(state, {"t": C.EXEC_FINISH, "now": NOW - 10, "reports": [
         {"id": ids[1], "node": "n1", "attempt": 1, "exitCode": 1}]})
     ok(state, {"t": C.EXEC_TERMINATE, "id": ids[2], "now": NOW - 100})   # output still pending: kept
-    policy = Policy(result_ttl_s=50, request_id_ttl_s=10**9)
+    retention = Retention(result_ttl_s=50, request_id_ttl_s=10**9)
 
-    cmds = plan(state, NOW, live_nodes=["n1"], policy=policy)
+    cmds = plan(state, NOW, live_nodes=["n1"], retention=retention)
     assert cmds == [{"t": C.EXEC_EXPIRE, "ids": [ids[0]], "requestIdsBefore": None, "now": NOW}]
     results = apply_all(state, cmds)
     assert results[0]["expired"] == [ids[0]]
     assert sorted(state.executions) == ids[1:]
 
     # Within the TTL nothing expires.
-    assert plan(state, NOW, live_nodes=["n1"], policy=policy) == []
+    assert plan(state, NOW, live_nodes=["n1"], retention=retention) == []
     # Later the other one goes too.
-    later = plan(state, NOW + 100, live_nodes=["n1"], policy=policy)
+    later = plan(state, NOW + 100, live_nodes=["n1"], retention=retention)
     assert later[0]["t"] == C.EXEC_EXPIRE and later[0]["ids"] == [ids[1]]
 
 
@@ -211,12 +211,12 @@ def test_expiry_of_old_request_ids():
     state = make_state({"n1": 1}, {"act": ["n1"]})
     ok(state, {"t": C.EXEC_NEW, "name": "act", "requestId": "old", "now": NOW - 1000})
     ok(state, {"t": C.EXEC_NEW, "name": "act", "requestId": "new", "now": NOW})
-    policy = Policy(result_ttl_s=10, request_id_ttl_s=100)
-    cmds = [c for c in plan(state, NOW, live_nodes=[], policy=policy)]
+    retention = Retention(result_ttl_s=10, request_id_ttl_s=100)
+    cmds = [c for c in plan(state, NOW, live_nodes=[], retention=retention)]
     assert cmds == [{"t": C.EXEC_EXPIRE, "ids": [], "requestIdsBefore": NOW - 100, "now": NOW}]
     apply_all(state, cmds)
     assert list(state.request_ids) == ["new"]
-    assert plan(state, NOW, live_nodes=[], policy=policy) == []
+    assert plan(state, NOW, live_nodes=[], retention=retention) == []
 
 
 def test_placements_batched_into_one_command():
@@ -255,9 +255,9 @@ def test_a_whole_plan_is_accepted_by_the_state():
     new_execs(state, "act", 3)
     new_execs(state, "b", 5)
     new_execs(state, "fresh", 2)
-    policy = Policy(result_ttl_s=100, request_id_ttl_s=100)
+    retention = Retention(result_ttl_s=100, request_id_ttl_s=100)
 
-    cmds = plan(state, NOW, live_nodes=["n1", "n2", "n3"], prefer="n1", policy=policy)
+    cmds = plan(state, NOW, live_nodes=["n1", "n2", "n3"], prefer="n1", retention=retention)
     assert [c["t"] for c in cmds] == [C.INSTALL_ASSIGN, C.EXEC_PLACE, C.EXEC_EXPIRE]
     results = apply_all(state, cmds)
     assert results[0]["assigned"] == cmds[0]["assignments"]

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import pytest
 
 from podnode.raft import commands as C
+from podnode.raft.lifecycle import (
+    ACTIVITY_TRANSITIONS,
+    EXECUTION_TRANSITIONS,
+    INSTALLATION_TRANSITIONS,
+    NODE_TRANSITIONS,
+    can_move,
+)
 from podnode.raft.state import State
 
+from . import old_snapshot
 from .builders import NOW, activity_new, approved_state, assign, install_done, node_up, ok, snapshot
-
 
 
 # ---- command builders -----------------------------------------------------------------------------
@@ -676,3 +684,140 @@ def test_node_drain_deadline_zero_is_now_and_none_is_the_default():
     assert state.nodes["n1"]["drainDeadline"] == NOW, "deadline=0 must requeue at once, not in 300 s"
     ok(state, {"t": C.NODE_DRAIN, "node": "n2", "now": NOW})
     assert state.nodes["n2"]["drainDeadline"] == NOW + 300.0
+
+
+# ---- node lifecycle ---------------------------------------------------------------------------------
+def node_in(status: str) -> State:
+    """A state with node n1 in the given status (and n2 up)."""
+    state = State()
+    ok(state, node_up("n1"))
+    ok(state, node_up("n2"))
+    steps = {"up": [], "draining": [{"t": C.NODE_DRAIN, "node": "n1", "now": NOW}],
+             "lost": [{"t": C.NODE_LOST, "node": "n1", "now": NOW}],
+             "left": [{"t": C.NODE_LEFT, "node": "n1", "now": NOW}]}[status]
+    for cmd in steps:
+        ok(state, cmd)
+    assert state.nodes["n1"]["status"] == status
+    return state
+
+
+def test_the_node_transition_table_names_every_status():
+    statuses = {"up", "draining", "lost", "left"}
+    assert set(NODE_TRANSITIONS) == statuses
+    assert all(targets <= statuses and status not in targets for status, targets in NODE_TRANSITIONS.items())
+
+
+@pytest.mark.parametrize("status", ["up", "draining", "lost", "left"])
+@pytest.mark.parametrize("cmd, target", [
+    ({"t": C.NODE_DRAIN, "node": "n1", "now": NOW + 1}, "draining"),
+    ({"t": C.NODE_LOST, "node": "n1", "now": NOW + 1}, "lost"),
+    ({"t": C.NODE_LEFT, "node": "n1", "now": NOW + 1}, "left"),
+])
+def test_a_node_status_changes_only_as_its_transition_table_allows(status, cmd, target):
+    state = node_in(status)
+    before = snapshot(state)
+    result = state.apply(copy.deepcopy(cmd))
+    if can_move(NODE_TRANSITIONS, status, target):
+        assert result.get("ok") and not result.get("ignored"), result
+        assert state.nodes["n1"]["status"] == target
+    else:
+        assert "error" in result or result.get("ignored"), result
+        assert snapshot(state) == before
+
+
+@pytest.mark.parametrize("status, after", [("up", "up"), ("draining", "draining"), ("lost", "up"), ("left", "up")])
+def test_a_node_registering_again_is_up_unless_it_is_draining(status, after):
+    state = node_in(status)
+    ok(state, node_up("n1", now=NOW + 1))
+    assert state.nodes["n1"]["status"] == after
+    assert can_move(NODE_TRANSITIONS, status, after) or status == after
+
+
+def statuses(state: State) -> dict[tuple, str]:
+    found = {("node", n): rec["status"] for n, rec in state.nodes.items()}
+    found.update({("activity", a): rec["status"] for a, rec in state.activities.items()})
+    found.update({("install", a, n): inst["status"] for a, installs in state.installations.items()
+                  for n, inst in installs.items()})
+    found.update({("execution", i): e["status"] for i, e in state.executions.items()})
+    return found
+
+
+def random_command(rng: random.Random, state: State, now: float) -> dict:
+    node, name = rng.choice(["n1", "n2", "n3"]), rng.choice(["a", "b"])
+    running = [i for i, e in state.executions.items() if e["workerId"]]
+    exec_id = rng.choice(running if running and rng.random() < 0.5 else sorted(state.executions) or [1])
+    choices = [
+        node_up(node, rng.randint(0, 2), now=now),
+        activity_new(name, now=now),
+        assign((name, node), now=now),
+        install_done(name, node, ok=rng.random() < 0.8, now=now),
+        {"t": C.UNINSTALL_DONE, "name": name, "node": node, "now": now},
+        {"t": C.REINSTALL, "name": name, "node": node, "now": now},
+        {"t": C.ACTIVITY_DELETE, "name": name, "now": now},
+        {"t": C.EXEC_NEW, "name": name, "now": now, "node": rng.choice([None, node])},
+        {"t": C.EXEC_PLACE, "placements": [[exec_id, node]], "now": now},
+        {"t": C.EXEC_FINISH, "now": now, "pull": rng.choice([None, node]), "reports": [
+            {"id": i, "node": state.executions[i]["workerId"], "attempt": state.executions[i]["attempt"],
+             "exitCode": rng.choice([0, 1])} for i in running[:1]]},
+        {"t": C.EXEC_TERMINATE, "id": exec_id, "now": now},
+        {"t": C.EXEC_LOST, "now": now, "reports": [
+            {"id": i, "node": state.executions[i]["workerId"], "attempt": state.executions[i]["attempt"]}
+            for i in running[-1:]]},
+        {"t": C.NODE_LOST, "node": node, "now": now},
+        {"t": C.NODE_DRAIN, "node": node, "now": now},
+        {"t": C.NODE_LEFT, "node": node, "now": now},
+    ]
+    weights = [3, 2, 3, 3, 1, 1, 1, 4, 3, 4, 1, 1, 1, 1, 1]
+    return rng.choices(choices, weights=weights)[0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_status_change_is_in_its_transition_table(seed):
+    tables = {"node": NODE_TRANSITIONS, "activity": ACTIVITY_TRANSITIONS, "install": INSTALLATION_TRANSITIONS,
+              "execution": EXECUTION_TRANSITIONS}
+    rng, state, now, moves = random.Random(seed), State(), NOW, set()
+    for _ in range(300):
+        now += rng.choice([0.0, 1.0])
+        before = statuses(state)
+        cmd = random_command(rng, state, now)
+        result = state.apply(cmd)
+        assert result.get("error") != "internal", (cmd, result)
+        for key, status in statuses(state).items():
+            old = before.get(key)
+            if old is not None and old != status:
+                assert can_move(tables[key[0]], old, status), (cmd, key, old, status)
+                moves.add((key[0], old, status))
+    assert len(moves) >= 10, moves  # the walk went places
+
+
+# ---- a snapshot written by the code before the split ------------------------------------------------
+def test_a_snapshot_written_before_the_state_was_split_loads_and_packs_to_the_same_bytes():
+    state = State()
+    state.load_dict(C.decode(old_snapshot.PACKED))
+    assert C.encode(state.to_dict()) == old_snapshot.PACKED
+    assert state.to_dict() == old_snapshot.SNAPSHOT
+    assert list(state.to_dict()) == list(old_snapshot.SNAPSHOT)
+
+    # Every resource reads it.
+    assert state.busy_slots() == {"n1": 1, "n2": 0, "n3": 0, "n4": 0, "w1": 0}   # n1 still stops execution 2
+    assert state.activity("act")["installations"][0] == {"workerId": "n1", "status": "installed", "since": NOW}
+    assert state.execution(4)["attempt"] == 1 and state.execution(4)["status"] == "waiting"
+    assert state.launches["w2"]["provider"] == "local" and state.launch_failures["count"] == 1
+    assert state.active_policy == "grow" and set(state.policies) == {"grow", "fixed"}
+    assert state.next_activity_id == 4 and state.next_execution_id == 7
+
+    # And goes on from it.
+    dup = ok(state, {"t": C.EXEC_NEW, "name": "act", "requestId": "req-1", "now": NOW + 20})
+    assert dup["duplicate"] and dup["execution"]["id"] == 1
+    finished = ok(state, {"t": C.EXEC_FINISH, "now": NOW + 20, "pull": "n1", "reports": [
+        {"id": 2, "node": "n1", "attempt": 1, "exitCode": None, "stdout": "", "stderr": ""}]})
+    assert finished["accepted"] == [2] and finished["pulled"] == [4, 5]   # first in first out; 6 is not installed
+    assert state.executions[4]["attempt"] == 2 and state.executions[4]["workerIncarnation"] == "n1-a"
+    assert ok(state, node_up("w2", now=NOW + 21))["node"]["removable"] is True
+    assert "w2" not in state.launches
+    assert state.apply({"t": C.NODE_DRAIN, "node": "n3", "now": NOW + 21})["error"] == "conflict"
+    assert ok(state, {"t": C.NODE_LOST, "node": "n3", "now": NOW + 22})["moved"] == []
+    assert "n3" not in state.installations["act"]   # its unfinished install is dropped
+    assert state.apply({"t": C.POLICY_DELETE, "name": "grow", "now": NOW})["error"] == "conflict"
+    assert ok(state, activity_new("next"))["activity"]["id"] == 4
+    assert ok(state, {"t": C.EXEC_NEW, "name": "ver", "now": NOW + 23})["execution"]["id"] == 7

@@ -1,0 +1,304 @@
+"""Executions (replicated): submitted, placed on a node, reported finished, terminated, read and forgotten,
+expired; requeued when the node running them is lost. Status changes follow EXECUTION_TRANSITIONS, and
+every placement is checked with the placement rules (podnode/placement.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .. import placement
+from .activities import ActivityTable
+from .lifecycle import (
+    APPROVED,
+    ERROR,
+    EXECUTION_TRANSITIONS,
+    FINISHED,
+    IN_PROGRESS,
+    TERMINAL,
+    TERMINATED,
+    VERIFYING,
+    WAITING,
+    can_move,
+)
+from .membership import NodeTable
+from .results import Result, maps_with_hashable_ids, pairs, refuse
+
+
+def missing_execution(exec_id: Any) -> Result:
+    return refuse(
+        "not_found",
+        f"Execution with id {exec_id} doesn't exist, its result has already been retrieved or it expired",
+    )
+
+
+class ExecutionTable:
+    """Executions by id, the request ids that created them, and the next id. Checks and updates the
+    activities (maxAttempts, run times) and nodes (placement, incarnation, last work) it is given."""
+
+    def __init__(self, activities: ActivityTable, nodes: NodeTable) -> None:
+        self._activities = activities
+        self._nodes = nodes
+        self.executions: dict[int, dict[str, Any]] = {}
+        self.request_ids: dict[str, list] = {}
+        self.next_execution_id = 1
+        # Executions changed since the owner last took this set (not replicated state: a wake-up hint).
+        self.touched: set[int] = set()
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.executions = data.get("executions", {})
+        self.request_ids = data.get("request_ids", {})
+        self.next_execution_id = data.get("next_execution_id", 1)
+
+    def busy_slots(self) -> dict[str, int]:
+        """Slots taken on each node: running executions, and terminated ones still being stopped."""
+        return placement.busy_slots(self._nodes.nodes, self.executions)
+
+    # ---- apply cases ----------------------------------------------------------------------------
+    def exec_new(self, cmd: dict) -> Result:
+        name, now = cmd["name"], cmd["now"]
+        request_id = cmd.get("requestId")
+        if request_id:
+            seen = self.request_ids.get(request_id)
+            if seen is not None:
+                execution = self.executions.get(seen[0])
+                if execution is None:
+                    return refuse("conflict", f"requestId {request_id!r} already created execution {seen[0]}, "
+                                              "whose result has already been retrieved")
+                if execution["activityName"] != name:
+                    return refuse("conflict", f"requestId {request_id!r} was used for activity "
+                                              f"{execution['activityName']!r}")
+                return {"ok": True, "execution": dict(execution), "duplicate": True}
+        activity = self._activities.get(name)
+        if activity is None:
+            return refuse("not_found", f"Activity {name!r} doesn't exist")
+        if activity["status"] not in (VERIFYING, APPROVED):
+            return refuse("conflict", f"Activity {name!r} is {activity['status']}; it cannot run executions")
+        exec_id = self.next_execution_id
+        self.next_execution_id += 1
+        execution = {
+            "id": exec_id,
+            "activityId": activity["id"],
+            "activityName": name,
+            "stdin": cmd.get("input") or "",
+            "status": WAITING,
+            "submitTime": now,
+            "startTime": None,
+            "finishTime": None,
+            "workerId": None,
+            "attempt": 0,
+            "exitCode": None,
+            "stdout": "",
+            "stderr": "",
+        }
+        if request_id:
+            execution["requestId"] = request_id
+            self.request_ids[request_id] = [exec_id, now]
+        self.executions[exec_id] = execution
+        node = cmd.get("node")
+        if node is not None and not placement.is_queued(self.executions, besides=exec_id):
+            # The proposer's placement, checked like any other; never ahead of executions already queued.
+            self._place(execution, node, self.busy_slots(), now)
+        return {"ok": True, "execution": dict(execution)}
+
+    def exec_place(self, cmd: dict) -> Result:
+        """The leader's placement plan, re-checked placement by placement."""
+        busy = self.busy_slots()
+        placed, refused = [], []
+        now, placements = cmd["now"], pairs(cmd.get("placements"))
+        for exec_id, node in placements:
+            why = self._place(self.executions.get(exec_id), node, busy, now)
+            if why:
+                refused.append([exec_id, why])
+            else:
+                placed.append(exec_id)
+        return {"ok": True, "placed": placed, "refused": refused}
+
+    def exec_finish(self, cmd: dict) -> Result:
+        """A node reports ended attempts (exit code and output); with `pull`, it refills its freed slots."""
+        accepted, ignored = [], []
+        now, reports = cmd["now"], maps_with_hashable_ids(cmd.get("reports"))
+        for report in reports:
+            execution = self._current_attempt(report)
+            if execution is None:
+                ignored.append(report.get("id"))
+                continue
+            if execution["status"] == IN_PROGRESS:
+                code = report.get("exitCode")
+                status = FINISHED if code == 0 else ERROR
+                self._end(execution, status, now, report.get("error"))
+                self._note_runtime(execution, now)
+            elif not execution.get("outputPending"):
+                ignored.append(report["id"])
+                continue
+            execution.pop("outputPending", None)
+            execution.update(
+                exitCode=report.get("exitCode"),
+                stdout=report.get("stdout") or "",
+                stderr=report.get("stderr") or "",
+                stdoutTruncated=bool(report.get("stdoutTruncated")),
+                stderrTruncated=bool(report.get("stderrTruncated")),
+            )
+            accepted.append(report["id"])
+            self.touched.add(report["id"])
+        pulled = self._pull(cmd["pull"], now) if cmd.get("pull") is not None else []
+        return {"ok": True, "accepted": accepted, "ignored": ignored, "pulled": pulled}
+
+    def exec_lost(self, cmd: dict) -> Result:
+        """A node that restarted reports the attempts it was running and no longer has."""
+        now, reports = cmd["now"], maps_with_hashable_ids(cmd.get("reports"))
+        reason = str(cmd.get("reason") or "the node running it restarted")
+        lost = []
+        for report in reports:
+            execution = self._current_attempt(report)
+            if execution is None:
+                continue
+            if execution["status"] == IN_PROGRESS:
+                self._lose_attempt(execution, now, reason)
+            elif execution.pop("outputPending", None):
+                self._output_lost(execution, reason)
+            else:
+                continue
+            lost.append(execution["id"])
+        return {"ok": True, "lost": lost}
+
+    def exec_terminate(self, cmd: dict) -> Result:
+        execution = self.executions.get(cmd["id"])
+        if execution is None:
+            return missing_execution(cmd["id"])
+        if execution["status"] in TERMINAL:
+            return refuse("conflict", f"Execution {cmd['id']} has already ended ({execution['status']})")
+        self._terminate(execution, cmd["now"], "terminated by request")
+        return {"ok": True, "execution": dict(execution)}
+
+    def exec_forget(self, cmd: dict) -> Result:
+        execution = self.executions.get(cmd["id"])
+        if execution is None:
+            return missing_execution(cmd["id"])
+        if execution["status"] not in TERMINAL:
+            return refuse("conflict", f"Execution {cmd['id']} has not ended yet")
+        del self.executions[cmd["id"]]
+        self.touched.add(cmd["id"])
+        return {"ok": True, "execution": execution}
+
+    def exec_expire(self, cmd: dict) -> Result:
+        expired = []
+        ids = list(cmd.get("ids") or [])
+        for exec_id in ids:  # check them all before the first changes anything
+            hash(exec_id)
+        horizon = cmd.get("requestIdsBefore")
+        old_rids = [] if horizon is None else [rid for rid, (_, t) in self.request_ids.items() if t < horizon]
+        for exec_id in ids:
+            execution = self.executions.get(exec_id)
+            if execution is not None and execution["status"] in TERMINAL:
+                del self.executions[exec_id]
+                self.touched.add(exec_id)
+                expired.append(exec_id)
+        for rid in old_rids:
+            del self.request_ids[rid]
+        return {"ok": True, "expired": expired}
+
+    # ---- steps of the commands state.py wires across resources ----------------------------------
+    def release_node(self, node: Any, now: float, reason: str) -> list[int]:
+        """The node is gone (lost or left): its running attempts go back to the queue (or give up after
+        maxAttempts), and the output of the terminated ones it was stopping will never come. The ids of the
+        executions that were running there."""
+        moved = []
+        for execution in self.executions.values():
+            if execution["workerId"] != node:
+                continue
+            if execution["status"] == IN_PROGRESS:
+                self._lose_attempt(execution, now, reason)
+                moved.append(execution["id"])
+            elif execution.pop("outputPending", None):
+                self._output_lost(execution, reason)
+        return moved
+
+    def terminate_activity(self, name: str, now: float, reason: str) -> None:
+        """The activity is being deleted: terminate its executions that have not ended."""
+        for execution in self._unended(name):
+            self._terminate(execution, now, reason)
+
+    def fail_activity(self, name: str, now: float, reason: str) -> None:
+        """The activity was rejected: its executions that have not ended end in error."""
+        for execution in self._unended(name):
+            self._end(execution, ERROR, now, reason)
+
+    # ---- transitions ----------------------------------------------------------------------------
+    def _unended(self, activity: str) -> Iterator[dict[str, Any]]:
+        return (e for e in self.executions.values() if e["activityName"] == activity and e["status"] not in TERMINAL)
+
+    def _current_attempt(self, report: dict) -> dict[str, Any] | None:
+        """The execution a node's report is about, if the report is from its current attempt on that node
+        (a report from a superseded attempt is ignored)."""
+        execution = self.executions.get(report.get("id"))
+        if (execution is None or execution["workerId"] != report.get("node")
+                or execution["attempt"] != report.get("attempt")):
+            return None
+        return execution
+
+    def _set_status(self, execution: dict, status: str) -> None:
+        self.touched.add(execution["id"])
+        if not can_move(EXECUTION_TRANSITIONS, execution["status"], status):
+            raise ValueError(f"execution {execution['id']}: {execution['status']} -> {status} not allowed")
+        execution["status"] = status
+
+    def _end(self, execution: dict, status: str, now: float, reason: str | None = None) -> None:
+        self._set_status(execution, status)
+        execution["finishTime"] = now
+        if reason:
+            execution["errorDescription"] = reason
+
+    def _terminate(self, execution: dict, now: float, reason: str) -> None:
+        was_running = execution["status"] == IN_PROGRESS
+        self._end(execution, TERMINATED, now, reason)
+        if was_running:
+            execution["outputPending"] = True
+
+    def _lose_attempt(self, execution: dict, now: float, reason: str) -> None:
+        """An attempt died with its node: queue the execution again, or give up after maxAttempts."""
+        activity = self._activities.get(execution["activityName"])
+        max_attempts = activity["maxAttempts"] if activity else 1
+        if execution["attempt"] < max_attempts:
+            self._set_status(execution, WAITING)
+            execution.update(workerId=None, startTime=None, lastError=reason)
+            execution.pop("workerIncarnation", None)
+        else:
+            self._end(execution, ERROR, now, f"{reason}; gave up after {execution['attempt']} attempts")
+
+    def _output_lost(self, execution: dict, reason: str) -> None:
+        """A terminated execution's output will never come: free its slot and say why it is empty."""
+        execution["errorDescription"] = f"{execution.get('errorDescription')}; its output was lost: {reason}"
+        self.touched.add(execution["id"])
+
+    def _place(self, execution: dict | None, node: Any, busy: dict[str, int], now: float) -> str | None:
+        """Put a waiting execution on a node if the placement rules allow it; return why not otherwise."""
+        why = placement.why_not_place(execution, node, nodes=self._nodes.nodes,
+                                      installations=self._activities.installations, busy=busy)
+        if why is None:
+            self._start(execution, node, busy, now)
+        return why
+
+    def _start(self, execution: dict, node: Any, busy: dict[str, int], now: float) -> None:
+        """A new attempt of the execution on the node, which the placement rules allowed."""
+        self._set_status(execution, IN_PROGRESS)
+        execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now,
+                         workerIncarnation=self._nodes.nodes[node].get("incarnation", ""))
+        self._nodes.note_work(node, now)
+        busy[node] += 1
+
+    def _pull(self, node: Any, now: float) -> list[int]:
+        """The reporting node refills the slots it just freed with the oldest waiting executions it can run
+        (placement.pull), so a busy queue drains without a placement entry per slot."""
+        busy = self.busy_slots()
+        chosen = placement.pull(node, executions=self.executions, installations=self._activities.installations,
+                                nodes=self._nodes.nodes, busy=busy)
+        for exec_id in chosen:
+            self._start(self.executions[exec_id], node, busy, now)
+        return chosen
+
+    def _note_runtime(self, execution: dict, now: float) -> None:
+        """Keep each activity's mean run time and each node's last work time, for scaling."""
+        self._activities.note_runtime(execution["activityName"], execution["startTime"], now)
+        self._nodes.note_work(execution["workerId"], now)
