@@ -2,6 +2,7 @@
 # The two commands of the README:
 #   ./dev.sh up [pod up options]   install POD into .venv (first run) and start a local 3-node cluster
 #   ./dev.sh test [pytest args]    install POD with its test extras into .venv and run the tests
+#   ./dev.sh lint                  ruff over the whole tree (.ci/run runs it before the tests)
 # Any other argument runs the `pod` client from .venv, e.g. ./dev.sh run greet world --wait
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +31,10 @@ case "$cmd" in
   test)
     ensure_venv "[test]"
     exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  lint)
+    ensure_venv "[test]"
+    exec "$VENV/bin/ruff" check "$@" .
     ;;
   bench)
     ensure_venv ""

@@ -40,7 +40,7 @@ class _Sub:
         p.set_defaults(func=func)
         return p
 
-    def add_subparsers(self, parser: argparse.ArgumentParser, dest: str) -> "_Sub":
+    def add_subparsers(self, parser: argparse.ArgumentParser, dest: str) -> _Sub:
         return _Sub(parser.add_subparsers(dest=dest, required=True, metavar="ACTION"))
 
 

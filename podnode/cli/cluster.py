@@ -43,7 +43,7 @@ def show_workers(body: dict, *, show_left: bool = False) -> None:
         say(f"\nleft        {len(left)} {'node' if len(left) == 1 else 'nodes'} (the last: {left[-1].get('id')}, "
             f"{_ago(left[-1].get('leftTime'))}); see them with: pod worker list --all")
     say(f"\nspend       {body.get('spendPerHour', 0):g}/h now, {body.get('spentSoFar', 0):.4g} so far"
-        + (f"; launching {', '.join(l['id'] for l in body['launching'])}" if body.get("launching") else ""))
+        + (f"; launching {', '.join(n['id'] for n in body['launching'])}" if body.get("launching") else ""))
     failures = body.get("launchFailures") or {}
     if failures.get("count"):
         say(f"failed launches {failures['count']}, the last of {failures.get('lastNode')}: "

@@ -12,13 +12,13 @@ replica (set in SyncObj.__init__) are checked on it right after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from pysyncobj import SyncObj
+from pysyncobj import SyncObj, tcp_connection
 from pysyncobj import monotonic as pysyncobj_monotonic
 from pysyncobj import pickle as pysyncobj_pickle
-from pysyncobj import tcp_connection
 from pysyncobj.version import VERSION
 
 from ..errors import IncompatibleDependency

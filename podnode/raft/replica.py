@@ -12,7 +12,8 @@ import functools
 import logging
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -33,10 +34,10 @@ class ReplicaRef:
     """The node's current replica, for every part that uses it: promoting an observer to a voter swaps
     the replica underneath without the parts noticing."""
 
-    def __init__(self, replica: "Replica"):
+    def __init__(self, replica: Replica):
         self._replica = replica
 
-    def swap(self, replica: "Replica") -> "Replica":
+    def swap(self, replica: Replica) -> Replica:
         old, self._replica = self._replica, replica
         return old
 

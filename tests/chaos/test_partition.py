@@ -82,7 +82,7 @@ def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_tw
                                 and r, timeout_s=30, what="503 on the minority side")
         assert "retry" in body["error"]
         # The majority elects a leader in a later term and carries on, moving the old leader's work.
-        new_leader = wait_until(lambda: (l := cluster.leader()) is not None and l is not leader and l,
+        new_leader = wait_until(lambda: (n := cluster.leader()) is not None and n is not leader and n,
                                 timeout_s=30, what="new leader on the majority side")
         cut_off = wait_until(lambda: (c := cluster.status(leader)) and c["role"] != "leader"
                              and c["leader"] != leader.node_id and c, timeout_s=15, what="old leader steps down")
@@ -108,7 +108,7 @@ def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_tw
     wait_until(lambda: {w["id"]: w for w in client.ok("getWorkers")["workers"]}[leader.node_id]["status"] == "up",
                timeout_s=30, what="old leader back up")
     finals = {i: read_final(client, i) for i in before + during}
-    for exec_id, final in finals.items():
+    for final in finals.values():
         assert final["status"] == "finished", final
         assert final["stdout"].count("start") == 1 and final["stdout"].count("end") == 1, final
     assert all(final["stdout"].startswith("start d") for i, final in finals.items() if i in during)

@@ -13,7 +13,6 @@ import re
 import socket
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -72,7 +71,7 @@ def exchange(url: str, data: bytes, *, timeout_s: float = 10.0, close_after_send
         while True:
             try:
                 chunk = sock.recv(65536)
-            except (ConnectionResetError, TimeoutError, socket.timeout):
+            except (ConnectionResetError, TimeoutError):
                 break
             if not chunk:
                 break

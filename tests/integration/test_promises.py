@@ -6,12 +6,9 @@ from __future__ import annotations
 import secrets
 import time
 
-import pytest
-
 from podnode.local.cluster import LocalCluster, LocalNode
 
 from ..conftest import FAST_RAFT, Client, approved, install_script, pid_alive, start_cluster, wait_until
-
 
 # ---- GET /status: every field the README lists, with its type, on the leader and on a follower --------------
 ROLES = {"leader", "follower", "candidate", "observer"}

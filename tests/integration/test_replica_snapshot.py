@@ -9,9 +9,9 @@ import time
 
 from pysyncobj import FAIL_REASON
 
+from podnode.config import RaftTiming
 from podnode.local.procs import free_port
 from podnode.raft import commands as C
-from podnode.config import RaftTiming
 from podnode.raft.replica import Replica
 
 from ..conftest import wait_until

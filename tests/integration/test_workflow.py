@@ -67,7 +67,7 @@ def test_rejected_activities(client, scripts):
     }
     for name, (url, _) in cases.items():
         client.ok("newActivity", name=name, installationScriptLocation=url)
-    for name, (url, reason) in cases.items():
+    for name, (_url, reason) in cases.items():
         act = wait_until(lambda: (a := client.ok("getActivityStatus", name=name)["activity"])["status"] != "verifying"
                          and a, what=f"{name} verified")
         assert act["status"] == "rejected", act
@@ -148,7 +148,7 @@ def test_queueing_when_all_slots_are_busy(client, scripts):
     assert sum(e["status"] == "in progress" for e in mine) <= 6
     assert any(e["status"] == "waiting" for e in mine), mine
     outputs = {}
-    for i, exec_id in enumerate(ids):
+    for exec_id in ids:
         done = run_to_end(client, exec_id, timeout_s=60)
         assert done["status"] == "finished", done
         outputs[exec_id] = done["stdout"]

@@ -13,10 +13,10 @@ from pysyncobj import SyncObj
 from pysyncobj.node import TCPNode
 from pysyncobj.version import VERSION
 
+from podnode.config import RaftTiming
 from podnode.errors import IncompatibleDependency
 from podnode.local.procs import free_port
 from podnode.raft import compat
-from podnode.config import RaftTiming
 from podnode.raft.replica import Replica
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from podnode import __version__
-from podnode import discovery
+from podnode import __version__, discovery
 from podnode.discovery import SERVICE_TYPE, Announcer, find_members
 
 LOOPBACK = "127.0.0.1"

@@ -6,8 +6,8 @@ import asyncio
 import os
 import socket
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from aiohttp import web
