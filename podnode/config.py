@@ -46,7 +46,7 @@ class NodeConfig:
     peers: list[str] = field(default_factory=list)  # other members' Raft addresses, host:port
     data_dir: str = "pod-data"                    # this node's journal, snapshot, activities, outputs
     slots: int = field(default_factory=lambda: os.cpu_count() or 1)  # concurrent executions here
-    secret: str | None = None                     # cluster secret; required when Raft binds beyond loopback
+    secret: str | None = None                     # cluster secret: Raft password, peer requests' HMAC key
     allow_file_urls: bool | None = None           # file:// install scripts; None: only on a loopback node
     advertise_host: str | None = None             # host other nodes use to reach this one (default: bind host)
     join: str | None = None                       # HTTP URL (or HOST:PORT) of any member, to join a running cluster
@@ -120,9 +120,14 @@ class NodeConfig:
         return ["127.0.0.1"] if is_loopback(self.http_host) else None
 
     def check_secure(self) -> None:
-        """Raft messages are pickles: an open Raft port is remote code execution. Refuse to run that way."""
-        if not self.secret and not is_loopback(self.raft_host):
+        """Raft messages are pickles: a Raft port without a password is remote code execution, also on loopback
+        (any local user can connect). Refuse to run without a cluster secret (serve makes one for a node whose
+        Raft binds loopback)."""
+        if self.secret:
+            return
+        if not is_loopback(self.raft_host):
             raise SystemExit(
                 f"refusing to bind Raft on {self.raft_host} without a cluster secret: "
-                "set --secret or POD_SECRET (every member needs the same one)"
+                "set POD_SECRET in its environment (every member needs the same one; --secret would show it in ps)"
             )
+        raise SystemExit("refusing to run without a cluster secret: its Raft port would take anyone's pickles")

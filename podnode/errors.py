@@ -18,6 +18,11 @@ class BadRequest(PodError):
     kind = "bad_request"
 
 
+class Unauthorized(PodError):
+    """The request lacks a valid credential (a peer request without a valid proof of the cluster secret)."""
+    kind = "unauthorized"
+
+
 class NotFound(PodError):
     kind = "not_found"
 

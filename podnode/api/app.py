@@ -8,15 +8,26 @@ import logging
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..errors import BadRequest, Conflict, HeadersTooLarge, NotFound, PodError, TooLarge, Unavailable, UriTooLong
+from ..cluster_secret import PeerAuthError, PeerVerifier, prove_answer
+from ..errors import (
+    BadRequest,
+    Conflict,
+    HeadersTooLarge,
+    NotFound,
+    PodError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    UriTooLong,
+)
 from .actions import ACTIONS
 from .node_api import NodeApi
 
 log = logging.getLogger(__name__)
 
 STATUS_CODES: dict[type[PodError], int] = {
-    BadRequest: 400, NotFound: 404, Conflict: 409, TooLarge: 413, UriTooLong: 414, HeadersTooLarge: 431,
-    Unavailable: 503,
+    BadRequest: 400, Unauthorized: 401, NotFound: 404, Conflict: 409, TooLarge: 413, UriTooLong: 414,
+    HeadersTooLarge: 431, Unavailable: 503,
 }
 # What aiohttp raises while reading a form body it cannot parse (an empty, NUL or missing part name, bytes
 # that are not in the declared charset, an unknown charset or encoding, a body cut off before its end, a
@@ -105,8 +116,20 @@ def build_app(node: NodeApi) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return _json(node.status_view())
 
+    peer_auth = PeerVerifier(node.cfg.secret)
+
+    async def check_peer(request: web.Request) -> None:
+        """Refuse (401, before anything is read or changed) a peer request without a valid signature made with
+        the cluster secret: fresh, of this method, path and body, its nonce not seen before."""
+        body = await request.read()
+        try:
+            peer_auth.check(request.method, request.raw_path, body, request.headers)
+        except PeerAuthError as exc:
+            log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, exc)
+            raise Unauthorized(f"internal route: {exc}") from None
+
     async def execution_output(request: web.Request) -> web.Response:
-        node.check_peer_secret(request.headers)
+        await check_peer(request)
         try:
             exec_id = int(request.match_info["id"])
         except ValueError:
@@ -118,7 +141,7 @@ def build_app(node: NodeApi) -> web.Application:
 
     async def join(request: web.Request) -> web.Response:
         """A new node asks to be added to the Raft cluster; it gets the members to start with."""
-        node.check_peer_secret(request.headers)
+        await check_peer(request)
         params = await request_params(request)
         raft_addr = params.get("raftAddr", "")
         host, _, port = raft_addr.rpartition(":")
@@ -134,13 +157,24 @@ def build_app(node: NodeApi) -> web.Application:
 
     async def promote(request: web.Request) -> web.Response:
         """The leader has made this observer a voter: restart its replica as one."""
-        node.check_peer_secret(request.headers)
+        await check_peer(request)
         params = await request_params(request)
         members = [m for m in params.get("members", "").split(",") if m]
         if node.cfg.raft_addr not in members:
             raise BadRequest("members must include this node's Raft address")
         await node.promote(members)
         return _json({"role": node.status_view()["role"]})
+
+    async def prove(request: web.Request) -> web.Response:
+        """A node about to join (found this one over zeroconf) checks it knows the cluster secret: the answer is
+        an HMAC of its challenge, this node's id and URL; the secret itself is never sent, and nothing changes."""
+        challenge = (await request_params(request)).get("challenge", "")
+        if not (32 <= len(challenge) <= 128 and challenge.isascii() and challenge.isalnum()):
+            raise BadRequest("challenge must be 32 to 128 letters or digits")
+        if not node.cfg.secret:
+            raise Unauthorized("this node has no cluster secret")
+        return _json({"node": node.cfg.node_id, "url": node.cfg.http_url,
+                      "proof": prove_answer(node.cfg.secret, challenge, node.cfg.node_id, node.cfg.http_url)})
 
     for path in ("/POD/", "/POD"):
         app.router.add_get(path, pod_action)
@@ -149,4 +183,5 @@ def build_app(node: NodeApi) -> web.Application:
     app.router.add_get("/internal/executions/{id}/output", execution_output)
     app.router.add_post("/internal/join", join)
     app.router.add_post("/internal/promote", promote)
+    app.router.add_post("/internal/prove", prove)
     return app

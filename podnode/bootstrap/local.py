@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,20 +30,19 @@ STOP_GRACE_S = 10.0
 
 
 class SecretLocalCluster(LocalCluster):
-    """A LocalCluster whose nodes get the cluster secret as POD_SECRET in their environment, never in argv."""
+    """A LocalCluster with the recorded cluster secret (POD_SECRET in its nodes' environment, never in argv),
+    whose nodes run detached in the state dir."""
 
     def __init__(self, *args: Any, secret: str, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.secret = secret
+        super().__init__(*args, secret=secret, **kwargs)
 
     def start_node(self, node: LocalNode) -> None:
         """Start one node detached (own session), output to LOG_DIR/<id>.log."""
         node.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "POD_SECRET": self.secret}
         with open(self.log_dir / f"{node.node_id}.log", "ab") as out:
             node.proc = subprocess.Popen(self.command(node), stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                         stdin=subprocess.DEVNULL, start_new_session=True, env=self.env(),
                                          cwd=self.data_dir)
 
 

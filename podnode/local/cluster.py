@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cluster_secret import SECRET_FILE, load_or_create
 from .procs import free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
 __all__ = ["LocalCluster", "LocalNode", "get_json"]
@@ -51,12 +53,17 @@ class LocalNode:
 
 
 class LocalCluster:
-    """N podnode processes on loopback. Use as a context manager so they are always stopped."""
+    """N podnode processes on loopback. Use as a context manager so they are always stopped.
+
+    The cluster has a secret from birth: `secret` if given, else the one in DATA/secret (mode 600), made there
+    the first time and reused by every later cluster on that data dir. Every node gets it in its environment
+    (POD_SECRET), never on its command line."""
 
     def __init__(self, data_dir: str | Path, *, nodes: int = 3, base_port: int | None = None,
                  slots: int | None = None, extra_args: list[str] | None = None, log_dir: str | Path | None = None,
-                 quiet: bool = True):
+                 quiet: bool = True, secret: str | None = None):
         self.data_dir = Path(data_dir)
+        self.secret = secret or load_or_create(self.data_dir / SECRET_FILE)[0]
         self.log_dir = Path(log_dir) if log_dir else self.data_dir
         self.quiet = quiet
         self.nodes: list[LocalNode] = []
@@ -79,6 +86,10 @@ class LocalCluster:
         return [sys.executable, "-m", "podnode", "--id", node.node_id, "--http", f"{node.host}:{node.http_port}",
                 "--raft", node.raft_addr, *members, "--data-dir", str(node.data_dir), *node.extra_args]
 
+    def env(self) -> dict[str, str]:
+        """A node's environment: this process's, with the cluster secret."""
+        return {**os.environ, "POD_SECRET": self.secret}
+
     def add_node(self, *, join: str, extra_args: list[str] | None = None, node_id: str | None = None) -> LocalNode:
         """Start one more node that joins the running cluster through `join` (a member's URL)."""
         node_id = node_id or f"n{len(self.nodes) + 1}"
@@ -94,7 +105,7 @@ class LocalCluster:
         out = open(self.log_dir / f"{node.node_id}.log", "ab") if self.quiet else None
         try:
             node.proc = subprocess.Popen(self.command(node), stdout=out, stderr=subprocess.STDOUT if out else None,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True, env=self.env())
         finally:
             if out is not None:
                 out.close()

@@ -46,8 +46,10 @@ class ReplicaRef:
 
 
 class Replica(SyncObj):
-    def __init__(self, *, self_addr: str | None, peers: list[str], data_dir: str, password: str | None,
+    def __init__(self, *, self_addr: str | None, peers: list[str], data_dir: str, password: str,
                  timing: RaftTiming, on_change: Callable[[set[int] | None], None], bind_address: str | None = None):
+        if not password:  # pysyncobj unpickles what reaches its port unless the password's key must open it first
+            raise ValueError("a Raft replica needs a password: without one its port runs anyone's pickles")
         compat.check()  # pysyncobj's private members POD uses (those of a running replica: below)
         wire.install()
         # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.

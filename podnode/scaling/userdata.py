@@ -49,8 +49,9 @@ def render(*, node_id: str, join_url: str | None, cluster_secret: str | None, sl
     peers) and becomes a one-node cluster that later nodes join.
 
     The node listens for HTTP on 0.0.0.0:8080 and for Raft on the server's first address (`hostname -I`) port 9080,
-    which it also advertises. An empty or None `cluster_secret` starts the node without `--secret` (podnode
-    refuses to bind Raft beyond loopback without one, so real clouds need a secret).
+    which it also advertises. The cluster secret reaches podnode in its environment (POD_SECRET), never on its
+    command line; run.sh holding it is 700 root. An empty or None `cluster_secret` starts the node without one,
+    which podnode refuses (its Raft port binds beyond loopback), so real clouds need a secret.
     """
     if slots < 1:
         raise ValueError(f"slots must be >= 1, got {slots}")
@@ -128,9 +129,7 @@ args=(--id "$POD_NODE_ID" --http 0.0.0.0:{http_port} --raft "$IP:{raft_port}"
 if [ -n "$POD_JOIN" ]; then
     args+=(--join "$POD_JOIN")
 fi
-if [ -n "$POD_SECRET" ]; then
-    args+=(--secret "$POD_SECRET")
-fi
+export POD_SECRET    # podnode reads it from its environment: never on its command line, where ps shows it
 exec {venv}/bin/python -m podnode "${{args[@]}}"
 POD_RUN_EOF
 chmod 700 {config}/run.sh

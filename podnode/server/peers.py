@@ -1,32 +1,43 @@
 """The one HTTP client for other nodes' internal routes: live output, forwarding to the leader, joining and
-promotion. Every request carries the cluster secret in SECRET_HEADER; check_secret is the receiving side."""
+promotion. Every request carries an HMAC of itself made with the cluster secret (cluster_secret.sign_request),
+never the secret; the receiving side is api/app.py's peer check."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
+from ..cluster_secret import sign_request
 from ..errors import BadRequest
 
 log = logging.getLogger(__name__)
-SECRET_HEADER = "X-Pod-Secret"
 PEER_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
+FORM = "application/x-www-form-urlencoded"
 
 
-def secret_headers(secret: str | None) -> dict[str, str]:
-    """The headers that prove a request comes from a member (none in a cluster without a secret)."""
-    return {SECRET_HEADER: secret} if secret else {}
+def signed(secret: str | None, method: str, url: str, body: bytes = b"") -> dict[str, str]:
+    """The headers of a request to `url` from a member: its signature (none from a node without a secret, which
+    every member refuses)."""
+    if not secret:
+        return {}
+    parts = urllib.parse.urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return sign_request(secret, method, path, body)
+
+
+def form_body(data: Mapping[str, str]) -> bytes:
+    return urllib.parse.urlencode(dict(data)).encode()
 
 
 def check_secret(headers: Mapping[str, str], secret: str | None) -> None:
-    """Refuse an internal request that does not carry the cluster secret (BadRequest)."""
-    if secret and not hmac.compare_digest(headers.get(SECRET_HEADER, ""), secret):
-        raise BadRequest("internal route: missing or wrong cluster secret")
+    """Superseded: a peer request is checked by its signature over method, path and body (api/app.py), which
+    headers alone cannot show; a node that still calls this refuses every request rather than trust a header."""
+    raise BadRequest("internal route: peer requests are checked by their signature")
 
 
 def member_url(join: str) -> str:
@@ -38,7 +49,7 @@ class PeerClient:
     """One aiohttp session for the node's requests to other nodes (open between start and close)."""
 
     def __init__(self, *, secret: str | None, timeout_s: float):
-        self.headers = secret_headers(secret)
+        self.secret = secret
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
     async def close(self) -> None:
@@ -46,22 +57,29 @@ class PeerClient:
 
     async def execution_output(self, url: str, exec_id: int) -> tuple[str, str] | None:
         """Output so far of an execution running on the node at `url`; None if it cannot say."""
-        async with self._session.get(f"{url}/internal/executions/{exec_id}/output", headers=self.headers) as resp:
+        target = f"{url}/internal/executions/{exec_id}/output"
+        async with self._session.get(target, headers=signed(self.secret, "GET", target)) as resp:
             if resp.status != 200:
                 return None
             body = await resp.json()
             return body.get("stdout", ""), body.get("stderr", "")
 
-    async def post(self, url: str, path: str, data: Mapping[str, str], *, timeout_s: float) -> tuple[Any, int]:
-        """POST a form to another node's internal route; (JSON body, HTTP status)."""
-        async with self._session.post(f"{url}{path}", data=dict(data), headers=self.headers,
+    async def post(self, url: str, path: str, data: Mapping[str, str], *, timeout_s: float,
+                   sign: bool = True) -> tuple[Any, int]:
+        """POST a form to another node's internal route (signed unless `sign` is False: /internal/prove);
+        (JSON body, HTTP status)."""
+        target, body = f"{url}{path}", form_body(data)
+        headers = {"Content-Type": FORM, **(signed(self.secret, "POST", target, body) if sign else {})}
+        async with self._session.post(target, data=body, headers=headers,
                                       timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             return await resp.json(content_type=None), resp.status
 
 
 async def post_status(url: str, path: str, data: Mapping[str, str], *, secret: str | None, timeout_s: float) -> int:
-    """One POST to another node's internal route in a session of its own (the leader's promotion of an
+    """One signed POST to another node's internal route in a session of its own (the leader's promotion of an
     observer); its HTTP status, the body unread."""
+    target, body = f"{url}{path}", form_body(data)
+    headers = {"Content-Type": FORM, **signed(secret, "POST", target, body)}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-        async with session.post(f"{url}{path}", data=dict(data), headers=secret_headers(secret)) as resp:
+        async with session.post(target, data=body, headers=headers) as resp:
             return resp.status

@@ -1,14 +1,17 @@
-"""Serving: join if asked to, start the node, run until SIGINT or SIGTERM, stop it."""
+"""Serving: make sure of the cluster secret, join if asked to, start the node, run until SIGINT or SIGTERM, stop it."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
-from ..config import NodeConfig
+from .. import cluster_secret
+from ..config import NodeConfig, is_loopback
 from .join import joined
 from .node import PodNode
 
@@ -28,8 +31,28 @@ def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     watcher.attach_loop(loop)
 
 
+def with_secret(cfg: NodeConfig) -> NodeConfig:
+    """The config with its cluster secret. POD_SECRET leaves this process's environment, so that nothing it
+    starts (an install script, an execution) inherits it. A node whose Raft binds loopback and that was given
+    no secret uses the one in its data dir (DATA/secret, 600), made there the first time; others must be given
+    one (check_secure says so)."""
+    os.environ.pop("POD_SECRET", None)
+    if cfg.secret or not is_loopback(cfg.raft_host):
+        return cfg
+    path = Path(cfg.data_dir) / cluster_secret.SECRET_FILE
+    try:
+        secret, created = cluster_secret.load_or_create(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"podnode: cannot read or make the cluster secret in {path}: {exc}") from None
+    log.info("no POD_SECRET given: %s the cluster secret in %s (mode 600); a node joining this one needs it "
+             "in its POD_SECRET", "made" if created else "using", path)
+    return dataclasses.replace(cfg, secret=secret)
+
+
 async def serve(cfg: NodeConfig) -> None:
     use_pidfd_child_watcher(asyncio.get_running_loop())
+    cfg = with_secret(cfg)
+    cfg.check_secure()
     cfg = await joined(cfg)
     node = PodNode(cfg)
     await node.start()

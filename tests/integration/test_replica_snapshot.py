@@ -18,7 +18,7 @@ from ..conftest import wait_until
 
 
 def _replica(data_dir: str, port: int, changes: list) -> Replica:
-    return Replica(self_addr=f"127.0.0.1:{port}", peers=[], data_dir=data_dir, password=None,
+    return Replica(self_addr=f"127.0.0.1:{port}", peers=[], data_dir=data_dir, password="pw",
                    timing=RaftTiming(), on_change=lambda touched: changes.append(touched))
 
 

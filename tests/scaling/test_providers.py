@@ -61,7 +61,7 @@ def secret_cluster(tmp_path) -> LocalCluster:
 
 @pytest.fixture
 def fast_cluster(tmp_path) -> LocalCluster:
-    """3 nodes, 1 slot each, fast failure detection, no secret."""
+    """3 nodes, 1 slot each, fast failure detection, the secret LocalCluster made."""
     c = start_cluster(tmp_path / "cluster", nodes=3, slots=1, extra_args=FAST)
     yield c
     c.stop()
@@ -136,7 +136,7 @@ async def test_local_provider_close_stops_everything(tmp_path):
 
 async def test_libcloud_provider_launches_nodes_that_join_and_destroys_them(fast_cluster, podtest):
     cluster = fast_cluster
-    provider = podtest(join_url=cluster.urls[1], location="local")
+    provider = podtest(join_url=cluster.urls[1], cluster_secret=cluster.secret, location="local")
     assert isinstance(provider, Provider)
     await provider.prepare()
     assert (provider.name, provider.hourly_price(), provider.slots_per_node()) == ("libcloud", 0.05, 1)
@@ -232,8 +232,9 @@ def test_userdata_script_is_valid_bash_and_runs_podnode_under_systemd(tmp_path):
     for expected in ("python3 -m venv /opt/pod", '/opt/pod/bin/pip install "$POD_PIP_SPEC"',
                      "systemctl enable --now podnode.service", "--http 0.0.0.0:8080",
                      "IP=\"$(hostname -I | awk '{print $1}')\"", '--raft "$IP:9080"', '--advertise-host "$IP"',
-                     '--slots "$POD_SLOTS"', '--secret "$POD_SECRET"', '--join "$POD_JOIN"', '--id "$POD_NODE_ID"'):
+                     '--slots "$POD_SLOTS"', "export POD_SECRET", '--join "$POD_JOIN"', '--id "$POD_NODE_ID"'):
         assert expected in script, expected
+    assert "--secret" not in script                 # the secret reaches podnode in its environment, never argv
 
 
 def test_userdata_pip_spec_env_and_bad_values(monkeypatch):
