@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import placement
+from . import commands as C
 from .lifecycle import (
     ACTIVITY_TRANSITIONS,
     APPROVED,
@@ -58,23 +59,23 @@ class ActivityTable:
         inst.update(status=status, since=now)
 
     # ---- apply cases ----------------------------------------------------------------------------
-    def activity_new(self, cmd: dict) -> Result:
-        name = cmd["name"]
+    def activity_new(self, cmd: C.ActivityNew) -> Result:
+        name = cmd.name
         existing = self.activities.get(name)
         if existing is not None:
             return refuse(
                 "conflict",
                 f"Activity {name!r} already exists (status {existing['status']}); delete it first or pick another name",
             )
-        max_attempts = DEFAULT_MAX_ATTEMPTS if cmd.get("maxAttempts") is None else int(cmd["maxAttempts"])
+        max_attempts = DEFAULT_MAX_ATTEMPTS if cmd.maxAttempts is None else int(cmd.maxAttempts)
         if not 1 <= max_attempts <= 100:
             return refuse("bad_request", f"maxAttempts must be from 1 to 100, not {max_attempts}")
         activity = {
             "id": self.next_activity_id,
             "name": name,
-            "installationScriptLocation": cmd["url"],
+            "installationScriptLocation": cmd.url,
             "status": VERIFYING,
-            "createdAt": cmd["now"],
+            "createdAt": cmd.now,
             "maxAttempts": max_attempts,
         }
         self.next_activity_id += 1
@@ -82,10 +83,10 @@ class ActivityTable:
         self.installations[name] = {}
         return {"ok": True, "activity": dict(activity)}
 
-    def install_assign(self, cmd: dict) -> Result:
+    def install_assign(self, cmd: C.InstallAssign) -> Result:
         """The leader's install plan, re-checked pair by pair with the placement rules."""
         assigned, refused = [], []
-        now, assignments = cmd["now"], pairs(cmd.get("assignments"))
+        now, assignments = cmd.now, pairs(cmd.assignments)
         for name, node in assignments:
             why = placement.why_not_install(name, node, activities=self.activities,
                                             installations=self.installations, nodes=self._nodes.nodes)
@@ -96,8 +97,8 @@ class ActivityTable:
             assigned.append([name, node])
         return {"ok": True, "assigned": assigned, "refused": refused}
 
-    def uninstall_done(self, cmd: dict) -> Result:
-        name, node = cmd["name"], cmd["node"]
+    def uninstall_done(self, cmd: C.UninstallDone) -> Result:
+        name, node = cmd.name, cmd.node
         installs = self.installations.get(name, {})
         inst = installs.get(node)
         if inst is None or inst["status"] != UNINSTALLING:
@@ -106,9 +107,9 @@ class ActivityTable:
         self._drop_if_uninstalled(name)
         return {"ok": True}
 
-    def reinstall(self, cmd: dict) -> Result:
+    def reinstall(self, cmd: C.Reinstall) -> Result:
         """A node found an installed activity's files missing: install it there again."""
-        name, node, now = cmd["name"], cmd["node"], cmd["now"]
+        name, node, now = cmd.name, cmd.node, cmd.now
         inst = self.installations.get(name, {}).get(node)
         if inst is None or inst["status"] != INSTALLED:
             return {"ok": True, "ignored": True}
@@ -116,20 +117,20 @@ class ActivityTable:
         return {"ok": True}
 
     # ---- steps of the commands state.py wires across resources ----------------------------------
-    def install_done(self, cmd: dict) -> tuple[Result, str | None]:
+    def install_done(self, cmd: C.InstallDone) -> tuple[Result, str | None]:
         """An install ended: the result, and the reason if its failure rejected the activity it verified."""
-        name, node = cmd["name"], cmd["node"]
+        name, node = cmd.name, cmd.node
         inst = self.installations.get(name, {}).get(node)
         if inst is None or inst["status"] != INSTALLING:
             return {"ok": True, "ignored": True}, None
         activity = self.activities[name]
-        if cmd.get("ok"):
-            self._move_install(inst, INSTALLED, cmd["now"])
+        if cmd.ok:
+            self._move_install(inst, INSTALLED, cmd.now)
             if activity["status"] == VERIFYING:
                 self._move(activity, APPROVED)
             return {"ok": True}, None
-        reason = str(cmd.get("error") or "installation failed")
-        self._move_install(inst, FAILED, cmd["now"])
+        reason = str(cmd.error or "installation failed")
+        self._move_install(inst, FAILED, cmd.now)
         inst["errorDescription"] = reason
         if activity["status"] != VERIFYING:
             return {"ok": True}, None
@@ -137,10 +138,10 @@ class ActivityTable:
         activity["errorDescription"] = reason
         return {"ok": True}, reason
 
-    def activity_delete(self, cmd: dict) -> Result:
+    def activity_delete(self, cmd: C.ActivityDelete) -> Result:
         """Uninstall the activity everywhere (a lost node cleans up its own copy when it comes back); it is
         dropped at once if no node holds it."""
-        name, now = cmd["name"], cmd["now"]
+        name, now = cmd.name, cmd.now
         activity = self.activities.get(name)
         if activity is None:
             return refuse("not_found", f"Activity {name!r} doesn't exist")

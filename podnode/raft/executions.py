@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import placement
+from . import commands as C
 from .activities import ActivityTable
 from .lifecycle import (
     APPROVED,
@@ -24,6 +25,11 @@ from .lifecycle import (
 )
 from .membership import NodeTable
 from .results import Result, maps_with_hashable_ids, pairs, refuse
+
+
+def _reports(wire: Any) -> list[C.Report]:
+    """A command's reports, all checked (maps with hashable ids) before the first changes anything."""
+    return [C.Report.from_wire(report) for report in maps_with_hashable_ids(wire)]
 
 
 def missing_execution(exec_id: Any) -> Result:
@@ -56,9 +62,9 @@ class ExecutionTable:
         return placement.busy_slots(self._nodes.nodes, self.executions)
 
     # ---- apply cases ----------------------------------------------------------------------------
-    def exec_new(self, cmd: dict) -> Result:
-        name, now = cmd["name"], cmd["now"]
-        request_id = cmd.get("requestId")
+    def exec_new(self, cmd: C.ExecNew) -> Result:
+        name, now = cmd.name, cmd.now
+        request_id = cmd.requestId
         if request_id:
             seen = self.request_ids.get(request_id)
             if seen is not None:
@@ -81,7 +87,7 @@ class ExecutionTable:
             "id": exec_id,
             "activityId": activity["id"],
             "activityName": name,
-            "stdin": cmd.get("input") or "",
+            "stdin": cmd.input or "",
             "status": WAITING,
             "submitTime": now,
             "startTime": None,
@@ -96,17 +102,17 @@ class ExecutionTable:
             execution["requestId"] = request_id
             self.request_ids[request_id] = [exec_id, now]
         self.executions[exec_id] = execution
-        node = cmd.get("node")
+        node = cmd.node
         if node is not None and not placement.is_queued(self.executions, besides=exec_id):
             # The proposer's placement, checked like any other; never ahead of executions already queued.
             self._place(execution, node, self.busy_slots(), now)
         return {"ok": True, "execution": dict(execution)}
 
-    def exec_place(self, cmd: dict) -> Result:
+    def exec_place(self, cmd: C.ExecPlace) -> Result:
         """The leader's placement plan, re-checked placement by placement."""
         busy = self.busy_slots()
         placed, refused = [], []
-        now, placements = cmd["now"], pairs(cmd.get("placements"))
+        now, placements = cmd.now, pairs(cmd.placements)
         for exec_id, node in placements:
             why = self._place(self.executions.get(exec_id), node, busy, now)
             if why:
@@ -115,40 +121,40 @@ class ExecutionTable:
                 placed.append(exec_id)
         return {"ok": True, "placed": placed, "refused": refused}
 
-    def exec_finish(self, cmd: dict) -> Result:
+    def exec_finish(self, cmd: C.ExecFinish) -> Result:
         """A node reports ended attempts (exit code and output); with `pull`, it refills its freed slots."""
         accepted, ignored = [], []
-        now, reports = cmd["now"], maps_with_hashable_ids(cmd.get("reports"))
+        now, reports = cmd.now, _reports(cmd.reports)
         for report in reports:
             execution = self._current_attempt(report)
             if execution is None:
-                ignored.append(report.get("id"))
+                ignored.append(report.id)
                 continue
             if execution["status"] == IN_PROGRESS:
-                code = report.get("exitCode")
+                code = report.exitCode
                 status = FINISHED if code == 0 else ERROR
-                self._end(execution, status, now, report.get("error"))
+                self._end(execution, status, now, report.error)
                 self._note_runtime(execution, now)
             elif not execution.get("outputPending"):
-                ignored.append(report["id"])
+                ignored.append(report.id)
                 continue
             execution.pop("outputPending", None)
             execution.update(
-                exitCode=report.get("exitCode"),
-                stdout=report.get("stdout") or "",
-                stderr=report.get("stderr") or "",
-                stdoutTruncated=bool(report.get("stdoutTruncated")),
-                stderrTruncated=bool(report.get("stderrTruncated")),
+                exitCode=report.exitCode,
+                stdout=report.stdout or "",
+                stderr=report.stderr or "",
+                stdoutTruncated=bool(report.stdoutTruncated),
+                stderrTruncated=bool(report.stderrTruncated),
             )
-            accepted.append(report["id"])
-            self.touched.add(report["id"])
-        pulled = self._pull(cmd["pull"], now) if cmd.get("pull") is not None else []
+            accepted.append(report.id)
+            self.touched.add(report.id)
+        pulled = self._pull(cmd.pull, now) if cmd.pull is not None else []
         return {"ok": True, "accepted": accepted, "ignored": ignored, "pulled": pulled}
 
-    def exec_lost(self, cmd: dict) -> Result:
+    def exec_lost(self, cmd: C.ExecLost) -> Result:
         """A node that restarted reports the attempts it was running and no longer has."""
-        now, reports = cmd["now"], maps_with_hashable_ids(cmd.get("reports"))
-        reason = str(cmd.get("reason") or "the node running it restarted")
+        now, reports = cmd.now, _reports(cmd.reports)
+        reason = str(cmd.reason or "the node running it restarted")
         lost = []
         for report in reports:
             execution = self._current_attempt(report)
@@ -163,31 +169,31 @@ class ExecutionTable:
             lost.append(execution["id"])
         return {"ok": True, "lost": lost}
 
-    def exec_terminate(self, cmd: dict) -> Result:
-        execution = self.executions.get(cmd["id"])
+    def exec_terminate(self, cmd: C.ExecTerminate) -> Result:
+        execution = self.executions.get(cmd.id)
         if execution is None:
-            return missing_execution(cmd["id"])
+            return missing_execution(cmd.id)
         if execution["status"] in TERMINAL:
-            return refuse("conflict", f"Execution {cmd['id']} has already ended ({execution['status']})")
-        self._terminate(execution, cmd["now"], "terminated by request")
+            return refuse("conflict", f"Execution {cmd.id} has already ended ({execution['status']})")
+        self._terminate(execution, cmd.now, "terminated by request")
         return {"ok": True, "execution": dict(execution)}
 
-    def exec_forget(self, cmd: dict) -> Result:
-        execution = self.executions.get(cmd["id"])
+    def exec_forget(self, cmd: C.ExecForget) -> Result:
+        execution = self.executions.get(cmd.id)
         if execution is None:
-            return missing_execution(cmd["id"])
+            return missing_execution(cmd.id)
         if execution["status"] not in TERMINAL:
-            return refuse("conflict", f"Execution {cmd['id']} has not ended yet")
-        del self.executions[cmd["id"]]
-        self.touched.add(cmd["id"])
+            return refuse("conflict", f"Execution {cmd.id} has not ended yet")
+        del self.executions[cmd.id]
+        self.touched.add(cmd.id)
         return {"ok": True, "execution": execution}
 
-    def exec_expire(self, cmd: dict) -> Result:
+    def exec_expire(self, cmd: C.ExecExpire) -> Result:
         expired = []
-        ids = list(cmd.get("ids") or [])
+        ids = list(cmd.ids or [])
         for exec_id in ids:  # check them all before the first changes anything
             hash(exec_id)
-        horizon = cmd.get("requestIdsBefore")
+        horizon = cmd.requestIdsBefore
         old_rids = [] if horizon is None else [rid for rid, (_, t) in self.request_ids.items() if t < horizon]
         for exec_id in ids:
             execution = self.executions.get(exec_id)
@@ -229,12 +235,12 @@ class ExecutionTable:
     def _unended(self, activity: str) -> Iterator[dict[str, Any]]:
         return (e for e in self.executions.values() if e["activityName"] == activity and e["status"] not in TERMINAL)
 
-    def _current_attempt(self, report: dict) -> dict[str, Any] | None:
+    def _current_attempt(self, report: C.Report) -> dict[str, Any] | None:
         """The execution a node's report is about, if the report is from its current attempt on that node
         (a report from a superseded attempt is ignored)."""
-        execution = self.executions.get(report.get("id"))
-        if (execution is None or execution["workerId"] != report.get("node")
-                or execution["attempt"] != report.get("attempt")):
+        execution = self.executions.get(report.id)
+        if (execution is None or execution["workerId"] != report.node
+                or execution["attempt"] != report.attempt):
             return None
         return execution
 

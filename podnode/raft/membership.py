@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import commands as C
 from .lifecycle import (
     NODE_DRAINING_STATUS,
     NODE_LEFT_STATUS,
@@ -55,19 +56,19 @@ class NodeTable:
         record["status"] = status
 
     # ---- apply cases ----------------------------------------------------------------------------
-    def node_up(self, cmd: dict) -> Result:
+    def node_up(self, cmd: C.NodeUp) -> Result:
         """A node registers (at start, and again after a restart or a loss): it is up, or stays draining."""
-        node = str(cmd["node"])
+        node = str(cmd.node)
         fields = dict(  # all read before the node is added, so a malformed command adds nothing
-            raftAddr=str(cmd["raftAddr"]),
-            httpUrl=str(cmd["httpUrl"]),
-            slots=max(0, int(cmd["slots"])),
-            version=str(cmd.get("version", "")),
-            incarnation=str(cmd.get("incarnation", "")),
-            role=str(cmd.get("role") or "voter"),
-            seenAt=cmd["now"],
+            raftAddr=str(cmd.raftAddr),
+            httpUrl=str(cmd.httpUrl),
+            slots=max(0, int(cmd.slots)),
+            version=str(cmd.version),
+            incarnation=str(cmd.incarnation),
+            role=str(cmd.role or "voter"),
+            seenAt=cmd.now,
         )
-        record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd["now"]})
+        record = self.nodes.setdefault(node, {"id": node, "joinedAt": cmd.now})
         status = record.get("status")
         record.update(fields)
         if status is None:
@@ -79,41 +80,41 @@ class NodeTable:
         self._adopt_launch(node, record)
         return {"ok": True, "node": dict(record)}
 
-    def node_drain(self, cmd: dict) -> Result:
-        node, now = cmd["node"], cmd["now"]
+    def node_drain(self, cmd: C.NodeDrain) -> Result:
+        node, now = cmd.node, cmd.now
         record = self.nodes.get(node)
         if record is None:
             return refuse("not_found", f"Worker {node!r} doesn't exist")
         if not can_move(NODE_TRANSITIONS, record.get("status"), NODE_DRAINING_STATUS):
             return refuse("conflict", f"Worker {node!r} is {record.get('status')}; only an up worker can be drained")
-        deadline_s = DEFAULT_DRAIN_DEADLINE_S if cmd.get("deadlineS") is None else float(cmd["deadlineS"])  # 0: at once
-        deadline, reason = now + deadline_s, str(cmd.get("reason") or "asked to leave")
+        deadline_s = DEFAULT_DRAIN_DEADLINE_S if cmd.deadlineS is None else float(cmd.deadlineS)  # 0: at once
+        deadline, reason = now + deadline_s, str(cmd.reason or "asked to leave")
         self._move(record, NODE_DRAINING_STATUS)
         record.update(drainDeadline=deadline, drainReason=reason)
         return {"ok": True, "node": dict(record)}
 
-    def node_launched(self, cmd: dict) -> Result:
+    def node_launched(self, cmd: C.NodeLaunched) -> Result:
         """A provider is about to be asked for this node (the leader commits this first and calls the provider
         only if it was accepted, so every leader counts launches in flight); it counts as launching until it
         registers. With `maxNodes` it is refused when the cluster already holds that many servers (see
         held_nodes): the log orders racing launches, so two leaders can never launch past the cap together."""
-        node = str(cmd["node"])
+        node = str(cmd.node)
         if node in self.nodes or node in self.launches:
             return refuse("conflict", f"node {node} already exists")
-        cap = cmd.get("maxNodes")
+        cap = cmd.maxNodes
         if cap is not None:
             held = held_nodes(self.nodes, self.launches)
             if held >= int(cap):
                 return refuse("conflict", f"the cluster already holds {held} nodes "
                                           f"(launching included), the most allowed is {int(cap)}")
-        self.launches[node] = {"provider": str(cmd["provider"]), "ref": str(cmd.get("ref") or ""),
-                               "hourlyPrice": float(cmd.get("hourlyPrice") or 0.0), "launchedAt": cmd["now"]}
+        self.launches[node] = {"provider": str(cmd.provider), "ref": str(cmd.ref or ""),
+                               "hourlyPrice": float(cmd.hourlyPrice or 0.0), "launchedAt": cmd.now}
         return {"ok": True}
 
-    def node_launch_ref(self, cmd: dict) -> Result:
+    def node_launch_ref(self, cmd: C.NodeLaunchRef) -> Result:
         """The provider started the server: record its handle (and price) on the launch, or on the node if it
         has registered already. Anything else (a launch given up meanwhile) is ignored."""
-        node, ref = str(cmd["node"]), str(cmd.get("ref") or "")
+        node, ref = str(cmd.node), str(cmd.ref or "")
         record = self.launches.get(node)
         if record is None:
             adopted = self.nodes.get(node)
@@ -121,15 +122,15 @@ class NodeTable:
         if record is None:
             return {"ok": True, "ignored": True}
         record["ref"] = ref
-        if cmd.get("hourlyPrice") is not None:
-            record["hourlyPrice"] = float(cmd["hourlyPrice"])
+        if cmd.hourlyPrice is not None:
+            record["hourlyPrice"] = float(cmd.hourlyPrice)
         return {"ok": True}
 
-    def node_launch_failed(self, cmd: dict) -> Result:
-        node, now = str(cmd["node"]), cmd["now"]
+    def node_launch_failed(self, cmd: C.NodeLaunchFailed) -> Result:
+        node, now = str(cmd.node), cmd.now
         self.launches.pop(node, None)
         count = int(self.launch_failures.get("count", 0)) + 1
-        self.launch_failures.update(count=count, lastAt=now, lastNode=node, lastReason=str(cmd.get("reason") or ""))
+        self.launch_failures.update(count=count, lastAt=now, lastNode=node, lastReason=str(cmd.reason or ""))
         return {"ok": True, "failures": count}
 
     # ---- steps of the commands state.py wires across resources ----------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import commands as C
 from .results import Result, refuse
 
 
@@ -24,8 +25,8 @@ class ScalingPolicyTable:
         self.active_policy = data.get("active_policy")
 
     # ---- apply cases ----------------------------------------------------------------------------
-    def policy_new(self, cmd: dict) -> Result:
-        name, rules, now = str(cmd["name"]), cmd["rules"], cmd["now"]
+    def policy_new(self, cmd: C.PolicyNew) -> Result:
+        name, rules, now = str(cmd.name), cmd.rules, cmd.now
         if not isinstance(rules, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
                 for k, v in rules.items()):
@@ -35,22 +36,22 @@ class ScalingPolicyTable:
         self.policies[name] = {"name": name, "rules": dict(rules), "createdAt": now}
         return {"ok": True, "policy": dict(self.policies[name])}
 
-    def policy_delete(self, cmd: dict) -> Result:
-        name = cmd["name"]
+    def policy_delete(self, cmd: C.PolicyDelete) -> Result:
+        name = cmd.name
         if name not in self.policies:
             return refuse("not_found", f"Policy {name!r} doesn't exist")
         if self.active_policy == name:
             return refuse("conflict", f"Policy {name!r} is active; apply another one or resetPolicies first")
         return {"ok": True, "policy": self.policies.pop(name)}
 
-    def policy_apply(self, cmd: dict) -> Result:
-        name = cmd["name"]
+    def policy_apply(self, cmd: C.PolicyApply) -> Result:
+        name = cmd.name
         if name not in self.policies:
             return refuse("not_found", f"Policy {name!r} doesn't exist")
         self.active_policy = name
         return {"ok": True, "policy": dict(self.policies[name])}
 
-    def policy_reset(self, cmd: dict) -> Result:
+    def policy_reset(self, cmd: C.PolicyReset) -> Result:
         removed = sorted(self.policies)
         self.policies.clear()
         self.active_policy = None

@@ -51,34 +51,38 @@ class State:
         self.policy_table = ScalingPolicyTable()
         nodes, activities = self.node_table, self.activity_table
         executions, policies = self.execution_table, self.policy_table
-        self._cases: dict[str, Callable[[dict], Result]] = {
-            C.NODE_UP: nodes.node_up,
-            C.ACTIVITY_NEW: activities.activity_new,
-            C.ACTIVITY_DELETE: self._activity_delete,
-            C.INSTALL_ASSIGN: activities.install_assign,
-            C.INSTALL_DONE: self._install_done,
-            C.UNINSTALL_DONE: activities.uninstall_done,
-            C.EXEC_NEW: executions.exec_new,
-            C.EXEC_PLACE: executions.exec_place,
-            C.EXEC_FINISH: executions.exec_finish,
-            C.EXEC_TERMINATE: executions.exec_terminate,
-            C.EXEC_FORGET: executions.exec_forget,
-            C.EXEC_EXPIRE: executions.exec_expire,
-            C.SYNC: lambda cmd: {"ok": True},
-            C.NODE_LOST: self._node_lost,
-            C.EXEC_LOST: executions.exec_lost,
-            C.REINSTALL: activities.reinstall,
-            C.POLICY_NEW: policies.policy_new,
-            C.POLICY_DELETE: policies.policy_delete,
-            C.POLICY_APPLY: policies.policy_apply,
-            C.POLICY_RESET: policies.policy_reset,
-            C.NODE_LAUNCHED: nodes.node_launched,
-            C.NODE_LAUNCH_FAILED: nodes.node_launch_failed,
-            C.NODE_LAUNCH_REF: nodes.node_launch_ref,
-            C.NODE_DRAIN: nodes.node_drain,
-            C.NODE_LEFT: self._node_left,
-            C.BATCH: self._batch,
+        # One apply case per command type: the command's class (it decodes the logged dict) and its handler.
+        cases: dict[type[C.Command], Callable[[Any], Result]] = {
+            C.NodeUp: nodes.node_up,
+            C.ActivityNew: activities.activity_new,
+            C.ActivityDelete: self._activity_delete,
+            C.InstallAssign: activities.install_assign,
+            C.InstallDone: self._install_done,
+            C.UninstallDone: activities.uninstall_done,
+            C.ExecNew: executions.exec_new,
+            C.ExecPlace: executions.exec_place,
+            C.ExecFinish: executions.exec_finish,
+            C.ExecTerminate: executions.exec_terminate,
+            C.ExecForget: executions.exec_forget,
+            C.ExecExpire: executions.exec_expire,
+            C.Sync: lambda cmd: {"ok": True},
+            C.NodeLost: self._node_lost,
+            C.ExecLost: executions.exec_lost,
+            C.Reinstall: activities.reinstall,
+            C.PolicyNew: policies.policy_new,
+            C.PolicyDelete: policies.policy_delete,
+            C.PolicyApply: policies.policy_apply,
+            C.PolicyReset: policies.policy_reset,
+            C.NodeLaunched: nodes.node_launched,
+            C.NodeLaunchFailed: nodes.node_launch_failed,
+            C.NodeLaunchRef: nodes.node_launch_ref,
+            C.NodeDrain: nodes.node_drain,
+            C.NodeLeft: self._node_left,
+            C.Batch: self._batch,
         }
+        assert set(cases) == set(C.TYPES.values()), "a command type without its apply case"
+        self._cases: dict[str, tuple[Callable[[dict], Any], Callable[[Any], Result]]] = {
+            kind.t: (kind.from_wire, handle) for kind, handle in cases.items()}
 
     # ---- what the rest of the code reads ---------------------------------------------------------
     nodes = _field("node_table", "nodes", "node id -> record (status, slots, addresses, provider facts)")
@@ -131,21 +135,30 @@ class State:
 
     # ---- entry point ----------------------------------------------------------------------------
     def apply(self, cmd: Any) -> Result:
-        """Apply one command. Never raises: bad input and internal faults become recorded refusals."""
-        if not isinstance(cmd, dict) or not isinstance(cmd.get("t"), str):
+        """Apply one command: its wire form, as the log holds it (or a typed command, which is applied as its
+        wire form would be). Never raises: bad input and internal faults become recorded refusals."""
+        if not isinstance(cmd, dict):
+            if not isinstance(cmd, C.Command):
+                return refuse("bad_request", "malformed command")
+            try:
+                cmd = cmd.to_wire()
+            except Exception as exc:  # a list field holding something else than its records
+                return refuse("bad_request", f"malformed command: {exc!r}")
+        if not isinstance(cmd.get("t"), str):
             return refuse("bad_request", "malformed command")
         case = self._cases.get(cmd["t"])
         if case is None:
             return refuse("bad_request", f"unknown command type {cmd['t']!r}")
-        try:
-            return case(cmd)
+        decode, handle = case
+        try:  # decoding is inside: a missing field is a refusal too
+            return handle(decode(cmd))
         except Exception as exc:  # a bug must not wedge the log: record it and go on
             log.exception("command %s failed", cmd.get("t"))
             return refuse("internal", f"command {cmd['t']} failed: {exc!r}")
 
-    def _batch(self, cmd: dict) -> Result:
+    def _batch(self, cmd: C.Batch) -> Result:
         results = []
-        for sub in cmd.get("cmds") or []:
+        for sub in cmd.cmds or []:
             if isinstance(sub, dict) and sub.get("t") == C.BATCH:
                 results.append(refuse("bad_request", "nested batch"))
             else:
@@ -153,35 +166,35 @@ class State:
         return {"ok": True, "results": results}
 
     # ---- commands whose effects cross resources -------------------------------------------------
-    def _node_lost(self, cmd: dict) -> Result:
+    def _node_lost(self, cmd: C.NodeLost) -> Result:
         """The leader has not reached the node for node_lost_after_s: move its work elsewhere, and drop its
         unfinished installs and removals."""
-        node, now, reason = cmd["node"], cmd["now"], str(cmd.get("reason") or f"node {cmd['node']} was lost")
+        node, now, reason = cmd.node, cmd.now, str(cmd.reason or f"node {cmd.node} was lost")
         if not self.node_table.mark_lost(node, now, reason):
             return {"ok": True, "ignored": True}
         moved = self.execution_table.release_node(node, now, reason)
         self.activity_table.drop_unfinished_installs(node)
         return {"ok": True, "moved": moved}
 
-    def _node_left(self, cmd: dict) -> Result:
+    def _node_left(self, cmd: C.NodeLeft) -> Result:
         """The node is out of the cluster: its work is queued again and its installations forgotten."""
-        node, now = cmd["node"], cmd["now"]
-        if not self.node_table.mark_left(node, now, destroyed=bool(cmd.get("destroyed"))):
+        node, now = cmd.node, cmd.now
+        if not self.node_table.mark_left(node, now, destroyed=bool(cmd.destroyed)):
             return {"ok": True, "ignored": True}
         self.execution_table.release_node(node, now, f"node {node} left the cluster")
         self.activity_table.drop_node(node)
         return {"ok": True}
 
-    def _activity_delete(self, cmd: dict) -> Result:
+    def _activity_delete(self, cmd: C.ActivityDelete) -> Result:
         """Uninstall the activity everywhere and terminate its executions."""
         result = self.activity_table.activity_delete(cmd)
         if "error" not in result:
-            self.execution_table.terminate_activity(cmd["name"], cmd["now"], "activity deleted")
+            self.execution_table.terminate_activity(cmd.name, cmd.now, "activity deleted")
         return result
 
-    def _install_done(self, cmd: dict) -> Result:
+    def _install_done(self, cmd: C.InstallDone) -> Result:
         """An install ended; a failed verification rejects the activity, and its executions end in error."""
         result, rejected = self.activity_table.install_done(cmd)
         if rejected is not None:
-            self.execution_table.fail_activity(cmd["name"], cmd["now"], f"activity rejected: {rejected}")
+            self.execution_table.fail_activity(cmd.name, cmd.now, f"activity rejected: {rejected}")
         return result
