@@ -208,4 +208,4 @@ class Manager:
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
-        self.last_plan = {"at": now, "commands": [c["t"] for c in cmds], "results": results}
+        self.last_plan = {"at": now, "commands": [c.t for c in cmds], "results": results}

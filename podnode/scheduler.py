@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from . import placement
 from .raft import commands as C
@@ -37,20 +36,20 @@ class Retention:
 
 
 def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | None = None,
-         retention: Retention = Retention(), expire: bool = True) -> list[dict[str, Any]]:
+         retention: Retention = Retention(), expire: bool = True) -> list[C.Command]:
     """Commands that move the cluster towards what the state asks for, in the order to propose them.
     expire=False leaves out the expiry scan (it reads every record; the leader runs it on an interval)."""
     live = up_nodes(state, live_nodes)
     busy = state.busy_slots()
-    cmds: list[dict[str, Any]] = []
+    cmds: list[C.Command] = []
     installs = placement.plan_installs(activities=state.activities, installations=state.installations,
                                        nodes=state.nodes, live=live, busy=busy, prefer=prefer)
     if installs:
-        cmds.append({"t": C.INSTALL_ASSIGN, "assignments": installs, "now": now})
+        cmds.append(C.InstallAssign(assignments=installs, now=now))
     placements = placement.plan_placements(executions=state.executions, installations=state.installations,
                                            nodes=state.nodes, live=live, busy=busy, prefer=prefer)
     if placements:
-        cmds.append({"t": C.EXEC_PLACE, "placements": placements, "now": now})
+        cmds.append(C.ExecPlace(placements=placements, now=now))
     expiry = plan_expiry(state, now, retention) if expire else None
     if expiry:
         cmds.append(expiry)
@@ -62,11 +61,10 @@ def up_nodes(state: State, reachable: Iterable[str]) -> list[str]:
     return placement.up_nodes(state.nodes, reachable)
 
 
-def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_after_s: float) -> list[dict[str, Any]]:
+def plan_lost(state: State, now: float, *, silent_s: dict[str, float], lost_after_s: float) -> list[C.NodeLost]:
     """Declare lost every node that has been unreachable longer than lost_after_s (silent_s: node -> seconds
     since the leader last reached it; the leader itself is never in it)."""
-    return [{"t": C.NODE_LOST, "node": node, "now": now,
-             "reason": f"node {node} was lost (unreachable for {silent:.1f} s)"}
+    return [C.NodeLost(node=node, now=now, reason=f"node {node} was lost (unreachable for {silent:.1f} s)")
             for node, silent in sorted(silent_s.items())
             if silent > lost_after_s and can_move(NODE_TRANSITIONS, state.nodes.get(node, {}).get("status"),
                                                   NODE_LOST_STATUS)]
@@ -118,11 +116,11 @@ def _ready_to_leave(state: State, now: float) -> list[str]:
     return [node for node, rec in draining if not busy[node] or now >= rec.get("drainDeadline", now)]
 
 
-def plan_drains(state: State, now: float, *, members: Collection[str]) -> list[dict[str, Any]]:
+def plan_drains(state: State, now: float, *, members: Collection[str]) -> list[C.NodeLeft]:
     """A draining node leaves once nothing runs on it any more, or at its deadline (its work then moves).
     A launched node that is still a Raft voter (members: the Raft addresses) waits: plan_raft_exits takes it
     out of Raft first, and it leaves on the next plan."""
-    return [{"t": C.NODE_LEFT, "node": node, "now": now} for node in _ready_to_leave(state, now)
+    return [C.NodeLeft(node=node, now=now) for node in _ready_to_leave(state, now)
             if not (state.nodes[node].get("removable") and state.nodes[node]["raftAddr"] in members)]
 
 
@@ -161,7 +159,7 @@ def place_new(state: State, activity: str, *, live_nodes: Iterable[str], prefer:
                                nodes=state.nodes, live=up_nodes(state, live_nodes), prefer=prefer)
 
 
-def plan_expiry(state: State, now: float, retention: Retention) -> dict[str, Any] | None:
+def plan_expiry(state: State, now: float, retention: Retention) -> C.ExecExpire | None:
     """Drop results nobody read within the time-to-live, and forget old request ids."""
     horizon = now - retention.result_ttl_s
     ids = [i for i, e in state.executions.items()
@@ -170,4 +168,4 @@ def plan_expiry(state: State, now: float, retention: Retention) -> dict[str, Any
     old_rids = any(t < rid_horizon for _, t in state.request_ids.values())
     if not ids and not old_rids:
         return None
-    return {"t": C.EXEC_EXPIRE, "ids": ids, "requestIdsBefore": rid_horizon if old_rids else None, "now": now}
+    return C.ExecExpire(ids=ids, requestIdsBefore=rid_horizon if old_rids else None, now=now)

@@ -30,8 +30,7 @@ async def new_activity(node: NodeApi, p: Params) -> dict[str, Any]:
         check_script_url(url, allow_file_urls=bool(node.cfg.allow_file_urls))
     except ValueError as exc:
         raise BadRequest(f"Invalid installationScriptLocation: {exc}") from None
-    result = await node.submit({"t": C.ACTIVITY_NEW, "name": name, "url": url,
-                                          "maxAttempts": P.max_attempts(p), "now": time.time()})
+    result = await node.submit(C.ActivityNew(name=name, url=url, maxAttempts=P.max_attempts(p), now=time.time()))
     return {"activity": views.activity(result["activity"]), "status": "installing"}
 
 
@@ -45,14 +44,14 @@ async def get_activity_status(node: NodeApi, p: Params) -> dict[str, Any]:
 
 async def delete_activity(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
-    result = await node.submit({"t": C.ACTIVITY_DELETE, "name": name, "now": time.time()})
+    result = await node.submit(C.ActivityDelete(name=name, now=time.time()))
     return {"activity": views.activity(result["activity"]), "status": "uninstalling"}
 
 
 async def new_execution(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
-    cmd = {"t": C.EXEC_NEW, "name": name, "input": P.execution_input(p, node.cfg.max_input_bytes),
-           "requestId": P.request_id(p), "now": time.time(), "node": node.propose_placement(name)}
+    cmd = C.ExecNew(name=name, input=P.execution_input(p, node.cfg.max_input_bytes), requestId=P.request_id(p),
+                    now=time.time(), node=node.propose_placement(name))
     result = await node.submit(cmd)
     return {"execution": views.execution_summary(result["execution"])}
 
@@ -69,7 +68,7 @@ async def get_execution_status(node: NodeApi, p: Params) -> dict[str, Any]:
     if record["status"] in TERMINAL and not record.get("outputPending"):
         # Reading an ended execution hands over its result and deletes the record (the contract).
         try:
-            result = await node.submit({"t": C.EXEC_FORGET, "id": exec_id})
+            result = await node.submit(C.ExecForget(id=exec_id))
         except Unavailable:
             # The delete may or may not commit; never lose the output over it. If it did not commit,
             # a later read returns the same result again.
@@ -92,7 +91,7 @@ async def _wait_for_end(node: NodeApi, exec_id: int, record: dict, wait_s: float
 
 async def terminate_execution(node: NodeApi, p: Params) -> dict[str, Any]:
     exec_id = P.execution_id(p)
-    result = await node.submit({"t": C.EXEC_TERMINATE, "id": exec_id, "now": time.time()})
+    result = await node.submit(C.ExecTerminate(id=exec_id, now=time.time()))
     return {"execution": {"id": result["execution"]["id"], "status": result["execution"]["status"]}}
 
 

@@ -26,18 +26,17 @@ async def new_policy(node: NodeApi, p: Params) -> dict[str, Any]:
         rules = parse_rules(P.required(p, "rules"))
     except PolicyError as exc:
         raise BadRequest(f"Invalid rules: {exc}") from None
-    result = await node.submit({"t": C.POLICY_NEW, "name": name, "rules": rules, "now": time.time()})
+    result = await node.submit(C.PolicyNew(name=name, rules=rules, now=time.time()))
     return {"policy": _policy_view(result["policy"], None)}
 
 
 async def delete_policy(node: NodeApi, p: Params) -> dict[str, Any]:
-    result = await node.submit({"t": C.POLICY_DELETE, "name": P.name(p, "name", "policy")})
+    result = await node.submit(C.PolicyDelete(name=P.name(p, "name", "policy")))
     return {"policy": _policy_view(result["policy"], None), "status": "deleted"}
 
 
 async def apply_policy(node: NodeApi, p: Params) -> dict[str, Any]:
-    result = await node.submit({"t": C.POLICY_APPLY, "name": P.name(p, "name", "policy"),
-                                          "now": time.time()})
+    result = await node.submit(C.PolicyApply(name=P.name(p, "name", "policy"), now=time.time()))
     return {"policy": _policy_view(result["policy"], result["policy"]["name"]), "status": "applied"}
 
 
@@ -56,7 +55,7 @@ async def get_policies(node: NodeApi, p: Params) -> dict[str, Any]:
 
 
 async def reset_policies(node: NodeApi, p: Params) -> dict[str, Any]:
-    result = await node.submit({"t": C.POLICY_RESET, "now": time.time()})
+    result = await node.submit(C.PolicyReset(now=time.time()))
     return {"removed": result["removed"], "status": "reset"}
 
 
@@ -68,8 +67,8 @@ async def get_workers(node: NodeApi, p: Params) -> dict[str, Any]:
 async def drain_worker(node: NodeApi, p: Params) -> dict[str, Any]:
     worker = P.name(p, "workerId", "worker")
     deadline_s = P.seconds(p, "deadline", default=300.0, cap_s=7 * 24 * 3600.0)
-    result = await node.submit({"t": C.NODE_DRAIN, "node": worker, "deadlineS": deadline_s,
-                                          "reason": "drain requested", "now": time.time()})
+    result = await node.submit(C.NodeDrain(node=worker, deadlineS=deadline_s, reason="drain requested",
+                                           now=time.time()))
     return {"worker": {"id": worker, "status": result["node"]["status"]}, "status": "draining"}
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from ..config import NodeConfig
+from ..raft import commands as C
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ class NodeApi(Protocol):
         """Output so far of a running execution, from whichever node runs it."""
 
     # ---- writes ------------------------------------------------------------------------------------------
-    async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, cmd: C.Command) -> dict[str, Any]:
         """Commit a command; its result, or the error it was refused with raised as a PodError."""
 
     def propose_placement(self, activity: str) -> str | None:

@@ -40,7 +40,7 @@ class Agent:
         self.done: set[tuple[int, int]] = set()
         self.installing: set[str] = set()
         self.uninstalling: set[str] = set()
-        self._reports: list[dict[str, Any]] = []
+        self._reports: list[C.Report] = []
         self._report_wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.incarnation = uuid.uuid4().hex   # this run of the node; see reconcile
@@ -77,10 +77,10 @@ class Agent:
         self._registering = True
         try:
             (Path(self.cfg.data_dir) / LEFT_MARKER).unlink(missing_ok=True)   # registering again: a member
-            cmd = lambda: {"t": C.NODE_UP, "node": self.node, "raftAddr": self.cfg.raft_addr,  # noqa: E731
-                           "httpUrl": self.cfg.http_url, "slots": self.cfg.slots, "now": time.time(),
-                           "version": _version(), "incarnation": self.incarnation,
-                           "role": "observer" if self.replica.observer else "voter"}
+            cmd = lambda: C.NodeUp(node=self.node, raftAddr=self.cfg.raft_addr,  # noqa: E731
+                                   httpUrl=self.cfg.http_url, slots=self.cfg.slots, now=time.time(),
+                                   version=_version(), incarnation=self.incarnation,
+                                   role="observer" if self.replica.observer else "voter")
             await self._commit_retrying(cmd, lambda: True)
             await self._check_activity_files()
         finally:
@@ -102,15 +102,14 @@ class Agent:
         for name, status in sorted(mine.items()):
             if status == "installed" and not (self.activities_dir / name / "main.sh").is_file():
                 log.info("reinstalling activity %s: its files are missing", name)
-                cmd = lambda name=name: {"t": C.REINSTALL, "name": name, "node": self.node,  # noqa: E731
-                                         "now": time.time()}
+                cmd = lambda name=name: C.Reinstall(name=name, node=self.node, now=time.time())  # noqa: E731
                 await self._commit_retrying(cmd, lambda name=name: self._install_status(name) == "installed")
 
     async def _report_lost(self, records: list[dict[str, Any]]) -> None:
         keys = [(r["id"], r["attempt"]) for r in records]
-        reports = [{"id": i, "attempt": a, "node": self.node} for i, a in keys]
-        cmd = lambda: {"t": C.EXEC_LOST, "reports": reports, "now": time.time(),  # noqa: E731
-                       "reason": f"node {self.node} restarted while running it"}
+        reports = [C.Report(id=i, attempt=a, node=self.node) for i, a in keys]
+        cmd = lambda: C.ExecLost(reports=reports, now=time.time(),  # noqa: E731
+                                 reason=f"node {self.node} restarted while running it")
         try:
             await self._commit_retrying(cmd, lambda: any(self._still_in_progress_here(*k) for k in keys))
         finally:
@@ -177,12 +176,12 @@ class Agent:
             del self.runs[run.execution_id]
         if key in self._stopped_by_shutdown:
             return  # killed because this node stops: not the execution's result (see shutdown)
-        self._reports.append({
-            "id": run.execution_id, "attempt": run.attempt, "node": self.node,
-            "exitCode": result.exit_code, "stdout": result.stdout, "stderr": result.stderr,
-            "stdoutTruncated": result.stdout_truncated, "stderrTruncated": result.stderr_truncated,
-            "error": result.error,
-        })
+        self._reports.append(C.Report(
+            id=run.execution_id, attempt=run.attempt, node=self.node,
+            exitCode=result.exit_code, stdout=result.stdout, stderr=result.stderr,
+            stdoutTruncated=result.stdout_truncated, stderrTruncated=result.stderr_truncated,
+            error=result.error,
+        ))
         self._report_wake.set()
 
     def output_of(self, exec_id: int) -> tuple[str, str] | None:
@@ -199,8 +198,7 @@ class Agent:
             while self._reports:
                 reports, self._reports = self._reports, []
                 try:
-                    await self.bridge.submit({"t": C.EXEC_FINISH, "reports": reports, "now": time.time(),
-                                              "pull": self.node})
+                    await self.bridge.submit(C.ExecFinish(reports=reports, now=time.time(), pull=self.node))
                     backoff = self.cfg.retry_first_s
                 except Unavailable as exc:
                     log.warning("could not report %d results yet: %s", len(reports), exc)
@@ -224,8 +222,7 @@ class Agent:
         except Exception as exc:  # a bug here must still end the install, not leave it "installing"
             log.exception("install of %s failed", name)
             ok, error = False, f"internal error while installing: {exc!r}"
-        cmd = lambda: {"t": C.INSTALL_DONE, "name": name, "node": self.node, "ok": ok,  # noqa: E731
-                       "error": error, "now": time.time()}
+        cmd = lambda: C.InstallDone(name=name, node=self.node, ok=ok, error=error, now=time.time())  # noqa: E731
         try:
             await self._commit_retrying(cmd, lambda: self._install_status(name) == "installing")
         finally:
@@ -236,7 +233,7 @@ class Agent:
             runs = [r for r in self.runs.values() if r.activity == name]
             await asyncio.gather(*(r.terminate() for r in runs), return_exceptions=True)
             await asyncio.to_thread(remove_activity, self.activities_dir / name)
-            cmd = lambda: {"t": C.UNINSTALL_DONE, "name": name, "node": self.node}  # noqa: E731
+            cmd = lambda: C.UninstallDone(name=name, node=self.node)  # noqa: E731
             await self._commit_retrying(cmd, lambda: self._install_status(name) == "uninstalling")
         finally:
             self.uninstalling.discard(name)
@@ -246,7 +243,7 @@ class Agent:
             inst = self.replica.state.installations.get(name, {}).get(self.node)
             return None if inst is None else inst["status"]
 
-    async def _commit_retrying(self, make_cmd: Callable[[], dict], still_needed: Callable[[], bool]) -> None:
+    async def _commit_retrying(self, make_cmd: Callable[[], C.Command], still_needed: Callable[[], bool]) -> None:
         backoff = self.cfg.retry_first_s
         while still_needed():
             try:

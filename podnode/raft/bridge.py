@@ -50,18 +50,18 @@ class CommandBridge:
         return Unavailable(f"The cluster cannot accept writes right now: {why}; retry shortly",
                            retry_after_s=self._retry_after_s)
 
-    async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, cmd: C.Command) -> dict[str, Any]:
         """Commit one command and return the state machine's result (a refusal is returned, not raised)."""
         if self._replica.leader_addr() is None:
             raise self._unavailable("no leader is elected yet; nothing was changed")
         if not self._replica.has_quorum():
             raise self._unavailable("this node reaches no majority of the cluster; nothing was changed")
         fut = self._loop.create_future()
-        self._pending.append((cmd, fut))
+        self._pending.append((cmd.to_wire(), fut))
         self._kick()
         return await fut
 
-    async def submit_ok(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def submit_ok(self, cmd: C.Command) -> dict[str, Any]:
         """Commit one command; a refusal recorded by the state machine is raised as its PodError."""
         result = await self.submit(cmd)
         if "error" in result:

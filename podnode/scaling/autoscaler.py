@@ -157,8 +157,8 @@ class Autoscaler:
         if decision.launch:
             await self._launch(decision.launch, rules.get("maxWorkers", rules.get("fixedWorkers")), now)
         for node in decision.destroy:
-            await self.bridge.submit({"t": C.NODE_DRAIN, "node": node, "deadlineS": self.drain_deadline_s,
-                                      "reason": decision.reason, "now": now})
+            await self.bridge.submit(C.NodeDrain(node=node, deadlineS=self.drain_deadline_s, reason=decision.reason,
+                                                 now=now))
 
     def _hold_back(self, decision: Decision, now: float) -> Decision:
         """No launch while the provider's price is unknown or after a failed launch (back-off)."""
@@ -216,8 +216,8 @@ class Autoscaler:
         """Record `count` launches (the state refuses any past max_nodes), then start a provider call for each
         one recorded. Submitted together, they are one log entry, applied in order."""
         ids = [f"w{uuid.uuid4().hex[:8]}" for _ in range(count)]
-        cmds = [{"t": C.NODE_LAUNCHED, "node": node, "provider": self.provider.name, "ref": "",
-                 "hourlyPrice": self.price or 0.0, "maxNodes": max_nodes, "now": now} for node in ids]
+        cmds = [C.NodeLaunched(node=node, provider=self.provider.name, ref="", hourlyPrice=self.price or 0.0,
+                               maxNodes=max_nodes, now=now) for node in ids]
         results = await asyncio.gather(*(self.bridge.submit(c) for c in cmds), return_exceptions=True)
         for node, result in zip(ids, results):
             if isinstance(result, BaseException) or "error" in result:
@@ -233,8 +233,8 @@ class Autoscaler:
         except Exception as exc:  # noqa: BLE001 - ProviderError, a timeout, a provider's bug: all a failed launch
             await self._give_up(node, f"launch failed: {_why(exc)}", None)
             return
-        await self.bridge.submit({"t": C.NODE_LAUNCH_REF, "node": node, "ref": launched.ref,
-                                  "hourlyPrice": launched.hourly_price, "now": self.clock()})
+        await self.bridge.submit(C.NodeLaunchRef(node=node, ref=launched.ref, hourlyPrice=launched.hourly_price,
+                                                 now=self.clock()))
 
     async def _give_up(self, node: str, reason: str, ref: str | None) -> None:
         """A launch that failed or did not join: back off, destroy what may exist, record the failure. If the
@@ -247,14 +247,14 @@ class Autoscaler:
         if not await self._provider_destroy(node, ref, "after its failed launch"):
             return
         self._ours.discard(node)
-        await self.bridge.submit({"t": C.NODE_LAUNCH_FAILED, "node": node, "reason": reason, "now": self.clock()})
+        await self.bridge.submit(C.NodeLaunchFailed(node=node, reason=reason, now=self.clock()))
 
     async def _destroy(self, node: str, ref: str | None, *, lost: bool) -> None:
         """Destroy a launched node that left (or is lost: it is marked left), and record that it was."""
         if not await self._provider_destroy(node, ref, "lost" if lost else "after it left"):
             return
         self.destroyed.add(node)
-        await self.bridge.submit({"t": C.NODE_LEFT, "node": node, "destroyed": True, "now": self.clock()})
+        await self.bridge.submit(C.NodeLeft(node=node, destroyed=True, now=self.clock()))
 
     async def _provider_destroy(self, node: str, ref: str | None, when: str) -> bool:
         """provider.destroy within provider_timeout_s; False (logged, to be tried again) when it failed."""

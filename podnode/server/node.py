@@ -26,6 +26,7 @@ from ..discovery import Announcer
 from ..errors import Unavailable
 from ..exec.agent import Agent
 from ..manager import Manager
+from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.replica import Replica, ReplicaRef
 from ..raft.state import State
@@ -156,7 +157,7 @@ class PodNode:
     async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
         return await self.reads.live_output(record)
 
-    async def submit(self, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, cmd: C.Command) -> dict[str, Any]:
         return await self.bridge.submit_ok(cmd)
 
     def propose_placement(self, activity: str) -> str | None:

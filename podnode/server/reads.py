@@ -43,7 +43,7 @@ class Reads:
         """
         value = self.read(fn)
         if value is None:
-            await self.bridge.submit({"t": C.SYNC})
+            await self.bridge.submit(C.Sync())
             value = self.read(fn)
         return value
 
@@ -52,7 +52,7 @@ class Reads:
         until everything committed so far is applied here. Without quorum the read is served as it is."""
         if not self.replica.is_leader():
             with contextlib.suppress(Unavailable):
-                await self.bridge.submit({"t": C.SYNC})
+                await self.bridge.submit(C.Sync())
 
     async def read_execution(self, exec_id: int) -> dict[str, Any] | None:
         """An execution's record, or None if it does not exist (any more).

@@ -125,7 +125,7 @@ async def test_the_provider_is_called_only_for_a_launch_the_state_accepted():
         return await original_launch(node_id)
 
     async def submit(cmd):
-        if cmd["t"] == C.NODE_LAUNCHED and "wother" not in replica.state.launches:
+        if cmd.t == C.NODE_LAUNCHED and "wother" not in replica.state.launches:
             # Another leader's launch lands in the log between this leader's read and its commit.
             replica.apply({"t": C.NODE_LAUNCHED, "node": "wother", "provider": "fake", "maxNodes": 3, "now": 1.0})
         return await original_submit(cmd)
@@ -297,7 +297,7 @@ async def test_a_provider_taking_10_s_never_holds_up_placements_or_lost_node_det
 
     async def submit(count: int) -> list[int]:
         """New executions, queued (no node proposed with them: only the manager places them)."""
-        return [(await bridge.submit({"t": C.EXEC_NEW, "name": "act", "now": time.time()}))["execution"]["id"]
+        return [(await bridge.submit(C.ExecNew(name="act", now=time.time())))["execution"]["id"]
                 for _ in range(count)]
 
     def running_on(node: str) -> set[int]:
@@ -314,8 +314,8 @@ async def test_a_provider_taking_10_s_never_holds_up_placements_or_lost_node_det
         before = running_on("n1")
         done = min(before)
         t0 = time.monotonic()
-        await bridge.submit({"t": C.EXEC_FINISH, "now": time.time(), "reports": [
-            {"id": done, "attempt": replica.state.executions[done]["attempt"], "node": "n1", "exitCode": 0}]})
+        await bridge.submit(C.ExecFinish(now=time.time(), reports=[
+            C.Report(id=done, attempt=replica.state.executions[done]["attempt"], node="n1", exitCode=0)]))
         await settle(lambda: running_on("n1") - before, timeout_s=3.0, what="n1's freed slot used again")
         assert replica.commands(C.EXEC_PLACE, since=t0)
 

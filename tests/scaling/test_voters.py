@@ -156,12 +156,12 @@ async def test_the_manager_takes_a_launched_voter_out_of_raft_before_committing_
     manager = Manager(NodeConfig(node_id="n1", scheduler_interval_s=0.1), replica, bridge, changes)
     running = asyncio.create_task(manager.run())
     try:
-        await bridge.submit({"t": C.NODE_DRAIN, "node": "wa", "deadlineS": 60.0, "now": time.time()})
+        await bridge.submit(C.NodeDrain(node="wa", deadlineS=60.0, now=time.time()))
         await settle(lambda: replica.state.nodes["wa"]["status"] == "left", what="wa left")
         assert events == [f"out of raft {addr('wa')} (left: False)"]
         assert replica.members() == [addr("n1")]
         # The one voter left commits on its own.
-        assert "ok" in await bridge.submit({"t": C.SYNC})
+        assert "ok" in await bridge.submit(C.Sync())
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

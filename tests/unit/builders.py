@@ -1,4 +1,5 @@
-"""Command builders and helpers shared by the pure state-machine tests."""
+"""Command builders and helpers shared by the pure state-machine tests. The builders give typed commands (which
+State.apply applies as their wire form); the tests that check the wire form itself write dicts."""
 
 from __future__ import annotations
 
@@ -11,24 +12,22 @@ from podnode.raft.state import State
 NOW = 1000.0
 
 
-def activity_new(name: str, now: float = NOW, **kw: Any) -> dict:
-    return {"t": C.ACTIVITY_NEW, "name": name, "url": f"http://scripts/{name}.sh", "now": now, **kw}
+def activity_new(name: str, now: float = NOW, **kw: Any) -> C.ActivityNew:
+    return C.ActivityNew(name=name, url=f"http://scripts/{name}.sh", now=now, **kw)
 
 
-def assign(*pairs: tuple[str, str], now: float = NOW) -> dict:
-    return {"t": C.INSTALL_ASSIGN, "assignments": [list(p) for p in pairs], "now": now}
+def assign(*pairs: tuple[str, str], now: float = NOW) -> C.InstallAssign:
+    return C.InstallAssign(assignments=[list(p) for p in pairs], now=now)
 
 
-def install_done(name: str, node: str, ok: bool = True, error: str | None = None, now: float = NOW) -> dict:
-    return {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": ok, "error": error, "now": now}
+def install_done(name: str, node: str, ok: bool = True, error: str | None = None, now: float = NOW) -> C.InstallDone:
+    return C.InstallDone(name=name, node=node, ok=ok, error=error, now=now)
 
 
-def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None = None) -> dict:
-    cmd = {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:4000", "httpUrl": f"http://{node}:8000",
-           "slots": slots, "version": "1", "now": now}
-    if incarnation is not None:
-        cmd["incarnation"] = incarnation
-    return cmd
+def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None = None) -> C.NodeUp:
+    extra = {} if incarnation is None else {"incarnation": incarnation}
+    return C.NodeUp(node=node, raftAddr=f"{node}:4000", httpUrl=f"http://{node}:8000", slots=slots, version="1",
+                    now=now, **extra)
 
 
 def ok(state: State, cmd: Any) -> dict:

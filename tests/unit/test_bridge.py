@@ -82,11 +82,15 @@ async def until(pred, timeout_s: float = DEADLINE_S) -> None:
         await asyncio.sleep(0.001)
 
 
-def node_up(node: str) -> dict:
-    return {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:1", "httpUrl": "h", "slots": 1, "now": 1.0}
+def node_up(node: str) -> C.NodeUp:
+    return C.NodeUp(node=node, raftAddr=f"{node}:1", httpUrl="h", slots=1, now=1.0)
 
 
-def spawn(bridge: CommandBridge, cmds: list[dict]) -> list[asyncio.Task]:
+def wire(cmds: list[C.Command]) -> list[dict]:
+    return [cmd.to_wire() for cmd in cmds]
+
+
+def spawn(bridge: CommandBridge, cmds: list[C.Command]) -> list[asyncio.Task]:
     return [asyncio.ensure_future(bridge.submit(cmd)) for cmd in cmds]
 
 
@@ -117,7 +121,7 @@ async def test_single_command_is_sent_as_is(loop_errors):
     bridge = make_bridge(replica)
     task = asyncio.ensure_future(bridge.submit(node_up("n1")))
     await until(lambda: len(replica.calls) == 1)
-    assert replica.payload(0) == node_up("n1")
+    assert replica.payload(0) == node_up("n1").to_wire()
     replica.answer(0)
     result = await asyncio.wait_for(task, DEADLINE_S)
     assert result["ok"] is True and result["node"]["id"] == "n1"
@@ -132,9 +136,9 @@ async def test_submits_while_one_is_in_flight_are_packed_into_one_batch(loop_err
     await until(lambda: len(replica.calls) == 1)
     cmds = [
         node_up("n1"),
-        {"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 1.0},
-        {"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 1.0},   # refused: duplicate
-        {"t": C.EXEC_NEW, "name": "a", "now": 1.0},
+        C.ActivityNew(name="a", url="u", now=1.0),
+        C.ActivityNew(name="a", url="u", now=1.0),   # refused: duplicate
+        C.ExecNew(name="a", now=1.0),
         node_up("n5"),
     ]
     tasks = spawn(bridge, cmds)
@@ -144,7 +148,7 @@ async def test_submits_while_one_is_in_flight_are_packed_into_one_batch(loop_err
     replica.answer(0)
     assert (await asyncio.wait_for(first, DEADLINE_S))["node"]["id"] == "n0"
     await until(lambda: len(replica.calls) == 2)
-    assert replica.payload(1) == {"t": C.BATCH, "cmds": cmds}
+    assert replica.payload(1) == {"t": C.BATCH, "cmds": wire(cmds)}
 
     replica.answer(1)
     results = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
@@ -164,12 +168,12 @@ async def test_default_inflight_window_then_batch(loop_errors):
     tasks = spawn(bridge, cmds)
     await until(lambda: len(replica.calls) == 2)
     await settle()
-    assert replica.payload(0) == cmds[0] and replica.payload(1) == cmds[1]
+    assert replica.payload(0) == cmds[0].to_wire() and replica.payload(1) == cmds[1].to_wire()
     assert len(replica.calls) == 2
 
     replica.answer(1)                # answers may come in any order
     await until(lambda: len(replica.calls) == 3)
-    assert replica.payload(2) == C.batch(cmds[2:])
+    assert replica.payload(2) == C.batch(wire(cmds[2:]))
     replica.answer(2)
     replica.answer(0)
     results = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
@@ -185,10 +189,10 @@ async def test_max_batch_splits_groups(loop_errors):
     await until(lambda: len(replica.calls) == 1)
     replica.answer(0)
     await until(lambda: len(replica.calls) == 2)
-    assert replica.payload(1) == C.batch(cmds[1:3])
+    assert replica.payload(1) == C.batch(wire(cmds[1:3]))
     replica.answer(1)
     await until(lambda: len(replica.calls) == 3)
-    assert replica.payload(2) == C.batch(cmds[3:5])
+    assert replica.payload(2) == C.batch(wire(cmds[3:5]))
     replica.answer(2)
     results = await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE_S)
     assert [r["node"]["id"] for r in results] == [f"n{i}" for i in range(5)]
@@ -245,7 +249,7 @@ async def test_timeout_then_late_callback_is_ignored(loop_errors):
 
     # The expiry freed the window: the queued command goes out.
     await until(lambda: len(replica.calls) == 2)
-    assert replica.payload(1) == node_up("n1")
+    assert replica.payload(1) == node_up("n1").to_wire()
 
     # The late answer for the expired entry is dropped; it must not reach the queued command's future.
     replica.answer(0, result={"ok": True, "node": {"id": "late"}})
@@ -299,9 +303,9 @@ async def test_apply_command_raising_fails_the_futures(loop_errors):
 async def test_missing_results_become_internal_errors(loop_errors):
     replica = FakeReplica()
     bridge = make_bridge(replica, max_inflight=1)
-    first = asyncio.ensure_future(bridge.submit({"t": C.SYNC}))
+    first = asyncio.ensure_future(bridge.submit(C.Sync()))
     await until(lambda: len(replica.calls) == 1)
-    tasks = spawn(bridge, [{"t": C.SYNC}, {"t": C.SYNC}])
+    tasks = spawn(bridge, [C.Sync(), C.Sync()])
     await settle()
     replica.answer(0, result=None)
     assert (await asyncio.wait_for(first, DEADLINE_S))["error"] == "internal"
@@ -317,13 +321,13 @@ async def test_submit_ok_raises_refusals(loop_errors):
     replica = FakeReplica()
     replica.state.apply({"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 1.0})
     bridge = make_bridge(replica)
-    task = asyncio.ensure_future(bridge.submit_ok({"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 1.0}))
+    task = asyncio.ensure_future(bridge.submit_ok(C.ActivityNew(name="a", url="u", now=1.0)))
     await until(lambda: len(replica.calls) == 1)
     replica.answer(0)
     with pytest.raises(Conflict):
         await asyncio.wait_for(task, DEADLINE_S)
 
-    task = asyncio.ensure_future(bridge.submit_ok({"t": C.ACTIVITY_NEW, "name": "b", "url": "u", "now": 1.0}))
+    task = asyncio.ensure_future(bridge.submit_ok(C.ActivityNew(name="b", url="u", now=1.0)))
     await until(lambda: len(replica.calls) == 2)
     replica.answer(1)
     assert (await asyncio.wait_for(task, DEADLINE_S))["activity"]["name"] == "b"

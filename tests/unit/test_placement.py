@@ -146,6 +146,6 @@ def test_a_node_pulls_what_the_scheduler_would_place_on_it_alone():
     state = approved_state({"n1": 2, "n2": 2})
     for i in range(4):
         ok(state, {"t": C.EXEC_NEW, "name": "act", "now": NOW + i})
-    planned = scheduler.plan(state, NOW, live_nodes=["n1"], expire=False)[0]["placements"]
+    planned = scheduler.plan(state, NOW, live_nodes=["n1"], expire=False)[0].placements
     pulled = ok(state, {"t": C.EXEC_FINISH, "reports": [], "pull": "n1", "now": NOW + 5})["pulled"]
     assert pulled == [exec_id for exec_id, _ in planned] == [1, 2]

@@ -229,15 +229,15 @@ def test_verifying_activity_moves_to_another_node_after_loss():
     ok(state, node_up("n2", 1))
     ok(state, activity_new("act"))
     cmds = plan(state, NOW, live_nodes=["n1", "n2"])
-    assert cmds[0]["assignments"] == [["act", "n1"]]
+    assert cmds[0].assignments == [["act", "n1"]]
     ok(state, cmds[0])
     # No second verify while the first is going on.
     assert plan(state, NOW, live_nodes=["n1", "n2"]) == []
 
     ok(state, node_lost("n1"))
     cmds = plan(state, LATER, live_nodes=["n1", "n2"])  # n1 reachable again but still declared lost
-    assert [c["t"] for c in cmds] == [C.INSTALL_ASSIGN]
-    assert cmds[0]["assignments"] == [["act", "n2"]]
+    assert [c.t for c in cmds] == [C.INSTALL_ASSIGN]
+    assert cmds[0].assignments == [["act", "n2"]]
     result = ok(state, cmds[0])
     assert result["assigned"] == [["act", "n2"]] and result["refused"] == []
     ok(state, install_done("act", "n2", now=LATER))
@@ -286,7 +286,7 @@ def test_lost_node_gets_no_placements():
     assert up_nodes(state, ["n1", "n2"]) == ["n2"]
     assert place_new(state, "act", live_nodes=["n1", "n2"]) is None  # e1 is queued: FIFO
     cmds = plan(state, NOW, live_nodes=["n1", "n2"])
-    assert cmds == [{"t": C.EXEC_PLACE, "placements": [[e1, "n2"]], "now": NOW}]
+    assert cmds == [C.ExecPlace(placements=[[e1, "n2"]], now=NOW)]
 
 
 def test_place_new_and_plan_skip_a_lost_node():
@@ -331,7 +331,7 @@ def test_install_assign_refused_on_a_lost_node():
     assert result["assigned"] == []
     assert result["refused"] == [["other", "n1", "node is lost"]]
     assert state.installations["other"] == {}
-    assert plan(state, NOW, live_nodes=["n1", "n2"])[0]["assignments"] == [["other", "n2"]]
+    assert plan(state, NOW, live_nodes=["n1", "n2"])[0].assignments == [["other", "n2"]]
 
 
 def test_node_up_after_loss_makes_the_node_usable_again():
@@ -371,7 +371,7 @@ def test_node_up_after_loss_gets_dropped_installs_planned_again():
     assert plan(state, LATER, live_nodes=["n1", "n2"]) == []
     ok(state, node_up("n1", now=LATER))
     cmds = plan(state, LATER, live_nodes=["n1", "n2"])
-    assert cmds[0]["assignments"] == [["other", "n1"]]
+    assert cmds[0].assignments == [["other", "n1"]]
     assert ok(state, cmds[0])["assigned"] == [["other", "n1"]]
 
 
@@ -558,15 +558,15 @@ def test_plan_lost_only_for_up_nodes_over_the_threshold():
     ok(state, node_lost("n4"))
     silent = {"n1": 31.0, "n2": 30.0, "n3": 5.0, "n4": 100.0, "ghost": 100.0}
     cmds = plan_lost(state, LATER, silent_s=silent, lost_after_s=30.0)
-    assert [c["node"] for c in cmds] == ["n1"]
+    assert [c.node for c in cmds] == ["n1"]
     cmd = cmds[0]
-    assert cmd["t"] == C.NODE_LOST
-    assert cmd["now"] == LATER
-    assert "lost" in cmd["reason"] and "n1" in cmd["reason"]
+    assert cmd.t == C.NODE_LOST
+    assert cmd.now == LATER
+    assert "lost" in cmd.reason and "n1" in cmd.reason
 
     assert ok(state, copy.deepcopy(cmd))["moved"] == [e1]
     assert state.nodes["n1"]["status"] == "lost"
-    assert state.executions[e1]["lastError"] == cmd["reason"]
+    assert state.executions[e1]["lastError"] == cmd.reason
     assert plan_lost(state, LATER, silent_s=silent, lost_after_s=30.0) == []
 
 
@@ -574,7 +574,7 @@ def test_plan_lost_sorted_and_empty():
     state = approved_state({"n1": 2, "n2": 2, "n3": 2})
     assert plan_lost(state, LATER, silent_s={}, lost_after_s=30.0) == []
     cmds = plan_lost(state, LATER, silent_s={"n3": 40.0, "n1": 50.0}, lost_after_s=30.0)
-    assert [c["node"] for c in cmds] == ["n1", "n3"]
+    assert [c.node for c in cmds] == ["n1", "n3"]
     for cmd in cmds:
         ok(state, cmd)
     assert {n: r["status"] for n, r in state.nodes.items()} == {"n1": "lost", "n2": "up", "n3": "lost"}

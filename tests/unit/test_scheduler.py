@@ -35,19 +35,19 @@ def new_execs(state: State, name: str, count: int) -> list[int]:
     return [ok(state, {"t": C.EXEC_NEW, "name": name, "now": NOW})["execution"]["id"] for _ in range(count)]
 
 
-def placements(cmds: list[dict]) -> list[list]:
-    places = [c for c in cmds if c["t"] == C.EXEC_PLACE]
+def placements(cmds: list[C.Command]) -> list[list]:
+    places = [c for c in cmds if c.t == C.EXEC_PLACE]
     assert len(places) <= 1, "placements come in one command"
-    return places[0]["placements"] if places else []
+    return places[0].placements if places else []
 
 
-def installs(cmds: list[dict]) -> list[list]:
-    assigns = [c for c in cmds if c["t"] == C.INSTALL_ASSIGN]
+def installs(cmds: list[C.Command]) -> list[list]:
+    assigns = [c for c in cmds if c.t == C.INSTALL_ASSIGN]
     assert len(assigns) <= 1
-    return assigns[0]["assignments"] if assigns else []
+    return assigns[0].assignments if assigns else []
 
 
-def apply_all(state: State, cmds: list[dict]) -> list[dict]:
+def apply_all(state: State, cmds: list[C.Command]) -> list[dict]:
     """Apply a plan and check the state machine accepted every decision in it."""
     results = []
     for cmd in cmds:
@@ -67,8 +67,8 @@ def test_fifo_placement_across_nodes_with_free_slots():
     state = make_state({"n1": 2, "n2": 2}, {"act": ["n1", "n2"]})
     ids = new_execs(state, "act", 3)
     cmds = plan(state, NOW, live_nodes=["n1", "n2"])
-    assert [c["t"] for c in cmds] == [C.EXEC_PLACE]
-    assert cmds[0]["now"] == NOW
+    assert [c.t for c in cmds] == [C.EXEC_PLACE]
+    assert cmds[0].now == NOW
     places = placements(cmds)
     assert [p[0] for p in places] == ids
     # Most free slots first: n1 (tie, by name), then n2 (now has more), then n1 again.
@@ -149,7 +149,7 @@ def test_verifying_activity_gets_exactly_one_install():
     ok(state, {"t": C.ACTIVITY_NEW, "name": "act", "url": "u", "now": NOW})
     cmds = plan(state, NOW, live_nodes=["n1", "n2", "n3"], prefer="n3")
     assert installs(cmds) == [["act", "n3"]]
-    assert cmds[0]["now"] == NOW
+    assert cmds[0].now == NOW
     apply_all(state, cmds)
     # While it is being verified nothing more is assigned.
     assert plan(state, NOW, live_nodes=["n1", "n2", "n3"]) == []
@@ -195,7 +195,7 @@ def test_expiry_of_old_results():
     retention = Retention(result_ttl_s=50, request_id_ttl_s=10**9)
 
     cmds = plan(state, NOW, live_nodes=["n1"], retention=retention)
-    assert cmds == [{"t": C.EXEC_EXPIRE, "ids": [ids[0]], "requestIdsBefore": None, "now": NOW}]
+    assert cmds == [C.ExecExpire(ids=[ids[0]], requestIdsBefore=None, now=NOW)]
     results = apply_all(state, cmds)
     assert results[0]["expired"] == [ids[0]]
     assert sorted(state.executions) == ids[1:]
@@ -204,7 +204,7 @@ def test_expiry_of_old_results():
     assert plan(state, NOW, live_nodes=["n1"], retention=retention) == []
     # Later the other one goes too.
     later = plan(state, NOW + 100, live_nodes=["n1"], retention=retention)
-    assert later[0]["t"] == C.EXEC_EXPIRE and later[0]["ids"] == [ids[1]]
+    assert later[0].t == C.EXEC_EXPIRE and later[0].ids == [ids[1]]
 
 
 def test_expiry_of_old_request_ids():
@@ -213,7 +213,7 @@ def test_expiry_of_old_request_ids():
     ok(state, {"t": C.EXEC_NEW, "name": "act", "requestId": "new", "now": NOW})
     retention = Retention(result_ttl_s=10, request_id_ttl_s=100)
     cmds = [c for c in plan(state, NOW, live_nodes=[], retention=retention)]
-    assert cmds == [{"t": C.EXEC_EXPIRE, "ids": [], "requestIdsBefore": NOW - 100, "now": NOW}]
+    assert cmds == [C.ExecExpire(ids=[], requestIdsBefore=NOW - 100, now=NOW)]
     apply_all(state, cmds)
     assert list(state.request_ids) == ["new"]
     assert plan(state, NOW, live_nodes=[], retention=retention) == []
@@ -225,7 +225,7 @@ def test_placements_batched_into_one_command():
     other = new_execs(state, "other", 3)
     cmds = plan(state, NOW, live_nodes=["n1", "n2"])
     # "other" is approved but missing on n1: installed there first, placed on n2 meanwhile.
-    assert [c["t"] for c in cmds] == [C.INSTALL_ASSIGN, C.EXEC_PLACE]
+    assert [c.t for c in cmds] == [C.INSTALL_ASSIGN, C.EXEC_PLACE]
     assert installs(cmds) == [["other", "n1"]]
     places = placements(cmds)
     assert [p[0] for p in places] == act + other
@@ -258,11 +258,11 @@ def test_a_whole_plan_is_accepted_by_the_state():
     retention = Retention(result_ttl_s=100, request_id_ttl_s=100)
 
     cmds = plan(state, NOW, live_nodes=["n1", "n2", "n3"], prefer="n1", retention=retention)
-    assert [c["t"] for c in cmds] == [C.INSTALL_ASSIGN, C.EXEC_PLACE, C.EXEC_EXPIRE]
+    assert [c.t for c in cmds] == [C.INSTALL_ASSIGN, C.EXEC_PLACE, C.EXEC_EXPIRE]
     results = apply_all(state, cmds)
-    assert results[0]["assigned"] == cmds[0]["assignments"]
-    assert results[1]["placed"] == [p[0] for p in cmds[1]["placements"]]
-    assert results[2]["expired"] == cmds[2]["ids"] == old
+    assert results[0]["assigned"] == cmds[0].assignments
+    assert results[1]["placed"] == [p[0] for p in cmds[1].placements]
+    assert results[2]["expired"] == cmds[2].ids == old
     assert state.request_ids == {}
     # Every slot is used; nothing runs where it is not installed.
     assert state.busy_slots() == {"n1": 2, "n2": 1, "n3": 3}

@@ -23,34 +23,39 @@ from .builders import NOW, activity_new, approved_state, assign, install_done, n
 
 
 # ---- command builders -----------------------------------------------------------------------------
-def uninstall_done(name: str, node: str) -> dict:
-    return {"t": C.UNINSTALL_DONE, "name": name, "node": node}
+def uninstall_done(name: str, node: str) -> C.UninstallDone:
+    return C.UninstallDone(name=name, node=node)
 
 
-def exec_new(name: str, request_id: str | None = None, input: str = "", now: float = NOW) -> dict:
-    return {"t": C.EXEC_NEW, "name": name, "input": input, "requestId": request_id, "now": now}
+def exec_new(name: str, request_id: str | None = None, input: str = "", now: float = NOW) -> C.ExecNew:
+    return C.ExecNew(name=name, input=input, requestId=request_id, now=now)
 
 
-def place(*pairs: tuple[int, str], now: float = NOW) -> dict:
-    return {"t": C.EXEC_PLACE, "placements": [list(p) for p in pairs], "now": now}
+def place(*pairs: tuple[int, str], now: float = NOW) -> C.ExecPlace:
+    return C.ExecPlace(placements=[list(p) for p in pairs], now=now)
 
 
 def report(exec_id: int, node: str, attempt: int = 1, exit_code: int | None = 0, stdout: str = "",
-           stderr: str = "", error: str | None = None) -> dict:
-    return {"id": exec_id, "node": node, "attempt": attempt, "exitCode": exit_code, "stdout": stdout,
-            "stderr": stderr, "stdoutTruncated": False, "stderrTruncated": False, "error": error}
+           stderr: str = "", error: str | None = None) -> C.Report:
+    return C.Report(id=exec_id, node=node, attempt=attempt, exitCode=exit_code, stdout=stdout, stderr=stderr,
+                    stdoutTruncated=False, stderrTruncated=False, error=error)
 
 
-def finish(*reports: dict, now: float = NOW) -> dict:
-    return {"t": C.EXEC_FINISH, "reports": list(reports), "now": now}
+def finish(*reports: C.Report, now: float = NOW) -> C.ExecFinish:
+    return C.ExecFinish(reports=list(reports), now=now)
 
 
-def terminate(exec_id: int, now: float = NOW) -> dict:
-    return {"t": C.EXEC_TERMINATE, "id": exec_id, "now": now}
+def terminate(exec_id: int, now: float = NOW) -> C.ExecTerminate:
+    return C.ExecTerminate(id=exec_id, now=now)
 
 
-def forget(exec_id: int) -> dict:
-    return {"t": C.EXEC_FORGET, "id": exec_id}
+def forget(exec_id: int) -> C.ExecForget:
+    return C.ExecForget(id=exec_id)
+
+
+def batch(cmds: list[Any]) -> dict:
+    """A batch's wire form, of typed commands and of anything else as it is (the malformed ones)."""
+    return C.batch([cmd.to_wire() if isinstance(cmd, C.Command) else cmd for cmd in cmds])
 
 
 def refused(state: State, cmd: Any, kind: str) -> dict:
@@ -497,14 +502,14 @@ def test_uninstall_done_for_installed_activity_is_ignored():
 # ---- batch ----------------------------------------------------------------------------------------
 def test_batch_results_in_order():
     state = State()
-    result = ok(state, C.batch([
+    result = ok(state, batch([
         node_up("n1"),
         activity_new("act"),
         activity_new("act"),
         exec_new("act"),
         {"t": C.SYNC},
         "garbage",
-        C.batch([activity_new("nested")]),
+        batch([activity_new("nested")]),
     ]))
     results = result["results"]
     assert len(results) == 7
@@ -519,7 +524,7 @@ def test_batch_results_in_order():
 
 
 def test_empty_batch():
-    assert State().apply(C.batch([])) == {"ok": True, "results": []}
+    assert State().apply(batch([])) == {"ok": True, "results": []}
 
 
 # ---- robustness ---------------------------------------------------------------------------------
@@ -610,7 +615,7 @@ def test_malformed_commands_are_refused_without_raising_or_changing_state():
 def test_malformed_commands_inside_a_batch():
     state = busy_state()
     before = snapshot(state)
-    result = state.apply(C.batch(copy.deepcopy(MALFORMED)))
+    result = state.apply(batch(copy.deepcopy(MALFORMED)))
     assert len(result["results"]) == len(MALFORMED)
     for cmd, sub in zip(MALFORMED, result["results"]):
         assert "error" in sub, (cmd, sub)
@@ -634,7 +639,7 @@ def scenario() -> list[dict]:
         activity_new("gone"), exec_new("gone"),
         {"t": C.ACTIVITY_DELETE, "name": "gone", "now": NOW + 4},
         {"t": C.ACTIVITY_DELETE, "name": "bad", "now": NOW + 4},
-        C.batch([exec_new("act"), place((5, "n1"))]),
+        batch([exec_new("act"), place((5, "n1"))]),
         "garbage", {"t": C.EXEC_NEW},
     ]
 
