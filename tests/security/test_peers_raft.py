@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.encryptor import getEncryptor
 
 from podnode.local.cluster import get_json
 from podnode.local.procs import cmdline, free_port, pids
@@ -39,10 +40,11 @@ class Marker:
 
 def payloads(path: Path) -> list[bytes]:
     """The attack in pysyncobj's wire format without the password (length, zlib of the pickle), framed without
-    zlib, and as raw pickle bytes."""
+    zlib, as raw pickle bytes, and encrypted as pysyncobj does with a password that is not the cluster's."""
     raw = pickle.dumps(Marker(path), protocol=2)
     framed = zlib.compress(raw, 3)
-    return [struct.pack("i", len(framed)) + framed, struct.pack("i", len(raw)) + raw, raw]
+    guessed = getEncryptor("a guessed password").encrypt_at_time(framed, int(time.monotonic()))
+    return [struct.pack("i", len(data)) + data for data in (framed, raw, guessed)] + [raw]
 
 
 def send(port: int, data: bytes) -> None:
@@ -121,7 +123,7 @@ def test_a_pickle_sent_to_the_raft_port_of_pod_up_never_runs(pod_up, tmp_path):
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     markers = []
     for i in range(NODES):
-        for j in range(3):
+        for j in range(len(payloads(tmp_path / "x"))):
             markers.append(tmp_path / f"ran-{i}-{j}")
             send(pod_up.base + RAFT_OFFSET + i, payloads(markers[-1])[j])
     time.sleep(2.0)
