@@ -46,10 +46,7 @@ class NodeApi(Protocol):
 
     def workers_view(self) -> dict[str, Any]: ...
 
-    # ---- the internal routes other nodes call --------------------------------------------------------------
-    def check_peer_secret(self, headers: Mapping[str, str]) -> None:
-        """Raise BadRequest unless the request carries the cluster secret."""
-
+    # ---- the internal routes other nodes call (app.py checks their signature with cfg.secret) ----------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         """Output so far of an execution running on this node; None if it does not run here."""
 

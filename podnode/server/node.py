@@ -33,7 +33,7 @@ from ..raft.state import State
 from ..scaling.autoscaler import Autoscaler
 from ..scaling.cost import spend
 from ..scaling.factory import make_provider
-from .peers import PEER_ERRORS, PeerClient, check_secret
+from .peers import PEER_ERRORS, PeerClient
 from .reads import Reads
 
 log = logging.getLogger("podnode")
@@ -167,9 +167,6 @@ class PodNode:
                                        prefer=self.cfg.node_id)
 
     # ---- the internal routes ------------------------------------------------------------------------
-    def check_peer_secret(self, headers: Mapping[str, str]) -> None:
-        check_secret(headers, self.cfg.secret)
-
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         return self.agent.output_of(exec_id)
 

@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 
 from ..cluster_secret import sign_request
-from ..errors import BadRequest
 
 log = logging.getLogger(__name__)
 PEER_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
@@ -32,12 +31,6 @@ def signed(secret: str | None, method: str, url: str, body: bytes = b"") -> dict
 
 def form_body(data: Mapping[str, str]) -> bytes:
     return urllib.parse.urlencode(dict(data)).encode()
-
-
-def check_secret(headers: Mapping[str, str], secret: str | None) -> None:
-    """Superseded: a peer request is checked by its signature over method, path and body (api/app.py), which
-    headers alone cannot show; a node that still calls this refuses every request rather than trust a header."""
-    raise BadRequest("internal route: peer requests are checked by their signature")
 
 
 def member_url(join: str) -> str:
