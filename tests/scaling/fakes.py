@@ -41,7 +41,9 @@ class FakeReplica:
         self.observer = False
 
     # -- writes
-    def apply(self, cmd: dict) -> dict:
+    def apply(self, cmd: dict | C.Command) -> dict:
+        if isinstance(cmd, C.Command):  # what the bridge would send
+            cmd = cmd.to_wire()
         with self.lock:
             result = self.state.apply(cmd)
             touched, self.state.touched = self.state.touched, set()

@@ -23,8 +23,8 @@ from ..unit.builders import activity_new, assign, install_done, node_up
 from .fakes import Clock, FakeProvider, FakeReplica, addr, settle
 
 
-def observer_up(node: str, now: float) -> dict:
-    return node_up(node, slots=1, now=now) | {"role": "observer"}
+def observer_up(node: str, now: float) -> C.NodeUp:
+    return node_up(node, slots=1, now=now, role="observer")
 
 
 async def leader(rules: str, provider: FakeProvider, *, seeds=("n1",), clock=None, slots: int = 1,
@@ -151,7 +151,7 @@ def test_the_state_machine_refuses_a_launch_past_max_nodes():
     state.apply({"t": C.NODE_LAUNCHED, "node": "wold", "provider": "p", "now": 5.0})  # old entries: no cap
     assert "wold" in state.launches
     # A launched node that is lost but not destroyed still counts; a static lost one does not.
-    state.apply(node_up("wa") | {"role": "observer"})
+    state.apply(node_up("wa", role="observer"))
     state.apply({"t": C.NODE_LOST, "node": "wa", "now": 6.0})
     state.apply({"t": C.NODE_LOST, "node": "n1", "now": 6.0})
     assert state.apply(launch("wd", 3))["error"] == "conflict"

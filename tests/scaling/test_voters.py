@@ -27,7 +27,7 @@ from .fakes import FakeReplica, addr, settle
 def launched(state: State, node: str, now: float = 1000.0, role: str = "observer") -> None:
     """A node launched by a provider that has registered."""
     state.apply({"t": C.NODE_LAUNCHED, "node": node, "provider": "local", "ref": "1", "now": now})
-    state.apply(node_up(node, slots=1, now=now) | {"role": role})
+    state.apply(node_up(node, slots=1, now=now, role=role))
 
 
 def seeded(*nodes: str) -> State:
@@ -74,7 +74,7 @@ def test_a_launched_observer_stands_in_for_a_lost_seed_voter():
 def test_static_observers_are_promoted_first_and_up_to_max_voters():
     state = seeded("n1", "n2")
     launched(state, "wa")
-    state.apply(node_up("n3", slots=1) | {"role": "observer"})
+    state.apply(node_up("n3", slots=1, role="observer"))
     assert scheduler.plan_promotion(state, [addr("n1"), addr("n2")], max_voters=5) == ("n3", [])
     assert scheduler.plan_promotion(state, [addr("n1"), addr("n2")], max_voters=2) == (None, [])
 
@@ -95,7 +95,7 @@ def test_a_launched_voter_goes_out_of_raft_before_it_is_let_go():
     assert scheduler.plan_raft_exits(state, 1001.0, members=members, connected=members) == [addr("wa")]
     # Out of Raft: now it leaves (and its provider destroys it).
     assert scheduler.plan_drains(state, 1001.0, members=[addr("n1")]) == [
-        {"t": C.NODE_LEFT, "node": "wa", "now": 1001.0}]
+        C.NodeLeft(node="wa", now=1001.0)]
     assert scheduler.plan_raft_exits(state, 1001.0, members=[addr("n1")], connected=[addr("n1")]) == []
 
 
@@ -103,7 +103,7 @@ def test_a_static_voter_is_let_go_first_then_taken_out_once_it_stopped():
     state = seeded("n1", "n2")
     drained(state, "n2")
     members = [addr("n1"), addr("n2")]
-    assert scheduler.plan_drains(state, 1001.0, members=members) == [{"t": C.NODE_LEFT, "node": "n2", "now": 1001.0}]
+    assert scheduler.plan_drains(state, 1001.0, members=members) == [C.NodeLeft(node="n2", now=1001.0)]
     assert scheduler.plan_raft_exits(state, 1001.0, members=members, connected=members) == []
     state.apply({"t": C.NODE_LEFT, "node": "n2", "now": 1001.0})
     # Still connected: it has yet to learn that it left (from the log) and stop.
@@ -119,7 +119,7 @@ def test_an_observer_just_leaves():
     launched(state, "wa")
     drained(state, "wa")
     assert scheduler.plan_drains(state, 1001.0, members=[addr("n1")]) == [
-        {"t": C.NODE_LEFT, "node": "wa", "now": 1001.0}]
+        C.NodeLeft(node="wa", now=1001.0)]
     assert scheduler.plan_raft_exits(state, 1001.0, members=[addr("n1")], connected=[addr("n1")]) == []
 
 

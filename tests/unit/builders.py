@@ -24,10 +24,11 @@ def install_done(name: str, node: str, ok: bool = True, error: str | None = None
     return C.InstallDone(name=name, node=node, ok=ok, error=error, now=now)
 
 
-def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None = None) -> C.NodeUp:
+def node_up(node: str, slots: int = 2, now: float = NOW, incarnation: str | None = None,
+            role: str | None = None) -> C.NodeUp:
     extra = {} if incarnation is None else {"incarnation": incarnation}
     return C.NodeUp(node=node, raftAddr=f"{node}:4000", httpUrl=f"http://{node}:8000", slots=slots, version="1",
-                    now=now, **extra)
+                    now=now, role=role, **extra)
 
 
 def ok(state: State, cmd: Any) -> dict:
