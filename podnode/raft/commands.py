@@ -96,8 +96,8 @@ def _generate(cls: type[R], t: str | None) -> type[R]:
     """cls as a slotted dataclass with from_wire and to_wire written out for its fields (like dataclasses
     writes __init__): they run for every entry on every node, and a loop over the fields is twice as slow."""
     cls = dataclasses.dataclass(slots=True, kw_only=True)(cls)
-    env: dict[str, Any] = {"cls": cls, "new": object.__new__, "Record": Record}
-    decode_lines = ["def from_wire(wire):", " o = new(cls)"]
+    env: dict[str, Any] = {"cls": cls}
+    decode_lines = ["def from_wire(wire, cls=cls, new=object.__new__):", " o = new(cls)", " get = wire.get"]
     literal = [f"'t': {t!r}"] if t is not None else []  # the required fields go into the dict's literal
     encode_lines = ["def to_wire(self):", None]
     for f in dataclasses.fields(cls):
@@ -107,10 +107,10 @@ def _generate(cls: type[R], t: str | None) -> type[R]:
             literal.append(f"{key!r}: self.{key}")
             continue
         if f.default is None:
-            decode_lines.append(f" o.{key} = wire.get({key!r})")
+            decode_lines.append(f" o.{key} = get({key!r})")
         else:
             env[f"_d_{key}"] = f.default
-            decode_lines.append(f" o.{key} = wire.get({key!r}, _d_{key})")
+            decode_lines.append(f" o.{key} = get({key!r}, _d_{key})")
         items = f.metadata.get("items")
         value = f"[x.to_wire() for x in self.{key}]" if items else f"self.{key}"
         if f.default is None:
