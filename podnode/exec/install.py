@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from .sandbox import Limits, Sandbox, plain
+
 INSTALL_SCRIPT_NAME = ".pod-install.sh"
 INSTALL_LOG_NAME = ".pod-install.log"
 MAIN_SCRIPT_NAME = "main.sh"
@@ -129,9 +131,13 @@ def _too_large(url: str, max_bytes: int) -> InstallError:
 
 
 def _read_tail(path: Path, tail_bytes: int) -> str:
-    """The last ``tail_bytes`` bytes of ``path`` as text ('' if unreadable)."""
+    """The last ``tail_bytes`` bytes of ``path`` as text ('' if unreadable). The directory belongs to the
+    run-as user: a symlink or a FIFO put there is not followed or opened for reading."""
     try:
-        with path.open("rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ""
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - tail_bytes))
@@ -142,33 +148,37 @@ def _read_tail(path: Path, tail_bytes: int) -> str:
     return text if text else "(no output)"
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process group led by ``proc`` (ignore if already gone)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _prepare_dir(activity_dir: Path) -> None:
-    """Create ``activity_dir``, clearing it first if it already exists."""
+def _prepare_dir(activity_dir: Path, sandbox: Sandbox) -> None:
+    """Create ``activity_dir`` (0700, the run-as user's), clearing it first if it already exists."""
     if activity_dir.exists() or activity_dir.is_symlink():
         remove_activity(activity_dir)
-    activity_dir.mkdir(parents=True)
+    activity_dir.parent.mkdir(parents=True, exist_ok=True)
+    activity_dir.mkdir(mode=0o700)
+    sandbox.own(activity_dir)
 
 
 async def _run_script(
-    name: str, activity_dir: Path, timeout_s: float
+    name: str, activity_dir: Path, timeout_s: float, sandbox: Sandbox, limits: Limits | None = None
 ) -> int | None:
-    """Run the install script; return its exit code, or None on timeout."""
-    env = dict(os.environ, POD_ACTIVITY=name, POD_ACTIVITY_DIR=str(activity_dir))
+    """Run the install script in the sandbox; return its exit code, or None on timeout."""
+    env = sandbox.env(activity_dir, {"POD_ACTIVITY": name, "POD_ACTIVITY_DIR": str(activity_dir)})
     log_path = activity_dir / INSTALL_LOG_NAME
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            "bash", INSTALL_SCRIPT_NAME,
-            cwd=activity_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-        )
+    script = activity_dir / INSTALL_SCRIPT_NAME
+    sandbox.own(script)
+    # The node writes the log (the run-as user cannot swap it for a link to a file of root's).
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    cell = sandbox.cell(f"install-{name}", limits)
+    try:
+        with os.fdopen(fd, "wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *cell.argv(["bash", INSTALL_SCRIPT_NAME]),
+                cwd=activity_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+    except BaseException:
+        cell.close()
+        raise
+    cell.started(proc.pid)
     try:
         return await asyncio.wait_for(proc.wait(), timeout_s)
     except asyncio.TimeoutError:
@@ -176,23 +186,32 @@ async def _run_script(
     finally:
         # Kill leftovers (background children, or everything on timeout or
         # cancellation) so nothing from the install outlives it.
-        _kill_group(proc)
+        cell.signal(signal.SIGKILL, thorough=True)
         if proc.returncode is None:
             await asyncio.shield(proc.wait())
+        for _ in range(100):
+            if cell.close():
+                break
+            await asyncio.sleep(0.02)
 
 
 def _ensure_main_executable(main: Path) -> bool:
-    """Make ``main`` executable; return False if it is not a regular file."""
+    """Make ``main`` executable; return False if it is not a regular file. Never follows a symlink: the
+    directory is the run-as user's, and the node (root) must not chmod a file it points to."""
     try:
-        st = main.stat()
+        fd = os.open(main, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
-    if not stat.S_ISREG(st.st_mode):
-        return False
-    want = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
-    if st.st_mode & want != want:
-        main.chmod(st.st_mode | want)
-    return True
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        want = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+        if st.st_mode & want != want:
+            os.fchmod(fd, st.st_mode | want)
+        return True
+    finally:
+        os.close(fd)
 
 
 async def install_activity(
@@ -205,6 +224,8 @@ async def install_activity(
     install_timeout_s: float,
     log_tail_bytes: int = 2000,
     max_script_bytes: int = 1024 * 1024,
+    sandbox: Sandbox | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Install activity ``name`` into ``activity_dir`` from the script at ``url``.
 
@@ -214,14 +235,15 @@ async def install_activity(
     fails, the script fails or times out, or no ``main.sh`` is left behind.
     """
     activity_dir = Path(activity_dir).absolute()
+    sandbox = sandbox or plain()
     script = await fetch_script(
         url, allow_file_urls=allow_file_urls,
         timeout_s=fetch_timeout_s, max_bytes=max_script_bytes,
     )
     try:
-        _prepare_dir(activity_dir)
+        _prepare_dir(activity_dir, sandbox)
         (activity_dir / INSTALL_SCRIPT_NAME).write_bytes(script)
-        code = await _run_script(name, activity_dir, install_timeout_s)
+        code = await _run_script(name, activity_dir, install_timeout_s, sandbox, limits)
     except OSError as exc:
         raise InstallError(f"could not run install script in {activity_dir}: {exc}") from None
     tail = _read_tail(activity_dir / INSTALL_LOG_NAME, log_tail_bytes)

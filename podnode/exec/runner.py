@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from .sandbox import Cell, Limits, Sandbox, plain
 
 CHUNK_BYTES = 64 * 1024
 MAIN_SCRIPT_NAME = "main.sh"
@@ -55,6 +58,8 @@ class ExecutionRun:
         output_cap_bytes: int,
         kill_grace_s: float,
         extra_env: dict[str, str] | None = None,
+        sandbox: Sandbox | None = None,
+        limits: Limits | None = None,  # this activity's own; the sandbox's defaults fill what is not set
     ) -> None:
         self.execution_id = execution_id
         self.attempt = attempt
@@ -64,6 +69,10 @@ class ExecutionRun:
         self.output_cap_bytes = output_cap_bytes
         self.kill_grace_s = kill_grace_s
         self.extra_env = dict(extra_env or {})
+        self.sandbox = sandbox or plain()
+        self.limits = (limits or Limits()).over(self.sandbox.defaults)
+        self._cell: Cell | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._proc: subprocess.Popen | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exited: asyncio.Future[int] | None = None     # the exit code, once main.sh has exited
@@ -101,8 +110,10 @@ class ExecutionRun:
             raise RuntimeError("execution already started")
         self._started = True
         try:
+            command = self._command()
+            self._cell = self.sandbox.cell(f"exec-{self.execution_id}-{self.attempt}", self.limits)
             self._proc = subprocess.Popen(
-                self._command(),
+                self._cell.argv(command),
                 cwd=self.activity_dir,
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
@@ -113,8 +124,13 @@ class ExecutionRun:
         except OSError as exc:
             where = exc.filename or self.activity_dir / MAIN_SCRIPT_NAME
             self._error = f"could not start main.sh: {exc.strerror or exc} ({where})"
+            if self._cell is not None:
+                self._cell.close()
             return
+        self._cell.started(self._proc.pid)
         loop = self._loop = asyncio.get_running_loop()
+        if self.limits.timeout_s:
+            self._timer = loop.call_later(self.limits.timeout_s, self._time_out)
         self._exited, self._eof = loop.create_future(), loop.create_future()
         for name, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
             fd = pipe.fileno()
@@ -145,10 +161,10 @@ class ExecutionRun:
         if self._proc is None:
             return
         if self.running:
-            self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGTERM, thorough=True)
             await asyncio.wait({self._exited}, timeout=self.kill_grace_s)
         # Whatever is left in the group (main process or children) goes now.
-        self._signal_group(signal.SIGKILL)
+        self._signal_group(signal.SIGKILL, thorough=True)
         await self.wait()
 
     def read_output(self) -> tuple[str, str]:
@@ -159,24 +175,37 @@ class ExecutionRun:
     # -------------------------------------------------------------- helpers
 
     def _command(self) -> list[str]:
-        """argv for main.sh: run directly if it has a shebang, else via bash."""
+        """argv for main.sh: run directly if it has a shebang, else via bash. The directory belongs to the
+        run-as user: main.sh is opened without following a symlink and without blocking on a FIFO, and must be
+        a regular file."""
         main = self.activity_dir / MAIN_SCRIPT_NAME
-        with main.open("rb") as fh:
-            has_shebang = fh.read(2) == b"#!"
+        fd = os.open(main, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{main} is not a regular file")
+            has_shebang = os.read(fd, 2) == b"#!"
+        finally:
+            os.close(fd)
         if has_shebang:
-            return [str(main), self.input]
+            return ["./" + MAIN_SCRIPT_NAME, self.input]
         return ["bash", MAIN_SCRIPT_NAME, self.input]
 
     def _env(self) -> dict[str, str]:
-        """Environment for main.sh."""
-        env = dict(os.environ)
-        env.update(
-            POD_EXECUTION_ID=str(self.execution_id),
-            POD_ACTIVITY=self.activity,
-            POD_ATTEMPT=str(self.attempt),
-        )
+        """Environment for main.sh: a clean one (see sandbox.build_env), never the node's."""
+        env = self.sandbox.env(self.activity_dir, {
+            "POD_EXECUTION_ID": str(self.execution_id),
+            "POD_ACTIVITY": self.activity,
+            "POD_ATTEMPT": str(self.attempt),
+        })
         env.update(self.extra_env)
         return env
+
+    def _time_out(self) -> None:
+        """The timeout: every process of the execution goes at once; it ends in error, saying so."""
+        self._timer = None
+        if self._error is None:
+            self._error = f"timed out after {self.limits.timeout_s:g} s"
+        self._signal_group(signal.SIGKILL, thorough=True)
 
     def _on_readable(self, fd: int) -> None:
         """Copy what the pipe holds into memory up to the cap; drain the rest. EOF closes the pipe."""
@@ -242,9 +271,14 @@ class ExecutionRun:
         if self._proc is not None:
             await self._exited
             await self._close_pipes()
+            if self._timer is not None:
+                self._timer.cancel()
             # Background children that closed their pipes must not outlive us.
             self._signal_group(signal.SIGKILL)
             self._group_gone = True  # its id may be reused from now on: never signal it again
+            if self._error is None and self._proc.returncode != 0 and self._cell.oom_killed():
+                self._error = f"killed: over its memory limit of {self.limits.memory_mb} MB"
+            await self._close_cell()
         stdout, stderr = self.read_output()
         return ExecutionResult(
             exit_code=self._proc.returncode if self._proc is not None else None,
@@ -268,11 +302,15 @@ class ExecutionRun:
         for fd in list(self._pipes):
             self._close_pipe(fd)
 
-    def _signal_group(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to main.sh's process group, ignoring a vanished group."""
+    async def _close_cell(self) -> None:
+        """Remove the execution's cgroup once every process in it is gone (killed just before)."""
+        for _ in range(100):
+            if self._cell.close():
+                return
+            await asyncio.sleep(0.02)
+
+    def _signal_group(self, sig: signal.Signals, *, thorough: bool = False) -> None:
+        """Send ``sig`` to every process of the execution (its cgroup, its session), ignoring vanished ones."""
         if self._proc is None or self._group_gone:
             return
-        try:
-            os.killpg(self._proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._cell.signal(sig, thorough=thorough)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from podnode.exec.runner import ExecutionResult, ExecutionRun
+from podnode.exec.sandbox import Limits, Sandbox
 
 from ..conftest import pid_alive
 
@@ -197,3 +198,52 @@ async def test_exit_is_noticed_without_pidfd(tmp_path: Path, monkeypatch) -> Non
     adir = make_activity(tmp_path, 'echo "$1"\nexit 4\n')
     res = await run_to_end(make_run(tmp_path, adir, "polled"))
     assert res.exit_code == 4 and res.stdout == "polled\n"
+
+
+async def test_a_timeout_kills_it_and_says_so(tmp_path: Path) -> None:
+    adir = make_activity(tmp_path, "sleep 100 &\necho $! > child.pid\nsleep 100\n")
+    run = make_run(tmp_path, adir, limits=Limits(timeout_s=0.5))
+    t0 = time.monotonic()
+    res = await run_to_end(run)
+    assert res.error == "timed out after 0.5 s" and res.exit_code == -9
+    assert time.monotonic() - t0 < 5
+    await wait_until(lambda: not pid_alive(int((adir / "child.pid").read_text())), timeout=5)
+
+
+async def test_the_environment_is_clean(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("POD_SECRET", "do-not-leak")
+    adir = make_activity(tmp_path, "env\n")
+    res = await run_to_end(make_run(tmp_path, adir))
+    assert "do-not-leak" not in res.stdout and f"HOME={adir.absolute()}" in res.stdout
+
+
+async def test_a_symlinked_main_sh_is_refused(tmp_path: Path) -> None:
+    adir = tmp_path / "act"
+    adir.mkdir()
+    (tmp_path / "elsewhere.sh").write_text("#!/bin/bash\necho no\n")
+    (adir / "main.sh").symlink_to(tmp_path / "elsewhere.sh")
+    res = await run_to_end(make_run(tmp_path, adir))
+    assert res.exit_code is None and res.error.startswith("could not start main.sh")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: cgroups and the run-as user")
+async def test_in_a_cgroup_a_setsid_grandchild_dies_with_terminate(tmp_path: Path) -> None:
+    sandbox = Sandbox.create(node_id="unit", run_as=None, cgroups="auto", defaults=Limits(), reaper=False)
+    try:
+        if sandbox.cgroups is None:
+            pytest.skip("no usable cgroup here")
+        adir = make_activity(tmp_path, "(setsid sleep 100 & echo $! > child.pid)\nsleep 100\n")
+        sandbox.own(adir)
+        tmp_path.chmod(0o755)
+        run = make_run(tmp_path, adir, sandbox=sandbox)
+        await run.start()
+        await wait_until(lambda: (adir / "child.pid").exists() and (adir / "child.pid").read_text().strip() != "")
+        child = int((adir / "child.pid").read_text())
+        assert pid_alive(child)
+        await asyncio.wait_for(run.terminate(), DEADLINE_S)
+        await wait_until(lambda: not pid_alive(child), timeout=5)
+        assert not any(d.exists() for d in run._cell.dirs)
+    finally:
+        sandbox.close()
+        for d in sandbox.cgroups.node_dirs if sandbox.cgroups else []:
+            d.rmdir()

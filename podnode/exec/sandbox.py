@@ -1,0 +1,534 @@
+"""Where executions and install scripts run: as an unprivileged user, in a clean environment, in a cgroup.
+
+One `Sandbox` per node, chosen at start (`Sandbox.create`): the run-as user (when the node is root), the cgroup
+backend (v2 where it has the memory and pids controllers, else v1 pids + memory, else none: a session of its own
+plus rlimits) and the node-wide default `Limits`. Each execution or install gets a `Cell`: its cgroup, created
+before the spawn, and the argv that puts the process into it.
+
+The spawn stays on Popen's fast (vfork) path: no preexec_fn, no user=. Instead the argv is a small root `sh`
+wrapper that writes its own pid into the cell's cgroup.procs (and sets rlimits where there is no cgroup), then
+execs `setpriv` to drop to the run-as user, which execs main.sh. The wrapper joins before main.sh exists, so
+nothing main.sh starts can escape the cgroup. Spawning this way costs the node's event loop what a plain spawn
+does; the extra execs run in the child.
+
+A node SIGKILLed cannot clean up, so `Sandbox.create` starts one reaper per node (exec/reaper.py) that waits
+for the node's death and then kills every process in the node's cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .reaper import session_members
+
+log = logging.getLogger(__name__)
+
+SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_RUN_AS = "pod"
+WRAPPER_FAILED = 125   # the wrapper's exit code when it could not join the cgroup or set a limit
+CGROUP_MODES = ("auto", "v2", "v1", "none")
+V2_CONTROLLERS = ("memory", "pids")
+
+
+# ---------------------------------------------------------------------------------------------------- limits
+
+@dataclass(frozen=True)
+class Limits:
+    """What one execution (or install script) may use. None: no limit. A per-activity value overrides the node's
+    default with `Limits.over`."""
+    timeout_s: float | None = None       # wall-clock seconds, then it is killed and ends "error"
+    memory_mb: int | None = None         # memory.max / memory.limit_in_bytes; RLIMIT_AS without a cgroup
+    max_processes: int | None = None     # pids.max (processes and threads); RLIMIT_NPROC without a cgroup
+
+    def over(self, defaults: Limits) -> Limits:
+        """These values where set, else `defaults`'."""
+        return Limits(**{f: getattr(defaults, f) if getattr(self, f) is None else getattr(self, f)
+                         for f in ("timeout_s", "memory_mb", "max_processes")})
+
+    @classmethod
+    def parse(cls, *, timeout_s: float | None = None, memory_mb: int | None = None,
+              max_processes: int | None = None) -> Limits:
+        """From config values where 0 (or None) means no limit; negative values are refused."""
+        for name, value in (("timeout_s", timeout_s), ("memory_mb", memory_mb), ("max_processes", max_processes)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no limit), got {value}")
+        return cls(timeout_s=float(timeout_s) if timeout_s else None, memory_mb=int(memory_mb) if memory_mb else None,
+                   max_processes=int(max_processes) if max_processes else None)
+
+
+# ---------------------------------------------------------------------------------------------------- environment
+
+def build_env(home: Path, pod_vars: dict[str, str], *, lang: str | None = None) -> dict[str, str]:
+    """The whole environment of an execution or install script: a fixed PATH, HOME (the activity's directory),
+    LANG, and the POD_* variables given. Nothing of the node's own environment (its secret, tokens) gets in."""
+    env = {"PATH": SANE_PATH, "HOME": str(home), "LANG": lang or os.environ.get("LANG") or "C.UTF-8"}
+    env.update({k: str(v) for k, v in pod_vars.items()})
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------- run-as user
+
+@dataclass(frozen=True)
+class RunAs:
+    name: str
+    uid: int
+    gid: int
+
+
+def resolve_run_as(name: str | None, *, create: bool = True) -> RunAs | None:
+    """The user executions run as when the node is root: `name` (default pod), created as a system user if
+    missing. None when the node is not root (executions run as the node's user) or `name` is root. Raises
+    SystemExit, saying why, when the user does not exist and cannot be created."""
+    if os.geteuid() != 0:
+        return None
+    name = name or DEFAULT_RUN_AS
+    if name == "root":
+        log.warning("--run-as root: executions and install scripts run as root")
+        return None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        if not create:
+            raise SystemExit(f"podnode: the run-as user {name!r} does not exist") from None
+        pw = _create_user(name)
+    if pw.pw_uid == 0:
+        raise SystemExit(f"podnode: the run-as user {name!r} has uid 0; pick an unprivileged user")
+    return RunAs(name=name, uid=pw.pw_uid, gid=pw.pw_gid)
+
+
+def _create_user(name: str) -> pwd.struct_passwd:
+    nologin = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if os.path.exists(p)), "/bin/false")
+    useradd = shutil.which("useradd", path=SANE_PATH)
+    if useradd is None:
+        raise SystemExit(f"podnode: the run-as user {name!r} does not exist and there is no useradd to create "
+                         "it; create it, or pass --run-as USER")
+    proc = subprocess.run([useradd, "--system", "--no-create-home", "--user-group", "--shell", nologin, name],
+                          capture_output=True, text=True)
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise SystemExit(f"podnode: could not create the run-as user {name!r}: "
+                         f"{(proc.stderr or proc.stdout).strip() or f'useradd exited {proc.returncode}'}; "
+                         "create it, or pass --run-as USER") from None
+    log.info("created the run-as user %s (uid %d)", name, pw.pw_uid)
+    return pw
+
+
+# ---------------------------------------------------------------------------------------------------- cgroups
+
+def cgroup_name(node_id: str, pid: int) -> str:
+    """The node's own cgroup directory name: unique on the host while the node runs (several nodes, of several
+    clusters, may run on one machine)."""
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in node_id)
+    return f"pod-{safe}-{pid}"
+
+
+def cell_name(kind: str, *parts: object) -> str:
+    return "-".join([kind, *(str(p) for p in parts)])
+
+
+def own_cgroup(proc_cgroup_text: str, *, v2: bool, controller: str = "") -> str:
+    """This process's cgroup path in one hierarchy, from /proc/self/cgroup ('/' when not listed)."""
+    for line in proc_cgroup_text.splitlines():
+        num, _, rest = line.partition(":")
+        ctrls, _, path = rest.partition(":")
+        if v2 and num == "0" and ctrls == "":
+            return path or "/"
+        if not v2 and controller in ctrls.split(","):
+            return path or "/"
+    return "/"
+
+
+def mounts(mounts_text: str) -> list[tuple[str, str, set[str]]]:
+    """(mount point, type, options) of every cgroup or cgroup2 mount in /proc/self/mounts."""
+    out = []
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] in ("cgroup", "cgroup2"):
+            out.append((fields[1], fields[2], set(fields[3].split(","))))
+    return out
+
+
+class Cgroups:
+    """A cgroup backend: one directory per hierarchy for the node, a subdirectory per cell."""
+    version = "none"
+
+    def __init__(self, node_dirs: list[Path]):
+        self.node_dirs = node_dirs          # the node's own directory in each hierarchy used
+
+    def setup(self) -> None:
+        for d in self.node_dirs:
+            d.mkdir(exist_ok=True)
+
+    def create(self, name: str, limits: Limits) -> list[Path]:
+        raise NotImplementedError
+
+    def procs_files(self, dirs: list[Path]) -> list[Path]:
+        return [d / "cgroup.procs" for d in dirs]
+
+    def kill(self, dirs: list[Path], sig: int = signal.SIGKILL) -> int:
+        """Signal every process in the cell; how many were signalled."""
+        return signal_pids(read_pids(dirs[0]), sig)
+
+    def oom_killed(self, dirs: list[Path]) -> bool:
+        return False
+
+    def remove(self, dirs: list[Path]) -> bool:
+        """rmdir the cell's directories; False while a process (dying) is still in one."""
+        ok = True
+        for d in dirs:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                ok = False
+        return ok
+
+
+class CgroupV2(Cgroups):
+    version = "v2"
+
+    def setup(self) -> None:
+        node = self.node_dirs[0]
+        _enable_controllers(node.parent)
+        node.mkdir(exist_ok=True)
+        _enable_controllers(node)
+
+    def create(self, name: str, limits: Limits) -> list[Path]:
+        d = self.node_dirs[0] / name
+        d.mkdir(exist_ok=True)
+        if limits.memory_mb:
+            _write(d / "memory.max", str(limits.memory_mb * 1024 * 1024))
+            with contextlib.suppress(OSError):   # no swap accounting: nothing to cap
+                _write(d / "memory.swap.max", "0")
+        if limits.max_processes:
+            _write(d / "pids.max", str(limits.max_processes))
+        return [d]
+
+    def kill(self, dirs: list[Path], sig: int = signal.SIGKILL) -> int:
+        if sig == signal.SIGKILL:
+            with contextlib.suppress(OSError):
+                _write(dirs[0] / "cgroup.kill", "1")
+                return len(read_pids(dirs[0]))
+        return super().kill(dirs, sig)
+
+    def oom_killed(self, dirs: list[Path]) -> bool:
+        return _counter(dirs[0] / "memory.events", "oom_kill") > 0
+
+
+class CgroupV1(Cgroups):
+    """pids and memory hierarchies; node_dirs = [pids dir, memory dir]."""
+    version = "v1"
+
+    def create(self, name: str, limits: Limits) -> list[Path]:
+        pids_dir, mem_dir = (d / name for d in self.node_dirs)
+        pids_dir.mkdir(exist_ok=True)
+        mem_dir.mkdir(exist_ok=True)
+        if limits.max_processes:
+            _write(pids_dir / "pids.max", str(limits.max_processes))
+        if limits.memory_mb:
+            size = str(limits.memory_mb * 1024 * 1024)
+            _write(mem_dir / "memory.limit_in_bytes", size)
+            with contextlib.suppress(OSError):   # memory + swap, where swap is accounted
+                _write(mem_dir / "memory.memsw.limit_in_bytes", size)
+        return [pids_dir, mem_dir]
+
+    def oom_killed(self, dirs: list[Path]) -> bool:
+        return _counter(dirs[1] / "memory.oom_control", "oom_kill") > 0
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _counter(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _enable_controllers(d: Path) -> None:
+    have = set((d / "cgroup.subtree_control").read_text().split())
+    want = [c for c in V2_CONTROLLERS if c not in have]
+    if want:
+        _write(d / "cgroup.subtree_control", " ".join("+" + c for c in want))
+
+
+def read_pids(d: Path) -> list[int]:
+    try:
+        return [int(p) for p in (d / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def signal_pids(pids: Iterable[int], sig: int) -> int:
+    n = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            n += 1
+    return n
+
+
+def detect_cgroups(mode: str, node_dir_name: str, *, mounts_text: str | None = None,
+                   self_cgroup: str | None = None) -> tuple[Cgroups | None, str]:
+    """The backend to use and a sentence saying why: v2 where its root offers the memory and pids controllers,
+    else v1 pids + memory (nested in the node's own cgroups), else None."""
+    if mode not in CGROUP_MODES:
+        raise ValueError(f"cgroups must be one of {', '.join(CGROUP_MODES)}, got {mode!r}")
+    if mode == "none":
+        return None, "cgroups off (--cgroups none)"
+    mounts_text = Path("/proc/self/mounts").read_text() if mounts_text is None else mounts_text
+    self_cgroup = Path("/proc/self/cgroup").read_text() if self_cgroup is None else self_cgroup
+    found = mounts(mounts_text)
+    reasons = []
+    if mode in ("auto", "v2"):
+        v2 = next((m for m, t, _ in found if t == "cgroup2"), None)
+        if v2 is None:
+            reasons.append("no cgroup2 mount")
+        else:
+            base = Path(v2) / "pod"
+            try:
+                have = set((Path(v2) / "cgroup.controllers").read_text().split())
+                missing = [c for c in V2_CONTROLLERS if c not in have]
+                if missing:
+                    raise OSError(f"its root lacks the {' and '.join(missing)} controller")
+                backend = CgroupV2([base / node_dir_name])
+                base.mkdir(exist_ok=True)
+                backend.setup()
+                return backend, f"cgroup v2 at {base / node_dir_name}"
+            except OSError as exc:
+                reasons.append(f"cgroup v2 at {v2} unusable: {exc}")
+    if mode in ("auto", "v1"):
+        dirs = []
+        for ctrl in ("pids", "memory"):
+            point = next((m for m, t, opts in found if t == "cgroup" and ctrl in opts), None)
+            if point is None:
+                reasons.append(f"no cgroup v1 {ctrl} hierarchy")
+                break
+            dirs.append(Path(point + own_cgroup(self_cgroup, v2=False, controller=ctrl).rstrip("/"))
+                        / node_dir_name)
+        if len(dirs) == 2:
+            backend = CgroupV1(dirs)
+            try:
+                backend.setup()
+                return backend, f"cgroup v1 at {dirs[0]} and {dirs[1]}"
+            except OSError as exc:
+                reasons.append(f"cgroup v1 unusable: {exc}")
+    return None, "; ".join(reasons) or "no cgroups"
+
+
+# ---------------------------------------------------------------------------------------------------- the wrapper
+
+def wrapper_argv(command: list[str], *, procs_files: list[Path], rlimits: Limits | None,
+                 run_as: RunAs | None, setpriv: str | None, as_root: bool) -> list[str]:
+    """argv that joins the cgroups (writing its own pid into each cgroup.procs), sets the rlimits, drops to the
+    run-as user and execs `command`. Paths and the command are positional arguments, never spliced into the
+    script; the script is built from integers and constants only. Just `command` when there is nothing to do."""
+    lines = []
+    for i in range(len(procs_files)):
+        lines.append(f'echo $$ > "${i + 1}" || exit {WRAPPER_FAILED}')
+    if rlimits is not None and rlimits.memory_mb:
+        lines.append(f"ulimit -v {rlimits.memory_mb * 1024} || exit {WRAPPER_FAILED}")
+    if rlimits is not None and rlimits.max_processes and (run_as is not None or not as_root):
+        lines.append(f"ulimit -p {rlimits.max_processes} || exit {WRAPPER_FAILED}")
+    drop = []
+    if run_as is not None:
+        drop = [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups", "--no-new-privs",
+                "--"]
+    if not lines:
+        return drop + command
+    lines.append(f"shift {len(procs_files)}")
+    lines.append('exec "$@"')
+    return ["/bin/sh", "-c", "\n".join(lines), "pod-sandbox", *map(str, procs_files), *drop, *command]
+
+
+# ---------------------------------------------------------------------------------------------------- the sandbox
+
+class Cell:
+    """One execution's (or install's) place in the sandbox: its cgroup directories (none without cgroups)."""
+
+    def __init__(self, sandbox: Sandbox, name: str, limits: Limits):
+        self.sandbox = sandbox
+        self.name = name
+        self.limits = limits
+        self.dirs: list[Path] = []
+        self.pgid: int | None = None
+        cg = sandbox.cgroups
+        if cg is not None:
+            try:
+                self.dirs = cg.create(name, limits)
+            except OSError:
+                cg.remove([d for d in (n / name for n in cg.node_dirs) if d.exists()])
+                raise
+
+    def argv(self, command: list[str]) -> list[str]:
+        sb = self.sandbox
+        files = sb.cgroups.procs_files(self.dirs) if sb.cgroups is not None else []
+        return wrapper_argv(command, procs_files=files, rlimits=None if sb.cgroups is not None else self.limits,
+                            run_as=sb.run_as, setpriv=sb.setpriv, as_root=os.geteuid() == 0)
+
+    def started(self, pid: int) -> None:
+        """main's pid (the leader of its own session)."""
+        self.pgid = pid
+        self.sandbox.reaper_note("+", pid)
+
+    def signal(self, sig: int, *, thorough: bool = False) -> None:
+        """Signal every process of the cell: its cgroup, else its session (`thorough`: and every descendant of
+        main still in the process tree, and their groups; a walk of /proc, so for terminate and timeouts, not
+        for every exit)."""
+        if self.sandbox.cgroups is not None and self.dirs:
+            self.sandbox.cgroups.kill(self.dirs, sig)
+        elif thorough and self.pgid is not None:
+            signal_pids(session_members({self.pgid}), sig)
+        if self.pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, sig)
+
+    def empty(self) -> bool:
+        if self.sandbox.cgroups is not None and self.dirs:
+            return not read_pids(self.dirs[0])
+        return True
+
+    def oom_killed(self) -> bool:
+        return bool(self.dirs) and self.sandbox.cgroups.oom_killed(self.dirs)
+
+    def close(self) -> bool:
+        """Kill what is left and remove the cgroup; False while it still holds a dying process (call again)."""
+        if self.pgid is not None:
+            self.sandbox.reaper_note("-", self.pgid)
+            self.pgid = None
+        if not self.dirs:
+            return True
+        self.sandbox.cgroups.kill(self.dirs, signal.SIGKILL)
+        return self.sandbox.cgroups.remove(self.dirs)
+
+
+class Sandbox:
+    """The node's sandbox: who runs executions, in which cgroups, with which default limits."""
+
+    def __init__(self, *, run_as: RunAs | None = None, cgroups: Cgroups | None = None,
+                 defaults: Limits = Limits(), setpriv: str | None = None, lang: str | None = None):
+        self.run_as = run_as
+        self.cgroups = cgroups
+        self.defaults = defaults
+        self.setpriv = setpriv
+        self.lang = lang
+        self._reaper: subprocess.Popen | None = None
+
+    @property
+    def description(self) -> str:
+        who = f"as user {self.run_as.name} (uid {self.run_as.uid})" if self.run_as else f"as uid {os.geteuid()}"
+        where = f"cgroup {self.cgroups.version}" if self.cgroups else "own session + rlimits"
+        return f"executions run {who}, {where}"
+
+    @classmethod
+    def create(cls, *, node_id: str, run_as: str | None, cgroups: str, defaults: Limits,
+               reaper: bool = True) -> Sandbox:
+        """Detect and set up the node's sandbox (logging which); start its reaper."""
+        user = resolve_run_as(run_as)
+        setpriv = None
+        if user is not None:
+            setpriv = shutil.which("setpriv", path=SANE_PATH)
+            if setpriv is None:
+                raise SystemExit("podnode: running as root needs setpriv (util-linux) to run executions as "
+                                 f"{user.name}; install it")
+        backend, why = detect_cgroups(cgroups, cgroup_name(node_id, os.getpid())) if os.geteuid() == 0 or \
+            cgroups != "auto" else (None, "not root: no cgroups of its own")
+        if cgroups in ("v1", "v2") and (backend is None or backend.version != cgroups):
+            raise SystemExit(f"podnode: --cgroups {cgroups} is not available here: {why}")
+        sb = cls(run_as=user, cgroups=backend, defaults=defaults, setpriv=setpriv)
+        log.info("sandbox: %s (%s); default limits %s", sb.description, why, defaults)
+        if reaper:
+            sb.start_reaper()
+        return sb
+
+    def cell(self, name: str, limits: Limits | None = None) -> Cell:
+        return Cell(self, name, (limits or Limits()).over(self.defaults))
+
+    def env(self, home: Path, pod_vars: dict[str, str]) -> dict[str, str]:
+        return build_env(home, pod_vars, lang=self.lang)
+
+    def own(self, path: Path) -> None:
+        """Give `path` (an activity's directory) to the run-as user."""
+        if self.run_as is not None:
+            os.chown(path, self.run_as.uid, self.run_as.gid, follow_symlinks=False)
+
+    def open_to_run_as(self, path: Path) -> None:
+        """Let the run-as user pass through `path` (the data dir, the activities dir), nothing more: root:GROUP
+        0710. Without a run-as user: 0700."""
+        path.mkdir(parents=True, exist_ok=True)
+        if self.run_as is not None:
+            os.chown(path, 0, self.run_as.gid)
+            path.chmod(0o710)
+        else:
+            path.chmod(0o700)
+
+    # ---- the reaper -------------------------------------------------------------------------------------
+    def start_reaper(self) -> None:
+        """One process per node that kills every process of the node's cells once the node is gone (even
+        SIGKILLed): it waits on a pidfd of the node and on EOF of a pipe only the node holds."""
+        dirs = [str(d) for d in self.cgroups.node_dirs] if self.cgroups is not None else []
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "podnode.exec.reaper", str(os.getpid()), *dirs],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+            env={"PATH": SANE_PATH, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+
+    def reaper_note(self, op: str, pgid: int) -> None:
+        """Without cgroups, the reaper kills the sessions (and their descendants) the node has told it of."""
+        if self.cgroups is None and self._reaper is not None and self._reaper.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._reaper.stdin.write(f"{op}{pgid}\n".encode())
+                self._reaper.stdin.flush()
+
+    def close(self) -> None:
+        """At the node's stop: the reaper cleans up (kills what is left, removes the cgroups) and exits."""
+        if self._reaper is None:
+            return
+        with contextlib.suppress(OSError):
+            self._reaper.stdin.close()
+        try:
+            self._reaper.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._reaper.kill()
+            self._reaper.wait()
+        self._reaper = None
+
+
+def plain() -> Sandbox:
+    """No user switch, no cgroup, no default limit: a clean environment and a session of its own."""
+    return Sandbox()
+
+
+def node_limits(cfg) -> Limits:
+    """The node-wide default limits of a NodeConfig (its exec_* fields)."""
+    return Limits.parse(timeout_s=cfg.exec_timeout_s, memory_mb=cfg.exec_memory_mb,
+                        max_processes=cfg.exec_max_processes)
+
+
+def secure_data_dir(data_dir: Path, activities_dir: Path, sandbox: Sandbox) -> None:
+    """The data dir and the activities dir: root's, passable (not readable) by the run-as user's group, 0710
+    (0700 without a run-as user); the journal and the snapshot 600, also when an older node made them."""
+    sandbox.open_to_run_as(data_dir)
+    sandbox.open_to_run_as(activities_dir)
+    for path in data_dir.glob("raft.*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                path.chmod(0o600)
