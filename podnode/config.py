@@ -64,6 +64,12 @@ class NodeConfig:
     fetch_timeout_s: float = 30.0                 # install script download timeout
     install_timeout_s: float = 600.0              # install script run timeout
     kill_grace_s: float = 5.0                     # SIGTERM to SIGKILL, when terminating an execution
+    # ---- the sandbox of executions and install scripts (exec/sandbox.py); a limit of 0 means none ------------
+    run_as: str | None = None                     # the user they run as when the node is root (None: "pod")
+    cgroups: str = "auto"                         # auto (v2, else v1, else none), v2, v1 or none (rlimits only)
+    exec_timeout_s: float = 0.0                   # default: an execution running longer is killed, ends error
+    exec_memory_mb: int = 0                       # default: memory.max / memory.limit_in_bytes (RLIMIT_AS)
+    exec_max_processes: int = 1024                # default: pids.max, processes and threads (RLIMIT_NPROC)
     scheduler_interval_s: float = 0.5             # the leader re-plans at least this often
     plan_gap_s: float = 0.05                      # ...and at most this often
     node_lost_after_s: float = 3.0                # a node the leader cannot reach this long is lost: its work moves
@@ -102,6 +108,11 @@ class NodeConfig:
             object.__setattr__(self, "allow_file_urls", is_loopback(self.http_host))
         if self.slots < 0:
             raise ValueError("slots must be >= 0")
+        for name in ("exec_timeout_s", "exec_memory_mb", "exec_max_processes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no limit)")
+        if self.cgroups not in ("auto", "v2", "v1", "none"):
+            raise ValueError(f"cgroups must be auto, v2, v1 or none, not {self.cgroups!r}")
 
     @property
     def raft_addr(self) -> str:

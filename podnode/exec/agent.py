@@ -24,6 +24,7 @@ from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
+from .sandbox import Sandbox, node_limits, secure_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class Agent:
         self.changes = changes
         self.node = cfg.node_id
         self.activities_dir = Path(cfg.data_dir) / "activities"
+        self.sandbox = Sandbox.create(node_id=cfg.node_id, run_as=cfg.run_as, cgroups=cfg.cgroups,
+                                      defaults=node_limits(cfg))
+        secure_data_dir(Path(cfg.data_dir), self.activities_dir, self.sandbox)
         self.runs: dict[int, ExecutionRun] = {}
         self.done: set[tuple[int, int]] = set()
         self.installing: set[str] = set()
@@ -162,7 +166,7 @@ class Agent:
             execution_id=exec_id, attempt=attempt, activity=record["activityName"],
             activity_dir=self.activities_dir / record["activityName"],
             input=record["stdin"],
-            output_cap_bytes=self.cfg.output_cap_bytes, kill_grace_s=self.cfg.kill_grace_s,
+            output_cap_bytes=self.cfg.output_cap_bytes, kill_grace_s=self.cfg.kill_grace_s, sandbox=self.sandbox,
         )
         self.runs[exec_id] = run
         await run.start()
@@ -215,6 +219,7 @@ class Agent:
                 name=name, url=activity["installationScriptLocation"], activity_dir=self.activities_dir / name,
                 allow_file_urls=bool(self.cfg.allow_file_urls), fetch_timeout_s=self.cfg.fetch_timeout_s,
                 install_timeout_s=self.cfg.install_timeout_s, max_script_bytes=self.cfg.script_max_bytes,
+                sandbox=self.sandbox,
             )
             ok, error = True, None
         except InstallError as exc:
@@ -272,6 +277,7 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.sandbox.close)
 
 
 def _version() -> str:

@@ -47,6 +47,18 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     ap.add_argument("--advertise-host", default=None, help="host other nodes use to reach this one")
     ap.add_argument("--output-cap-bytes", type=int, default=1024 * 1024, help="per stream of an execution")
     ap.add_argument("--kill-grace-s", type=float, default=5.0, help="SIGTERM to SIGKILL when terminating")
+    ap.add_argument("--run-as", default=None, metavar="USER",
+                    help="when the node runs as root, run executions and install scripts as USER "
+                         "(default pod, a system user created if missing)")
+    ap.add_argument("--cgroups", choices=["auto", "v2", "v1", "none"], default="auto",
+                    help="each execution's cgroup: v2, v1 (pids, memory), none (a session + rlimits); "
+                         "auto picks the first that works (default)")
+    ap.add_argument("--exec-timeout-s", type=float, default=0.0,
+                    help="default limit: an execution running longer is killed and ends error (0: none, default)")
+    ap.add_argument("--exec-memory-mb", type=int, default=0,
+                    help="default limit: memory of an execution, all its processes (0: none, default)")
+    ap.add_argument("--exec-max-processes", type=int, default=1024,
+                    help="default limit: processes and threads of an execution (0: none; default 1024)")
     ap.add_argument("--node-lost-after-s", type=float, default=3.0,
                     help="a node the leader cannot reach this long is declared lost and its work moves")
     ap.add_argument("--election-timeout-s", type=float, default=0.4,
@@ -69,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         data_dir=a.data_dir or os.path.join("pod-data", a.id), slots=a.slots, secret=a.secret or None,
         allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
+        run_as=a.run_as, cgroups=a.cgroups, exec_timeout_s=a.exec_timeout_s, exec_memory_mb=a.exec_memory_mb,
+        exec_max_processes=a.exec_max_processes,
         node_lost_after_s=a.node_lost_after_s, provider=a.provider,
         provider_options=load_options(a.provider_config), scaling_interval_s=a.scaling_interval_s,
         max_voters=max(3, a.max_voters), cluster_name=a.cluster_name, announce=a.announce,
@@ -76,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    os.umask(0o077)   # the journal, the snapshot, every file the node makes: 600; its directories 700
     try:
         asyncio.run(serve(parse_args(argv)))
     except IncompatibleDependency as exc:  # refuse to start, saying why, without a traceback
