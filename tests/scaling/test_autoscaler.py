@@ -34,8 +34,8 @@ async def leader(rules: str, provider: FakeProvider, *, seeds=("n1",), clock=Non
     replica = FakeReplica("n1", voters=seeds)
     for node in seeds:
         replica.apply(node_up(node, slots=slots, now=clock()))
-    replica.apply({"t": C.POLICY_NEW, "name": "p", "rules": parse_rules(rules), "now": clock()})
-    replica.apply({"t": C.POLICY_APPLY, "name": "p", "now": clock()})
+    replica.apply(C.PolicyNew(name="p", rules=parse_rules(rules), now=clock()))
+    replica.apply(C.PolicyApply(name="p", now=clock()))
     scaler = autoscaler(replica, provider, clock=clock, **kw)
     await scaler.prepare()
     return replica, scaler
@@ -58,7 +58,7 @@ def queue(replica: FakeReplica, count: int, now: float, nodes=("n1",)) -> None:
         replica.apply(install_done("act", node, now=now))
     assert set(replica.state.installations["act"]) == set(nodes)
     for _ in range(count):
-        replica.apply({"t": C.EXEC_NEW, "name": "act", "now": now})
+        replica.apply(C.ExecNew(name="act", now=now))
 
 
 def held(replica: FakeReplica) -> int:
@@ -105,7 +105,7 @@ async def test_a_draining_node_still_counts_so_a_new_backlog_does_not_bring_a_fi
     replica, scaler = await leader("maxWorkers=4,maxWait=0", provider, clock=clock)
     for node in ("wa", "wb", "wc"):
         replica.apply(observer_up(node, clock()))
-    replica.apply({"t": C.NODE_DRAIN, "node": "wc", "deadlineS": 60.0, "now": clock()})
+    replica.apply(C.NodeDrain(node="wc", deadlineS=60.0, now=clock()))
     queue(replica, 20, clock())
     await scaler.tick()
     await settle()
@@ -127,7 +127,7 @@ async def test_the_provider_is_called_only_for_a_launch_the_state_accepted():
     async def submit(cmd):
         if cmd.t == C.NODE_LAUNCHED and "wother" not in replica.state.launches:
             # Another leader's launch lands in the log between this leader's read and its commit.
-            replica.apply({"t": C.NODE_LAUNCHED, "node": "wother", "provider": "fake", "maxNodes": 3, "now": 1.0})
+            replica.apply(C.NodeLaunched(node="wother", provider="fake", maxNodes=3, now=1.0))
         return await original_submit(cmd)
     provider.launch, scaler.bridge.submit = launch, submit
     await scaler.tick()
@@ -141,33 +141,32 @@ async def test_the_provider_is_called_only_for_a_launch_the_state_accepted():
 def test_the_state_machine_refuses_a_launch_past_max_nodes():
     state = State()
     state.apply(node_up("n1"))
-    launch = lambda node, cap: {"t": C.NODE_LAUNCHED, "node": node, "provider": "p", "maxNodes": cap,  # noqa: E731
-                                "now": 5.0}
+    launch = lambda node, cap: C.NodeLaunched(node=node, provider="p", maxNodes=cap, now=5.0)  # noqa: E731
     assert state.apply(launch("wa", 3)) == {"ok": True}
     assert state.apply(launch("wb", 3)) == {"ok": True}
     refused = state.apply(launch("wc", 3))          # a second leader racing the first: the log decides
     assert refused["error"] == "conflict" and "already holds 3 nodes" in refused["message"]
     assert set(state.launches) == {"wa", "wb"}
-    state.apply({"t": C.NODE_LAUNCHED, "node": "wold", "provider": "p", "now": 5.0})  # old entries: no cap
+    state.apply(C.NodeLaunched(node="wold", provider="p", now=5.0))  # old entries: no cap
     assert "wold" in state.launches
     # A launched node that is lost but not destroyed still counts; a static lost one does not.
     state.apply(node_up("wa", role="observer"))
-    state.apply({"t": C.NODE_LOST, "node": "wa", "now": 6.0})
-    state.apply({"t": C.NODE_LOST, "node": "n1", "now": 6.0})
+    state.apply(C.NodeLost(node="wa", now=6.0))
+    state.apply(C.NodeLost(node="n1", now=6.0))
     assert state.apply(launch("wd", 3))["error"] == "conflict"
     assert state.apply(launch("wd", 4)) == {"ok": True}
 
 
 def test_the_launch_ref_is_recorded_on_the_launch_or_the_node_that_registered():
     state = State()
-    state.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "p", "ref": "", "now": 1.0})
-    state.apply({"t": C.NODE_LAUNCHED, "node": "wb", "provider": "p", "ref": "", "now": 1.0})
-    state.apply({"t": C.NODE_LAUNCH_REF, "node": "wa", "ref": "42", "hourlyPrice": 0.1, "now": 2.0})
+    state.apply(C.NodeLaunched(node="wa", provider="p", ref="", now=1.0))
+    state.apply(C.NodeLaunched(node="wb", provider="p", ref="", now=1.0))
+    state.apply(C.NodeLaunchRef(node="wa", ref="42", hourlyPrice=0.1, now=2.0))
     assert state.launches["wa"]["ref"] == "42" and state.launches["wa"]["hourlyPrice"] == 0.1
     state.apply(node_up("wb"))                  # registered before its provider call returned
-    state.apply({"t": C.NODE_LAUNCH_REF, "node": "wb", "ref": "43", "now": 2.0})
+    state.apply(C.NodeLaunchRef(node="wb", ref="43", now=2.0))
     assert state.nodes["wb"]["ref"] == "43" and state.nodes["wb"]["removable"]
-    assert state.apply({"t": C.NODE_LAUNCH_REF, "node": "nobody", "ref": "1", "now": 2.0})["ignored"]
+    assert state.apply(C.NodeLaunchRef(node="nobody", ref="1", now=2.0))["ignored"]
     assert "error" in state.apply({"t": C.NODE_LAUNCH_REF, "now": 2.0})   # malformed: refused, not raised
 
 
@@ -175,9 +174,9 @@ async def test_a_node_that_left_is_destroyed_once_and_a_later_leader_does_not_de
     clock = Clock()
     provider = FakeProvider()
     replica, first = await leader("maxWorkers=3", provider, clock=clock)
-    replica.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "fake", "ref": "r", "now": clock()})
+    replica.apply(C.NodeLaunched(node="wa", provider="fake", ref="r", now=clock()))
     replica.apply(observer_up("wa", clock()))
-    replica.apply({"t": C.NODE_LEFT, "node": "wa", "now": clock()})
+    replica.apply(C.NodeLeft(node="wa", now=clock()))
     await first.tick()
     await settle(lambda: replica.state.nodes["wa"].get("destroyedAt"), what="destroyed recorded")
     assert provider.calls["destroy"] == ["wa"]
@@ -191,9 +190,9 @@ async def test_a_launched_node_lost_too_long_is_destroyed_and_marked_left():
     clock = Clock()
     provider = FakeProvider()
     replica, scaler = await leader("maxWorkers=3", provider, clock=clock, destroy_lost_after_s=30.0)
-    replica.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "fake", "ref": "r", "now": clock()})
+    replica.apply(C.NodeLaunched(node="wa", provider="fake", ref="r", now=clock()))
     replica.apply(observer_up("wa", clock()))
-    replica.apply({"t": C.NODE_LOST, "node": "wa", "now": clock()})
+    replica.apply(C.NodeLost(node="wa", now=clock()))
     clock.advance(29.0)
     await scaler.tick()
     await settle()
@@ -287,8 +286,8 @@ async def test_a_provider_taking_10_s_never_holds_up_placements_or_lost_node_det
     for node in ("n1", "n2", "n3", "n4"):
         replica.apply(node_up(node, slots=2, now=now))
     queue(replica, 0, now, nodes=("n1", "n2", "n3", "n4"))
-    replica.apply({"t": C.POLICY_NEW, "name": "p", "rules": parse_rules("maxWorkers=8,maxWait=0"), "now": now})
-    replica.apply({"t": C.POLICY_APPLY, "name": "p", "now": now})
+    replica.apply(C.PolicyNew(name="p", rules=parse_rules("maxWorkers=8,maxWait=0"), now=now))
+    replica.apply(C.PolicyApply(name="p", now=now))
     cfg = NodeConfig(node_id="n1", node_lost_after_s=1.0, scheduler_interval_s=0.5)
     bridge = CommandBridge(replica, loop, timeout_s=5.0)
     scaler = Autoscaler(node_id="n1", replica=replica, bridge=bridge, provider=provider, interval_s=0.1)

@@ -683,13 +683,12 @@ def test_runtime_estimate_before_and_after_the_first_finish():
     from podnode.scaling.autoscaler import runtime_estimate_s
 
     state = State()
-    state.apply({"t": C.NODE_UP, "node": "n1", "raftAddr": "a:1", "httpUrl": "http://a", "slots": 2, "now": 0.0})
-    state.apply({"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 0.0})
-    state.apply({"t": C.INSTALL_ASSIGN, "assignments": [["a", "n1"]], "now": 0.0})
-    state.apply({"t": C.INSTALL_DONE, "name": "a", "node": "n1", "ok": True, "now": 0.0})
+    state.apply(C.NodeUp(node="n1", raftAddr="a:1", httpUrl="http://a", slots=2, now=0.0))
+    state.apply(C.ActivityNew(name="a", url="u", now=0.0))
+    state.apply(C.InstallAssign(assignments=[["a", "n1"]], now=0.0))
+    state.apply(C.InstallDone(name="a", node="n1", ok=True, now=0.0))
     assert runtime_estimate_s(state, "a", 100.0) == 1.0            # nothing known yet
-    state.apply({"t": C.EXEC_NEW, "name": "a", "now": 10.0, "node": "n1"})
+    state.apply(C.ExecNew(name="a", now=10.0, node="n1"))
     assert runtime_estimate_s(state, "a", 25.0) == 15.0            # it has already run 15 s
-    state.apply({"t": C.EXEC_FINISH, "now": 30.0, "reports": [
-        {"id": 1, "attempt": 1, "node": "n1", "exitCode": 0}]})
+    state.apply(C.ExecFinish(now=30.0, reports=[C.Report(id=1, attempt=1, node="n1", exitCode=0)]))
     assert runtime_estimate_s(state, "a", 99.0) == 20.0            # the mean of what finished

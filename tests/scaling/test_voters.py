@@ -26,7 +26,7 @@ from .fakes import FakeReplica, addr, settle
 
 def launched(state: State, node: str, now: float = 1000.0, role: str = "observer") -> None:
     """A node launched by a provider that has registered."""
-    state.apply({"t": C.NODE_LAUNCHED, "node": node, "provider": "local", "ref": "1", "now": now})
+    state.apply(C.NodeLaunched(node=node, provider="local", ref="1", now=now))
     state.apply(node_up(node, slots=1, now=now, role=role))
 
 
@@ -42,7 +42,7 @@ def seeded(*nodes: str) -> State:
 
 def test_a_launched_node_joins_as_an_observer_even_with_room_for_voters():
     state = seeded("n1")
-    state.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "local", "now": 1.0})
+    state.apply(C.NodeLaunched(node="wa", provider="local", now=1.0))
     assert scheduler.join_role(state, "wa", addr("wa"), [addr("n1")], max_voters=5) == "observer"
     assert scheduler.join_role(state, "n2", addr("n2"), [addr("n1")], max_voters=5) == "voter"
     assert scheduler.join_role(state, "n6", addr("n6"), [addr(f"n{i}") for i in range(1, 6)],
@@ -65,7 +65,7 @@ def test_launched_observers_are_not_promoted_while_the_seeds_vote():
 def test_a_launched_observer_stands_in_for_a_lost_seed_voter():
     state = seeded("n1", "n2", "n3")
     launched(state, "wa")
-    state.apply({"t": C.NODE_LOST, "node": "n3", "now": 1001.0})
+    state.apply(C.NodeLost(node="n3", now=1001.0))
     members = [addr("n1"), addr("n2"), addr("n3")]
     assert scheduler.plan_promotion(state, members, max_voters=5) == (None, [addr("n3")])
     assert scheduler.plan_promotion(state, members[:2], max_voters=5) == ("wa", [])
@@ -83,7 +83,7 @@ def test_static_observers_are_promoted_first_and_up_to_max_voters():
 
 
 def drained(state: State, node: str, now: float = 1000.0) -> None:
-    assert state.apply({"t": C.NODE_DRAIN, "node": node, "deadlineS": 60.0, "now": now})["ok"]
+    assert state.apply(C.NodeDrain(node=node, deadlineS=60.0, now=now))["ok"]
 
 
 def test_a_launched_voter_goes_out_of_raft_before_it_is_let_go():
@@ -105,7 +105,7 @@ def test_a_static_voter_is_let_go_first_then_taken_out_once_it_stopped():
     members = [addr("n1"), addr("n2")]
     assert scheduler.plan_drains(state, 1001.0, members=members) == [C.NodeLeft(node="n2", now=1001.0)]
     assert scheduler.plan_raft_exits(state, 1001.0, members=members, connected=members) == []
-    state.apply({"t": C.NODE_LEFT, "node": "n2", "now": 1001.0})
+    state.apply(C.NodeLeft(node="n2", now=1001.0))
     # Still connected: it has yet to learn that it left (from the log) and stop.
     assert scheduler.plan_raft_exits(state, 1001.5, members=members, connected=members) == []
     assert scheduler.plan_raft_exits(state, 1001.5, members=members, connected=[addr("n1")]) == [addr("n2")]
@@ -126,10 +126,10 @@ def test_an_observer_just_leaves():
 def test_a_busy_launched_voter_stays_until_its_work_ends_or_the_deadline():
     state = seeded("n1")
     launched(state, "wa", role="voter")
-    state.apply({"t": C.ACTIVITY_NEW, "name": "a", "url": "u", "now": 1000.0})
-    state.apply({"t": C.INSTALL_ASSIGN, "assignments": [["a", "wa"]], "now": 1000.0})
-    state.apply({"t": C.INSTALL_DONE, "name": "a", "node": "wa", "ok": True, "now": 1000.0})
-    state.apply({"t": C.EXEC_NEW, "name": "a", "now": 1000.0, "node": "wa"})
+    state.apply(C.ActivityNew(name="a", url="u", now=1000.0))
+    state.apply(C.InstallAssign(assignments=[["a", "wa"]], now=1000.0))
+    state.apply(C.InstallDone(name="a", node="wa", ok=True, now=1000.0))
+    state.apply(C.ExecNew(name="a", now=1000.0, node="wa"))
     drained(state, "wa")
     members = [addr("n1"), addr("wa")]
     assert scheduler.plan_raft_exits(state, 1010.0, members=members, connected=members) == []
@@ -150,7 +150,7 @@ async def test_the_manager_takes_a_launched_voter_out_of_raft_before_committing_
     changes = Changes(loop)
     replica.on_change = changes.notify_threadsafe
     replica.apply(node_up("n1", slots=1, now=time.time()))
-    replica.apply({"t": C.NODE_LAUNCHED, "node": "wa", "provider": "local", "now": time.time()})
+    replica.apply(C.NodeLaunched(node="wa", provider="local", now=time.time()))
     replica.apply(node_up("wa", slots=1, now=time.time()))
     bridge = CommandBridge(replica, loop, timeout_s=5.0)
     manager = Manager(NodeConfig(node_id="n1", scheduler_interval_s=0.1), replica, bridge, changes)

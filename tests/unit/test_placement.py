@@ -103,17 +103,17 @@ def random_state(seed: int) -> State:
     if rng.random() < 0.7:
         ok(state, install_done("b", next(iter(state.installations["b"]))))
     for i in range(rng.randint(0, 12)):
-        ok(state, {"t": C.EXEC_NEW, "name": rng.choice("ab"), "now": NOW + i})
+        ok(state, C.ExecNew(name=rng.choice("ab"), now=NOW + i))
         if rng.random() < 0.4:
             for cmd in scheduler.plan(state, NOW + i, live_nodes=rng.sample(["n1", "n2", "n3"], k=2), expire=False):
                 ok(state, cmd)
     running = [i for i, e in state.executions.items() if e["status"] == "in progress"]
     for exec_id in rng.sample(running, k=len(running) // 2):
-        ok(state, {"t": C.EXEC_TERMINATE, "id": exec_id, "now": NOW + 20})
+        ok(state, C.ExecTerminate(id=exec_id, now=NOW + 20))
     if rng.random() < 0.3:
-        ok(state, {"t": C.NODE_DRAIN, "node": "n2", "now": NOW + 21})
+        ok(state, C.NodeDrain(node="n2", now=NOW + 21))
     if rng.random() < 0.3:
-        ok(state, {"t": C.NODE_LOST, "node": "n3", "now": NOW + 21})
+        ok(state, C.NodeLost(node="n3", now=NOW + 21))
     return state
 
 
@@ -136,7 +136,7 @@ def test_the_state_machine_accepts_the_node_place_new_proposes(seed):
         proposed = scheduler.place_new(state, name, live_nodes=["n1", "n2", "n3"])
         trial = State()
         trial.load_dict(copy.deepcopy(state.to_dict()))
-        result = ok(trial, {"t": C.EXEC_NEW, "name": name, "now": NOW + 30, "node": proposed})
+        result = ok(trial, C.ExecNew(name=name, now=NOW + 30, node=proposed))
         assert result["execution"]["status"] == ("waiting" if proposed is None else "in progress"), (name, proposed)
         if proposed is not None:
             assert result["execution"]["workerId"] == proposed
@@ -145,7 +145,7 @@ def test_the_state_machine_accepts_the_node_place_new_proposes(seed):
 def test_a_node_pulls_what_the_scheduler_would_place_on_it_alone():
     state = approved_state({"n1": 2, "n2": 2})
     for i in range(4):
-        ok(state, {"t": C.EXEC_NEW, "name": "act", "now": NOW + i})
+        ok(state, C.ExecNew(name="act", now=NOW + i))
     planned = scheduler.plan(state, NOW, live_nodes=["n1"], expire=False)[0].placements
-    pulled = ok(state, {"t": C.EXEC_FINISH, "reports": [], "pull": "n1", "now": NOW + 5})["pulled"]
+    pulled = ok(state, C.ExecFinish(reports=[], pull="n1", now=NOW + 5))["pulled"]
     assert pulled == [exec_id for exec_id, _ in planned] == [1, 2]

@@ -17,23 +17,22 @@ def ok(state: State, cmd: dict) -> dict:
 
 
 def node_up(state: State, node: str, slots: int = 4) -> None:
-    ok(state, {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:1", "httpUrl": "h", "slots": slots,
-               "now": NOW})
+    ok(state, C.NodeUp(node=node, raftAddr=f"{node}:1", httpUrl="h", slots=slots, now=NOW))
 
 
 def installed(state: State, name: str, nodes: list[str]) -> None:
-    ok(state, {"t": C.ACTIVITY_NEW, "name": name, "url": f"http://x/{name}", "now": NOW})
+    ok(state, C.ActivityNew(name=name, url=f"http://x/{name}", now=NOW))
     for node in nodes:
-        ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [[name, node]], "now": NOW})
-        ok(state, {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": True, "now": NOW})
+        ok(state, C.InstallAssign(assignments=[[name, node]], now=NOW))
+        ok(state, C.InstallDone(name=name, node=node, ok=True, now=NOW))
 
 
 def new_exec(state: State, name: str = "act") -> int:
-    return ok(state, {"t": C.EXEC_NEW, "name": name, "input": "in", "now": NOW})["execution"]["id"]
+    return ok(state, C.ExecNew(name=name, input="in", now=NOW))["execution"]["id"]
 
 
 def place(state: State, exec_id: int, node: str) -> None:
-    ok(state, {"t": C.EXEC_PLACE, "placements": [[exec_id, node]], "now": NOW})
+    ok(state, C.ExecPlace(placements=[[exec_id, node]], now=NOW))
 
 
 def run(state: State, node: str = "n1", *, running: dict[int, int] | None = None,
@@ -95,8 +94,8 @@ def test_no_start_for_ended_executions():
     a, b = new_exec(state), new_exec(state)
     place(state, a, "n1")
     place(state, b, "n1")
-    ok(state, {"t": C.EXEC_FINISH, "now": NOW, "reports": [{"id": a, "node": "n1", "attempt": 1, "exitCode": 0}]})
-    ok(state, {"t": C.EXEC_TERMINATE, "id": b, "now": NOW})
+    ok(state, C.ExecFinish(now=NOW, reports=[C.Report(id=a, node="n1", attempt=1, exitCode=0)]))
+    ok(state, C.ExecTerminate(id=b, now=NOW))
     assert run(state).start == []
 
 
@@ -106,9 +105,8 @@ def test_stop_runs_the_state_no_longer_wants():
     for exec_id in (keep, terminated, retried, finished):
         place(state, exec_id, "n1")
     place(state, elsewhere, "n2")
-    ok(state, {"t": C.EXEC_TERMINATE, "id": terminated, "now": NOW})
-    ok(state, {"t": C.EXEC_FINISH, "now": NOW, "reports": [
-        {"id": finished, "node": "n1", "attempt": 1, "exitCode": 0}]})
+    ok(state, C.ExecTerminate(id=terminated, now=NOW))
+    ok(state, C.ExecFinish(now=NOW, reports=[C.Report(id=finished, node="n1", attempt=1, exitCode=0)]))
     running = {
         keep: 1,
         terminated: 1,     # terminated by request
@@ -126,8 +124,8 @@ def test_stop_when_record_forgotten():
     state = cluster()
     a = new_exec(state)
     place(state, a, "n1")
-    ok(state, {"t": C.EXEC_TERMINATE, "id": a, "now": NOW})
-    ok(state, {"t": C.EXEC_FORGET, "id": a})
+    ok(state, C.ExecTerminate(id=a, now=NOW))
+    ok(state, C.ExecForget(id=a))
     assert run(state, running={a: 1}).stop == [a]
 
 
@@ -147,10 +145,10 @@ def test_install_instructions():
     state = State()
     node_up(state, "n1")
     node_up(state, "n2")
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "a", "url": "http://x/a", "now": NOW})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "b", "url": "http://x/b", "now": NOW})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "c", "url": "http://x/c", "now": NOW})
-    ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [["a", "n1"], ["b", "n1"], ["c", "n2"]], "now": NOW})
+    ok(state, C.ActivityNew(name="a", url="http://x/a", now=NOW))
+    ok(state, C.ActivityNew(name="b", url="http://x/b", now=NOW))
+    ok(state, C.ActivityNew(name="c", url="http://x/c", now=NOW))
+    ok(state, C.InstallAssign(assignments=[["a", "n1"], ["b", "n1"], ["c", "n2"]], now=NOW))
 
     out = run(state, "n1")
     assert [a["name"] for a in out.install] == ["a", "b"]
@@ -163,8 +161,8 @@ def test_install_instructions():
     assert [a["name"] for a in run(state, "n2").install] == ["c"]
 
     # Installed or failed: nothing to do.
-    ok(state, {"t": C.INSTALL_DONE, "name": "a", "node": "n1", "ok": True, "now": NOW})
-    ok(state, {"t": C.INSTALL_DONE, "name": "b", "node": "n1", "ok": False, "now": NOW})
+    ok(state, C.InstallDone(name="a", node="n1", ok=True, now=NOW))
+    ok(state, C.InstallDone(name="b", node="n1", ok=False, now=NOW))
     assert not run(state, "n1")
 
 
@@ -173,7 +171,7 @@ def test_uninstall_instructions():
     installed(state, "other", ["n1"])
     a = new_exec(state)
     place(state, a, "n1")
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW})
+    ok(state, C.ActivityDelete(name="act", now=NOW))
     out = run(state, "n1", running={a: 1})
     assert out.uninstall == ["act"]
     assert out.stop == [a]
@@ -182,17 +180,17 @@ def test_uninstall_instructions():
     # Not repeated while in progress here.
     assert run(state, "n1", running={}, uninstalling={"act"}).uninstall == []
     # Once reported, nothing more.
-    ok(state, {"t": C.UNINSTALL_DONE, "name": "act", "node": "n1"})
+    ok(state, C.UninstallDone(name="act", node="n1"))
     assert run(state, "n1").uninstall == []
     assert run(state, "n2").uninstall == ["act"]
 
 
 def test_uninstall_of_an_activity_still_installing():
     state = cluster()
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "new", "url": "u", "now": NOW})
-    ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [["new", "n1"]], "now": NOW})
+    ok(state, C.ActivityNew(name="new", url="u", now=NOW))
+    ok(state, C.InstallAssign(assignments=[["new", "n1"]], now=NOW))
     assert [a["name"] for a in run(state, "n1").install] == ["new"]
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "new", "now": NOW})
+    ok(state, C.ActivityDelete(name="new", now=NOW))
     out = run(state, "n1", installing={"new"})
     assert out.install == [] and out.uninstall == ["new"]
 

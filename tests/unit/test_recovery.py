@@ -6,7 +6,6 @@ The state is driven only through State.apply(); the scheduler and reconcile are 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 
@@ -21,50 +20,41 @@ LATER = 2000.0
 
 
 # ---- command builders -----------------------------------------------------------------------------
-def exec_new(name: str, now: float = NOW) -> dict:
-    return {"t": C.EXEC_NEW, "name": name, "input": "in", "now": now}
+def exec_new(name: str, now: float = NOW, node: str | None = None) -> C.ExecNew:
+    return C.ExecNew(name=name, input="in", now=now, node=node)
 
 
-def place(*pairs: tuple[int, str], now: float = NOW) -> dict:
-    return {"t": C.EXEC_PLACE, "placements": [list(p) for p in pairs], "now": now}
+def place(*pairs: tuple[int, str], now: float = NOW) -> C.ExecPlace:
+    return C.ExecPlace(placements=[list(p) for p in pairs], now=now)
 
 
-def report(exec_id: int, node: str, attempt: int = 1, exit_code: int | None = 0, stdout: str = "") -> dict:
-    return {"id": exec_id, "node": node, "attempt": attempt, "exitCode": exit_code, "stdout": stdout,
-            "stderr": "", "stdoutTruncated": False, "stderrTruncated": False, "error": None}
+def report(exec_id: int, node: str, attempt: int = 1, exit_code: int | None = 0, stdout: str = "") -> C.Report:
+    return C.Report(id=exec_id, node=node, attempt=attempt, exitCode=exit_code, stdout=stdout, stderr="",
+                    stdoutTruncated=False, stderrTruncated=False, error=None)
 
 
-def finish(*reports: dict, now: float = NOW, pull: str | None = None) -> dict:
-    cmd: dict[str, Any] = {"t": C.EXEC_FINISH, "reports": list(reports), "now": now}
-    if pull is not None:
-        cmd["pull"] = pull
-    return cmd
+def finish(*reports: C.Report, now: float = NOW, pull: str | None = None) -> C.ExecFinish:
+    return C.ExecFinish(reports=list(reports), now=now, pull=pull)
 
 
-def terminate(exec_id: int, now: float = NOW) -> dict:
-    return {"t": C.EXEC_TERMINATE, "id": exec_id, "now": now}
+def terminate(exec_id: int, now: float = NOW) -> C.ExecTerminate:
+    return C.ExecTerminate(id=exec_id, now=now)
 
 
-def node_lost(node: str, now: float = LATER, reason: str | None = None) -> dict:
-    cmd: dict[str, Any] = {"t": C.NODE_LOST, "node": node, "now": now}
-    if reason is not None:
-        cmd["reason"] = reason
-    return cmd
+def node_lost(node: str, now: float = LATER, reason: str | None = None) -> C.NodeLost:
+    return C.NodeLost(node=node, now=now, reason=reason)
 
 
-def lost_report(exec_id: int, node: str, attempt: int = 1) -> dict:
-    return {"id": exec_id, "node": node, "attempt": attempt}
+def lost_report(exec_id: int, node: str, attempt: int = 1) -> C.Report:
+    return C.Report(id=exec_id, node=node, attempt=attempt)
 
 
-def exec_lost(*reports: Any, now: float = LATER, reason: str | None = None) -> dict:
-    cmd: dict[str, Any] = {"t": C.EXEC_LOST, "reports": list(reports), "now": now}
-    if reason is not None:
-        cmd["reason"] = reason
-    return cmd
+def exec_lost(*reports: C.Report, now: float = LATER, reason: str | None = None) -> C.ExecLost:
+    return C.ExecLost(reports=list(reports), now=now, reason=reason)
 
 
-def reinstall(name: str, node: str, now: float = LATER) -> dict:
-    return {"t": C.REINSTALL, "name": name, "node": node, "now": now}
+def reinstall(name: str, node: str, now: float = LATER) -> C.Reinstall:
+    return C.Reinstall(name=name, node=node, now=now)
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -203,9 +193,9 @@ def test_node_lost_drops_unfinished_installations_and_keeps_installed_ones():
 
 def test_node_lost_drops_uninstalling_and_removes_a_deleted_activity_whose_last_install_was_there():
     state = approved_state({"n1": 2, "n2": 2})
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW})
+    ok(state, C.ActivityDelete(name="act", now=NOW))
     assert state.installations["act"]["n1"]["status"] == "uninstalling"
-    ok(state, {"t": C.UNINSTALL_DONE, "name": "act", "node": "n2"})
+    ok(state, C.UninstallDone(name="act", node="n2"))
     assert "act" in state.activities
 
     ok(state, node_lost("n1"))
@@ -215,11 +205,11 @@ def test_node_lost_drops_uninstalling_and_removes_a_deleted_activity_whose_last_
 
 def test_node_lost_keeps_a_deleted_activity_still_uninstalling_elsewhere():
     state = approved_state({"n1": 2, "n2": 2})
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW})
+    ok(state, C.ActivityDelete(name="act", now=NOW))
     ok(state, node_lost("n1"))
     assert state.activities["act"]["status"] == "uninstalling"
     assert list(state.installations["act"]) == ["n2"]
-    ok(state, {"t": C.UNINSTALL_DONE, "name": "act", "node": "n2"})
+    ok(state, C.UninstallDone(name="act", node="n2"))
     assert "act" not in state.activities
 
 
@@ -302,7 +292,7 @@ def test_place_new_and_plan_skip_a_lost_node():
 def test_exec_new_proposed_on_a_lost_node_queues():
     state = approved_state()
     ok(state, node_lost("n1"))
-    result = ok(state, {**exec_new("act"), "node": "n1"})
+    result = ok(state, exec_new("act", node="n1"))
     assert result["execution"]["status"] == "waiting"
     assert result["execution"]["workerId"] is None
 
@@ -377,7 +367,7 @@ def test_node_up_after_loss_gets_dropped_installs_planned_again():
 
 def test_placement_records_incarnation_including_pull_and_exec_new():
     state = approved_state({"n1": 2, "n2": 2}, incarnations={"n1": "i1"})
-    e1 = ok(state, {**exec_new("act"), "node": "n1"})["execution"]
+    e1 = ok(state, exec_new("act", node="n1"))["execution"]
     assert e1["workerIncarnation"] == "i1"
     e2 = new_exec(state)
     ok(state, finish(pull="n2"))
@@ -500,7 +490,7 @@ def test_exec_lost_malformed_command_shapes_are_refused_without_change():
     before = snapshot(state)
     for cmd in ({"t": C.EXEC_LOST, "reports": 5, "now": LATER},
                 {"t": C.EXEC_LOST, "reports": "abc", "now": LATER},
-                {"t": C.EXEC_LOST, "reports": [lost_report(1, "n1")]}):   # no "now"
+                {"t": C.EXEC_LOST, "reports": [lost_report(1, "n1").to_wire()]}):   # no "now"
         result = state.apply(cmd)
         assert "error" in result, (cmd, result)
         assert state.to_dict() == before
@@ -536,7 +526,7 @@ def test_reinstall_ignores_other_statuses_and_unknowns():
     ok(state, install_done("gone", "n1"))
     ok(state, assign(("gone", "n2")))
     ok(state, install_done("gone", "n2"))
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "gone", "now": NOW})   # uninstalling
+    ok(state, C.ActivityDelete(name="gone", now=NOW))   # uninstalling
     before = snapshot(state)
     for name, node in (("verif", "n1"), ("bad", "n1"), ("gone", "n1"), ("act", "ghost"), ("nope", "n1")):
         assert ok(state, reinstall(name, node)) == {"ok": True, "ignored": True}, (name, node)
@@ -743,8 +733,8 @@ def test_recovery_state_survives_a_snapshot_round_trip():
 def test_deleting_an_activity_installed_on_an_already_lost_node_completes():
     state = approved_state({"n1": 2, "n2": 2})
     ok(state, node_lost("n1"))
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": LATER})
-    ok(state, {"t": C.UNINSTALL_DONE, "name": "act", "node": "n2"})
+    ok(state, C.ActivityDelete(name="act", now=LATER))
+    ok(state, C.UninstallDone(name="act", node="n2"))
     assert "act" not in state.activities
 
 
@@ -760,7 +750,7 @@ def test_max_attempts_out_of_range_is_refused_and_changes_nothing():
     state = approved_state({"n1": 2})
     before = copy.deepcopy(state.to_dict())
     for bad in (0, -2, 101):
-        result = state.apply({"t": C.ACTIVITY_NEW, "name": "x", "url": "u", "now": NOW, "maxAttempts": bad})
+        result = state.apply(C.ActivityNew(name="x", url="u", now=NOW, maxAttempts=bad))
         assert result["error"] == "bad_request" and "maxAttempts" in result["message"]
     assert state.to_dict() == before
 

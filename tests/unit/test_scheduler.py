@@ -14,8 +14,7 @@ NOW = 100_000.0
 
 
 def node_up(node: str, slots: int) -> dict:
-    return {"t": C.NODE_UP, "node": node, "raftAddr": f"{node}:1", "httpUrl": f"http://{node}", "slots": slots,
-            "now": NOW}
+    return C.NodeUp(node=node, raftAddr=f"{node}:1", httpUrl=f"http://{node}", slots=slots, now=NOW)
 
 
 def make_state(nodes: dict[str, int], installed: dict[str, list[str]] | None = None) -> State:
@@ -24,15 +23,15 @@ def make_state(nodes: dict[str, int], installed: dict[str, list[str]] | None = N
     for node, slots in nodes.items():
         ok(state, node_up(node, slots))
     for name, on in (installed or {}).items():
-        ok(state, {"t": C.ACTIVITY_NEW, "name": name, "url": "u", "now": NOW})
+        ok(state, C.ActivityNew(name=name, url="u", now=NOW))
         for node in on:
-            ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [[name, node]], "now": NOW})
-            ok(state, {"t": C.INSTALL_DONE, "name": name, "node": node, "ok": True, "now": NOW})
+            ok(state, C.InstallAssign(assignments=[[name, node]], now=NOW))
+            ok(state, C.InstallDone(name=name, node=node, ok=True, now=NOW))
     return state
 
 
 def new_execs(state: State, name: str, count: int) -> list[int]:
-    return [ok(state, {"t": C.EXEC_NEW, "name": name, "now": NOW})["execution"]["id"] for _ in range(count)]
+    return [ok(state, C.ExecNew(name=name, now=NOW))["execution"]["id"] for _ in range(count)]
 
 
 def placements(cmds: list[C.Command]) -> list[list]:
@@ -95,8 +94,7 @@ def test_queues_when_all_busy():
 
     # A slot frees up: the oldest waiting one gets it.
     running = state.executions[ids[0]]
-    ok(state, {"t": C.EXEC_FINISH, "now": NOW, "reports": [
-        {"id": ids[0], "node": running["workerId"], "attempt": 1, "exitCode": 0}]})
+    ok(state, C.ExecFinish(now=NOW, reports=[C.Report(id=ids[0], node=running["workerId"], attempt=1, exitCode=0)]))
     assert placements(plan(state, NOW, live_nodes=["n1", "n2"])) == [[waiting[0], running["workerId"]]]
 
 
@@ -116,7 +114,7 @@ def test_only_live_nodes():
 
 def test_only_nodes_with_the_activity_installed():
     state = make_state({"n1": 4, "n2": 1, "n3": 9}, {"act": ["n2"], "other": ["n1"]})
-    ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [["act", "n3"]], "now": NOW})  # still installing on n3
+    ok(state, C.InstallAssign(assignments=[["act", "n3"]], now=NOW))  # still installing on n3
     a = new_execs(state, "act", 2)
     o = new_execs(state, "other", 1)
     cmds = plan(state, NOW, live_nodes=["n1", "n2", "n3"])
@@ -138,7 +136,7 @@ def test_most_free_slots_first_and_prefer_on_ties():
 def test_free_slots_count_running_executions():
     state = make_state({"a": 3, "b": 2}, {"act": ["a", "b"]})
     first = new_execs(state, "act", 2)
-    ok(state, {"t": C.EXEC_PLACE, "placements": [[first[0], "a"], [first[1], "a"]], "now": NOW})
+    ok(state, C.ExecPlace(placements=[[first[0], "a"], [first[1], "a"]], now=NOW))
     ids = new_execs(state, "act", 1)
     # a has 1 free, b has 2 free.
     assert placements(plan(state, NOW, live_nodes=["a", "b"], prefer="a")) == [[ids[0], "b"]]
@@ -146,7 +144,7 @@ def test_free_slots_count_running_executions():
 
 def test_verifying_activity_gets_exactly_one_install():
     state = make_state({"n1": 1, "n2": 3, "n3": 3})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "act", "url": "u", "now": NOW})
+    ok(state, C.ActivityNew(name="act", url="u", now=NOW))
     cmds = plan(state, NOW, live_nodes=["n1", "n2", "n3"], prefer="n3")
     assert installs(cmds) == [["act", "n3"]]
     assert cmds[0].now == NOW
@@ -157,7 +155,7 @@ def test_verifying_activity_gets_exactly_one_install():
 
 def test_verifying_install_picks_most_free_slots():
     state = make_state({"n1": 1, "n2": 3})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "act", "url": "u", "now": NOW})
+    ok(state, C.ActivityNew(name="act", url="u", now=NOW))
     assert installs(plan(state, NOW, live_nodes=["n1", "n2"], prefer="n1")) == [["act", "n2"]]
     assert plan(state, NOW, live_nodes=[]) == []
 
@@ -174,10 +172,10 @@ def test_approved_activity_installs_on_every_live_node_lacking_one():
 
 def test_no_installs_for_rejected_or_uninstalling_activities():
     state = make_state({"n1": 1, "n2": 1}, {"gone": ["n1"]})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "bad", "url": "u", "now": NOW})
-    ok(state, {"t": C.INSTALL_ASSIGN, "assignments": [["bad", "n1"]], "now": NOW})
-    ok(state, {"t": C.INSTALL_DONE, "name": "bad", "node": "n1", "ok": False, "now": NOW})
-    ok(state, {"t": C.ACTIVITY_DELETE, "name": "gone", "now": NOW})
+    ok(state, C.ActivityNew(name="bad", url="u", now=NOW))
+    ok(state, C.InstallAssign(assignments=[["bad", "n1"]], now=NOW))
+    ok(state, C.InstallDone(name="bad", node="n1", ok=False, now=NOW))
+    ok(state, C.ActivityDelete(name="gone", now=NOW))
     assert state.activities["bad"]["status"] == "rejected"
     assert state.activities["gone"]["status"] == "uninstalling"
     assert plan(state, NOW, live_nodes=["n1", "n2"]) == []
@@ -236,7 +234,7 @@ def test_placements_batched_into_one_command():
 
 def test_plan_is_pure():
     state = make_state({"n1": 2, "n2": 2}, {"act": ["n1"]})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "new", "url": "u", "now": NOW})
+    ok(state, C.ActivityNew(name="new", url="u", now=NOW))
     new_execs(state, "act", 3)
     before = copy.deepcopy(state.to_dict())
     first = plan(state, NOW, live_nodes=["n1", "n2"], prefer="n2")
@@ -246,12 +244,11 @@ def test_plan_is_pure():
 
 def test_a_whole_plan_is_accepted_by_the_state():
     state = make_state({"n1": 2, "n2": 1, "n3": 3}, {"act": ["n1"], "b": ["n2", "n3"]})
-    ok(state, {"t": C.ACTIVITY_NEW, "name": "fresh", "url": "u", "now": NOW})   # verifying
+    ok(state, C.ActivityNew(name="fresh", url="u", now=NOW))   # verifying
     old = new_execs(state, "b", 1)
-    ok(state, {"t": C.EXEC_PLACE, "placements": [[old[0], "n2"]], "now": NOW - 10_000})
-    ok(state, {"t": C.EXEC_FINISH, "now": NOW - 10_000, "reports": [
-        {"id": old[0], "node": "n2", "attempt": 1, "exitCode": 0}]})
-    ok(state, {"t": C.EXEC_NEW, "name": "act", "requestId": "rid", "now": NOW - 10_000})
+    ok(state, C.ExecPlace(placements=[[old[0], "n2"]], now=NOW - 10_000))
+    ok(state, C.ExecFinish(now=NOW - 10_000, reports=[C.Report(id=old[0], node="n2", attempt=1, exitCode=0)]))
+    ok(state, C.ExecNew(name="act", requestId="rid", now=NOW - 10_000))
     new_execs(state, "act", 3)
     new_execs(state, "b", 5)
     new_execs(state, "fresh", 2)
@@ -273,7 +270,7 @@ def test_a_whole_plan_is_accepted_by_the_state():
 
     # Applied in one batch, as the bridge would send it, the plan is accepted too.
     state2 = make_state({"n1": 2}, {"act": ["n1"]})
-    ok(state2, {"t": C.ACTIVITY_NEW, "name": "fresh", "url": "u", "now": NOW})
+    ok(state2, C.ActivityNew(name="fresh", url="u", now=NOW))
     new_execs(state2, "act", 3)
     cmds = plan(state2, NOW, live_nodes=["n1"])
     result = ok(state2, C.batch(cmds))
@@ -282,7 +279,7 @@ def test_a_whole_plan_is_accepted_by_the_state():
 
 # ---- placement proposed with newExecution ------------------------------------------------------------
 def submit(state: State, name: str, node: str | None) -> dict:
-    return ok(state, {"t": C.EXEC_NEW, "name": name, "now": NOW, "node": node})["execution"]
+    return ok(state, C.ExecNew(name=name, now=NOW, node=node))["execution"]
 
 
 def test_place_new_picks_a_free_installed_live_node():
@@ -319,8 +316,8 @@ def test_new_execution_never_jumps_the_queue():
 
 
 def finish(state: State, exec_id: int, node: str, pull: str | None) -> dict:
-    return ok(state, {"t": C.EXEC_FINISH, "now": NOW, "pull": pull, "reports": [
-        {"id": exec_id, "attempt": 1, "node": node, "exitCode": 0, "stdout": "", "stderr": ""}]})
+    return ok(state, C.ExecFinish(now=NOW, pull=pull, reports=[
+        C.Report(id=exec_id, attempt=1, node=node, exitCode=0, stdout="", stderr="")]))
 
 
 def test_a_finishing_node_pulls_the_oldest_waiting_work_it_can_run():
@@ -345,4 +342,4 @@ def test_pull_respects_slots_and_unknown_nodes():
     submit(state, "a", "n1")
     waiting = [submit(state, "a", None)["id"] for _ in range(3)]
     assert finish(state, r1["id"], "n1", pull="n1")["pulled"] == waiting[:1]   # one slot freed, one taken
-    assert ok(state, {"t": C.EXEC_FINISH, "now": NOW, "pull": "ghost", "reports": []})["pulled"] == []
+    assert ok(state, C.ExecFinish(now=NOW, pull="ghost", reports=[]))["pulled"] == []

@@ -453,7 +453,7 @@ def test_activity_delete_terminates_and_uninstalls():
     ok(state, place((1, "n1"), (3, "n2")))
     ok(state, finish(report(3, "n2")))
 
-    result = ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW + 1})
+    result = ok(state, C.ActivityDelete(name="act", now=NOW + 1))
     assert result["activity"]["status"] == "uninstalling"
     assert state.activities["act"]["status"] == "uninstalling"
     assert {n: i["status"] for n, i in state.installations["act"].items()} == \
@@ -466,7 +466,7 @@ def test_activity_delete_terminates_and_uninstalls():
 
     # While it is being uninstalled: no new executions, no second delete, the name stays taken.
     refused(state, exec_new("act"), "conflict")
-    refused(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW}, "conflict")
+    refused(state, C.ActivityDelete(name="act", now=NOW), "conflict")
     refused(state, activity_new("act"), "conflict")
     assert ok(state, assign(("act", "n1")))["refused"] == [["act", "n1", "already assigned"]]
 
@@ -484,11 +484,11 @@ def test_activity_delete_without_installations_is_immediate():
     state = State()
     ok(state, activity_new("act"))
     ok(state, exec_new("act"))
-    result = ok(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW})
+    result = ok(state, C.ActivityDelete(name="act", now=NOW))
     assert result["activity"]["status"] == "uninstalling"
     assert "act" not in state.activities and "act" not in state.installations
     assert state.executions[1]["status"] == "terminated"
-    refused(state, {"t": C.ACTIVITY_DELETE, "name": "act", "now": NOW}, "not_found")
+    refused(state, C.ActivityDelete(name="act", now=NOW), "not_found")
 
 
 def test_uninstall_done_for_installed_activity_is_ignored():
@@ -507,7 +507,7 @@ def test_batch_results_in_order():
         activity_new("act"),
         activity_new("act"),
         exec_new("act"),
-        {"t": C.SYNC},
+        C.Sync(),
         "garbage",
         batch([activity_new("nested")]),
     ]))
@@ -529,73 +529,72 @@ def test_empty_batch():
 
 # ---- robustness ---------------------------------------------------------------------------------
 MALFORMED: list[Any] = [
-    None, 0, 1.5, "exec_new", b"\x00", [], [{"t": C.SYNC}], {}, {"t": None}, {"t": 7}, {"t": ["x"]},
+    None, 0, 1.5, "exec_new", b"\x00", [], [C.Sync()], {}, {"t": None}, {"t": 7}, {"t": ["x"]},
     {"t": "no_such_command"}, {"t": ""},
     # nodes
     {"t": C.NODE_UP},
     {"t": C.NODE_UP, "node": "n9"},
     {"t": C.NODE_UP, "node": "n9", "now": NOW},
     {"t": C.NODE_UP, "node": "n9", "raftAddr": "a", "httpUrl": "h", "now": NOW},
-    {"t": C.NODE_UP, "node": "n9", "raftAddr": "a", "httpUrl": "h", "slots": "many", "now": NOW},
-    {"t": C.NODE_UP, "node": "n1", "raftAddr": "a", "httpUrl": "h", "slots": "many", "now": NOW},
+    C.NodeUp(node="n9", raftAddr="a", httpUrl="h", slots="many", now=NOW),
+    C.NodeUp(node="n1", raftAddr="a", httpUrl="h", slots="many", now=NOW),
     # activities
     {"t": C.ACTIVITY_NEW},
     {"t": C.ACTIVITY_NEW, "name": "new"},
     {"t": C.ACTIVITY_NEW, "name": "new", "url": "u"},
-    {"t": C.ACTIVITY_NEW, "name": ["new"], "url": "u", "now": NOW},
-    {"t": C.ACTIVITY_NEW, "name": "new", "url": "u", "now": NOW, "maxAttempts": "x"},
-    {"t": C.ACTIVITY_NEW, "name": "act", "url": "u", "now": NOW},
+    C.ActivityNew(name=["new"], url="u", now=NOW),
+    C.ActivityNew(name="new", url="u", now=NOW, maxAttempts="x"),
+    C.ActivityNew(name="act", url="u", now=NOW),
     {"t": C.ACTIVITY_DELETE},
     {"t": C.ACTIVITY_DELETE, "name": "act"},
-    {"t": C.ACTIVITY_DELETE, "name": {"a": 1}, "now": NOW},
-    {"t": C.ACTIVITY_DELETE, "name": "missing", "now": NOW},
+    C.ActivityDelete(name={"a": 1}, now=NOW),
+    C.ActivityDelete(name="missing", now=NOW),
     # installations
     {"t": C.INSTALL_ASSIGN, "assignments": [["act", "n2"]]},
-    {"t": C.INSTALL_ASSIGN, "assignments": 5, "now": NOW},
-    {"t": C.INSTALL_ASSIGN, "assignments": [["act"]], "now": NOW},
-    {"t": C.INSTALL_ASSIGN, "assignments": [["act", "n2"], "garbage"], "now": NOW},
-    {"t": C.INSTALL_ASSIGN, "assignments": [["act", "n2"], ["act", ["n1"]]], "now": NOW},
-    {"t": C.INSTALL_ASSIGN, "assignments": [["act", "n2"], [["x"], "n1"]], "now": NOW},
+    C.InstallAssign(assignments=5, now=NOW),
+    C.InstallAssign(assignments=[["act"]], now=NOW),
+    C.InstallAssign(assignments=[["act", "n2"], "garbage"], now=NOW),
+    C.InstallAssign(assignments=[["act", "n2"], ["act", ["n1"]]], now=NOW),
+    C.InstallAssign(assignments=[["act", "n2"], [["x"], "n1"]], now=NOW),
     {"t": C.INSTALL_DONE},
     {"t": C.INSTALL_DONE, "name": "ver"},
     {"t": C.INSTALL_DONE, "name": "ver", "node": "n2", "ok": True},
     {"t": C.INSTALL_DONE, "name": "ver", "node": "n2", "ok": False},
-    {"t": C.INSTALL_DONE, "name": ["ver"], "node": "n2", "ok": True, "now": NOW},
+    C.InstallDone(name=["ver"], node="n2", ok=True, now=NOW),
     {"t": C.UNINSTALL_DONE},
     {"t": C.UNINSTALL_DONE, "name": "act"},
     # executions
     {"t": C.EXEC_NEW},
     {"t": C.EXEC_NEW, "name": "act"},
     {"t": C.EXEC_NEW, "name": "act", "requestId": "r2"},
-    {"t": C.EXEC_NEW, "name": "act", "requestId": ["r"], "now": NOW},
-    {"t": C.EXEC_NEW, "name": ["act"], "now": NOW},
-    {"t": C.EXEC_NEW, "name": "missing", "now": NOW},
+    C.ExecNew(name="act", requestId=["r"], now=NOW),
+    C.ExecNew(name=["act"], now=NOW),
+    C.ExecNew(name="missing", now=NOW),
     {"t": C.EXEC_PLACE, "placements": [[1, "n1"]]},
-    {"t": C.EXEC_PLACE, "placements": 3, "now": NOW},
-    {"t": C.EXEC_PLACE, "placements": [[1]], "now": NOW},
-    {"t": C.EXEC_PLACE, "placements": [[1, "n1"], 5], "now": NOW},
-    {"t": C.EXEC_PLACE, "placements": [[1, "n1"], [[2], "n1"]], "now": NOW},
-    {"t": C.EXEC_PLACE, "placements": [[1, "n1"], [2, ["n1"]]], "now": NOW},
+    C.ExecPlace(placements=3, now=NOW),
+    C.ExecPlace(placements=[[1]], now=NOW),
+    C.ExecPlace(placements=[[1, "n1"], 5], now=NOW),
+    C.ExecPlace(placements=[[1, "n1"], [[2], "n1"]], now=NOW),
+    C.ExecPlace(placements=[[1, "n1"], [2, ["n1"]]], now=NOW),
     {"t": C.EXEC_FINISH, "reports": 5, "now": NOW},
     {"t": C.EXEC_FINISH, "reports": ["x"], "now": NOW},
     {"t": C.EXEC_FINISH, "reports": [{"id": 2, "node": "n1", "attempt": 1, "exitCode": 0}]},
     {"t": C.EXEC_FINISH, "reports": [{"id": 2, "node": "n1", "attempt": 1, "exitCode": 0}, "x"], "now": NOW},
-    {"t": C.EXEC_FINISH, "reports": [{"id": 2, "node": "n1", "attempt": 1, "exitCode": 0}, {"id": [1]}],
-     "now": NOW},
+    C.ExecFinish(reports=[C.Report(id=2, node="n1", attempt=1, exitCode=0), C.Report(id=[1])], now=NOW),
     {"t": C.EXEC_TERMINATE},
     {"t": C.EXEC_TERMINATE, "id": 1},
     {"t": C.EXEC_TERMINATE, "id": 2},
-    {"t": C.EXEC_TERMINATE, "id": [1], "now": NOW},
-    {"t": C.EXEC_TERMINATE, "id": 3, "now": NOW},
+    C.ExecTerminate(id=[1], now=NOW),
+    C.ExecTerminate(id=3, now=NOW),
     {"t": C.EXEC_FORGET},
-    {"t": C.EXEC_FORGET, "id": [3]},
-    {"t": C.EXEC_FORGET, "id": 1},
-    {"t": C.EXEC_FORGET, "id": 404},
-    {"t": C.EXEC_EXPIRE, "ids": 5},
-    {"t": C.EXEC_EXPIRE, "ids": [[3]]},
-    {"t": C.EXEC_EXPIRE, "ids": [3, [3]]},
-    {"t": C.EXEC_EXPIRE, "ids": [3], "requestIdsBefore": "tomorrow"},
-    {"t": C.BATCH, "cmds": 5},
+    C.ExecForget(id=[3]),
+    C.ExecForget(id=1),
+    C.ExecForget(id=404),
+    C.ExecExpire(ids=5),
+    C.ExecExpire(ids=[[3]]),
+    C.ExecExpire(ids=[3, [3]]),
+    C.ExecExpire(ids=[3], requestIdsBefore="tomorrow"),
+    C.Batch(cmds=5),
 ]
 
 
@@ -637,8 +636,8 @@ def scenario() -> list[dict]:
         exec_new("act", request_id="a"),
         forget(1),
         activity_new("gone"), exec_new("gone"),
-        {"t": C.ACTIVITY_DELETE, "name": "gone", "now": NOW + 4},
-        {"t": C.ACTIVITY_DELETE, "name": "bad", "now": NOW + 4},
+        C.ActivityDelete(name="gone", now=NOW + 4),
+        C.ActivityDelete(name="bad", now=NOW + 4),
         batch([exec_new("act"), place((5, "n1"))]),
         "garbage", {"t": C.EXEC_NEW},
     ]
@@ -656,7 +655,7 @@ def test_snapshot_round_trip_through_msgpack():
 
     # Both go on the same way.
     more = [exec_new("act"), place((6, "n2")), finish(report(5, "n1")), forget(5),
-            uninstall_done("bad", "n1"), {"t": C.EXEC_EXPIRE, "ids": [2], "requestIdsBefore": NOW + 10}]
+            uninstall_done("bad", "n1"), C.ExecExpire(ids=[2], requestIdsBefore=NOW + 10)]
     for cmd in more:
         assert restored.apply(copy.deepcopy(cmd)) == state.apply(copy.deepcopy(cmd))
     assert restored.to_dict() == state.to_dict()
@@ -685,9 +684,9 @@ def test_node_drain_deadline_zero_is_now_and_none_is_the_default():
     state = State()
     ok(state, node_up("n1"))
     ok(state, node_up("n2"))
-    ok(state, {"t": C.NODE_DRAIN, "node": "n1", "deadlineS": 0.0, "now": NOW})
+    ok(state, C.NodeDrain(node="n1", deadlineS=0.0, now=NOW))
     assert state.nodes["n1"]["drainDeadline"] == NOW, "deadline=0 must requeue at once, not in 300 s"
-    ok(state, {"t": C.NODE_DRAIN, "node": "n2", "now": NOW})
+    ok(state, C.NodeDrain(node="n2", now=NOW))
     assert state.nodes["n2"]["drainDeadline"] == NOW + 300.0
 
 
@@ -697,9 +696,9 @@ def node_in(status: str) -> State:
     state = State()
     ok(state, node_up("n1"))
     ok(state, node_up("n2"))
-    steps = {"up": [], "draining": [{"t": C.NODE_DRAIN, "node": "n1", "now": NOW}],
-             "lost": [{"t": C.NODE_LOST, "node": "n1", "now": NOW}],
-             "left": [{"t": C.NODE_LEFT, "node": "n1", "now": NOW}]}[status]
+    steps = {"up": [], "draining": [C.NodeDrain(node="n1", now=NOW)],
+             "lost": [C.NodeLost(node="n1", now=NOW)],
+             "left": [C.NodeLeft(node="n1", now=NOW)]}[status]
     for cmd in steps:
         ok(state, cmd)
     assert state.nodes["n1"]["status"] == status
@@ -714,9 +713,9 @@ def test_the_node_transition_table_names_every_status():
 
 @pytest.mark.parametrize("status", ["up", "draining", "lost", "left"])
 @pytest.mark.parametrize("cmd, target", [
-    ({"t": C.NODE_DRAIN, "node": "n1", "now": NOW + 1}, "draining"),
-    ({"t": C.NODE_LOST, "node": "n1", "now": NOW + 1}, "lost"),
-    ({"t": C.NODE_LEFT, "node": "n1", "now": NOW + 1}, "left"),
+    (C.NodeDrain(node="n1", now=NOW + 1), "draining"),
+    (C.NodeLost(node="n1", now=NOW + 1), "lost"),
+    (C.NodeLeft(node="n1", now=NOW + 1), "left"),
 ])
 def test_a_node_status_changes_only_as_its_transition_table_allows(status, cmd, target):
     state = node_in(status)
@@ -756,21 +755,21 @@ def random_command(rng: random.Random, state: State, now: float) -> dict:
         activity_new(name, now=now),
         assign((name, node), now=now),
         install_done(name, node, ok=rng.random() < 0.8, now=now),
-        {"t": C.UNINSTALL_DONE, "name": name, "node": node, "now": now},
-        {"t": C.REINSTALL, "name": name, "node": node, "now": now},
-        {"t": C.ACTIVITY_DELETE, "name": name, "now": now},
-        {"t": C.EXEC_NEW, "name": name, "now": now, "node": rng.choice([None, node])},
-        {"t": C.EXEC_PLACE, "placements": [[exec_id, node]], "now": now},
+        C.UninstallDone(name=name, node=node, now=now),
+        C.Reinstall(name=name, node=node, now=now),
+        C.ActivityDelete(name=name, now=now),
+        C.ExecNew(name=name, now=now, node=rng.choice([None, node])),
+        C.ExecPlace(placements=[[exec_id, node]], now=now),
         {"t": C.EXEC_FINISH, "now": now, "pull": rng.choice([None, node]), "reports": [
             {"id": i, "node": state.executions[i]["workerId"], "attempt": state.executions[i]["attempt"],
              "exitCode": rng.choice([0, 1])} for i in running[:1]]},
-        {"t": C.EXEC_TERMINATE, "id": exec_id, "now": now},
+        C.ExecTerminate(id=exec_id, now=now),
         {"t": C.EXEC_LOST, "now": now, "reports": [
             {"id": i, "node": state.executions[i]["workerId"], "attempt": state.executions[i]["attempt"]}
             for i in running[-1:]]},
-        {"t": C.NODE_LOST, "node": node, "now": now},
-        {"t": C.NODE_DRAIN, "node": node, "now": now},
-        {"t": C.NODE_LEFT, "node": node, "now": now},
+        C.NodeLost(node=node, now=now),
+        C.NodeDrain(node=node, now=now),
+        C.NodeLeft(node=node, now=now),
     ]
     weights = [3, 2, 3, 3, 1, 1, 1, 4, 3, 4, 1, 1, 1, 1, 1]
     return rng.choices(choices, weights=weights)[0]
@@ -812,17 +811,17 @@ def test_a_snapshot_written_before_the_state_was_split_loads_and_packs_to_the_sa
     assert state.next_activity_id == 4 and state.next_execution_id == 7
 
     # And goes on from it.
-    dup = ok(state, {"t": C.EXEC_NEW, "name": "act", "requestId": "req-1", "now": NOW + 20})
+    dup = ok(state, C.ExecNew(name="act", requestId="req-1", now=NOW + 20))
     assert dup["duplicate"] and dup["execution"]["id"] == 1
-    finished = ok(state, {"t": C.EXEC_FINISH, "now": NOW + 20, "pull": "n1", "reports": [
-        {"id": 2, "node": "n1", "attempt": 1, "exitCode": None, "stdout": "", "stderr": ""}]})
+    finished = ok(state, C.ExecFinish(now=NOW + 20, pull="n1", reports=[
+        C.Report(id=2, node="n1", attempt=1, exitCode=None, stdout="", stderr="")]))
     assert finished["accepted"] == [2] and finished["pulled"] == [4, 5]   # first in first out; 6 is not installed
     assert state.executions[4]["attempt"] == 2 and state.executions[4]["workerIncarnation"] == "n1-a"
     assert ok(state, node_up("w2", now=NOW + 21))["node"]["removable"] is True
     assert "w2" not in state.launches
-    assert state.apply({"t": C.NODE_DRAIN, "node": "n3", "now": NOW + 21})["error"] == "conflict"
-    assert ok(state, {"t": C.NODE_LOST, "node": "n3", "now": NOW + 22})["moved"] == []
+    assert state.apply(C.NodeDrain(node="n3", now=NOW + 21))["error"] == "conflict"
+    assert ok(state, C.NodeLost(node="n3", now=NOW + 22))["moved"] == []
     assert "n3" not in state.installations["act"]   # its unfinished install is dropped
-    assert state.apply({"t": C.POLICY_DELETE, "name": "grow", "now": NOW})["error"] == "conflict"
+    assert state.apply(C.PolicyDelete(name="grow", now=NOW))["error"] == "conflict"
     assert ok(state, activity_new("next"))["activity"]["id"] == 4
-    assert ok(state, {"t": C.EXEC_NEW, "name": "ver", "now": NOW + 23})["execution"]["id"] == 7
+    assert ok(state, C.ExecNew(name="ver", now=NOW + 23))["execution"]["id"] == 7
