@@ -79,7 +79,8 @@ def cleanup(node_dirs: list[Path], sessions: set[int]) -> None:
         left = False
         for cell in _cells(node_dirs):
             with contextlib.suppress(OSError):
-                (cell / "cgroup.kill").write_text("1")
+                if (cell / "cgroup.kill").exists():     # v2 on 5.14+: every process at once
+                    (cell / "cgroup.kill").write_text("1")
             pids = _procs(cell)
             _kill(pids)
             if pids:

@@ -37,6 +37,7 @@ SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_RUN_AS = "pod"
 WRAPPER_FAILED = 125   # the wrapper's exit code when it could not join the cgroup or set a limit
 CGROUP_MODES = ("auto", "v2", "v1", "none")
+POOL_MAX = 64          # empty cells a node keeps for reuse
 V2_CONTROLLERS = ("memory", "pids")
 
 
@@ -133,10 +134,6 @@ def cgroup_name(node_id: str, pid: int) -> str:
     return f"pod-{safe}-{pid}"
 
 
-def cell_name(kind: str, *parts: object) -> str:
-    return "-".join([kind, *(str(p) for p in parts)])
-
-
 def own_cgroup(proc_cgroup_text: str, *, v2: bool, controller: str = "") -> str:
     """This process's cgroup path in one hierarchy, from /proc/self/cgroup ('/' when not listed)."""
     for line in proc_cgroup_text.splitlines():
@@ -165,12 +162,48 @@ class Cgroups:
 
     def __init__(self, node_dirs: list[Path]):
         self.node_dirs = node_dirs          # the node's own directory in each hierarchy used
+        self._free: list[str] = []          # empty cells kept for the next run: no mkdir/rmdir per execution
+        self._applied: dict[str, Limits] = {}
+        self._seq = 0
+
+    def acquire(self, limits: Limits) -> tuple[str, list[Path]]:
+        """A cell for one run: an empty one kept from an earlier run, else a new one; with these limits."""
+        if self._free:
+            name = self._free.pop()
+        else:
+            self._seq += 1
+            name = f"cell-{self._seq}"
+        try:
+            dirs = self.create(name, limits, self._applied.get(name, Limits()), make=name not in self._applied)
+        except OSError:
+            self._applied.pop(name, None)
+            self.remove([n / name for n in self.node_dirs])
+            raise
+        self._applied[name] = limits
+        return name, dirs
+
+    def release(self, name: str, dirs: list[Path]) -> bool:
+        """Kill what is left in the cell and keep it for the next run (or remove it, past POOL_MAX); False while
+        a dying process is still in it (call again)."""
+        if self.kill(dirs, signal.SIGKILL):   # some were still there (dying now)
+            return False
+        if len(self._free) < POOL_MAX:
+            self._free.append(name)
+            return True
+        if self.remove(dirs):
+            self._applied.pop(name, None)
+            return True
+        return False
+
+    def oom_count(self, dirs: list[Path]) -> int:
+        return 0
 
     def setup(self) -> None:
         for d in self.node_dirs:
             d.mkdir(exist_ok=True)
 
-    def create(self, name: str, limits: Limits) -> list[Path]:
+    def create(self, name: str, limits: Limits, before: Limits = Limits(), *, make: bool = True) -> list[Path]:
+        """Make (`make`) or reuse the cell's directories and write the limits that differ from `before`'s."""
         raise NotImplementedError
 
     def procs_files(self, dirs: list[Path]) -> list[Path]:
@@ -179,9 +212,6 @@ class Cgroups:
     def kill(self, dirs: list[Path], sig: int = signal.SIGKILL) -> int:
         """Signal every process in the cell; how many were signalled."""
         return signal_pids(read_pids(dirs[0]), sig)
-
-    def oom_killed(self, dirs: list[Path]) -> bool:
-        return False
 
     def remove(self, dirs: list[Path]) -> bool:
         """rmdir the cell's directories; False while a process (dying) is still in one."""
@@ -205,15 +235,16 @@ class CgroupV2(Cgroups):
         node.mkdir(exist_ok=True)
         _enable_controllers(node)
 
-    def create(self, name: str, limits: Limits) -> list[Path]:
+    def create(self, name: str, limits: Limits, before: Limits = Limits(), *, make: bool = True) -> list[Path]:
         d = self.node_dirs[0] / name
-        d.mkdir(exist_ok=True)
-        if limits.memory_mb:
-            _write(d / "memory.max", str(limits.memory_mb * 1024 * 1024))
+        if make:
+            d.mkdir(exist_ok=True)
+        if limits.memory_mb != before.memory_mb:
+            _write(d / "memory.max", str(limits.memory_mb * 1024 * 1024) if limits.memory_mb else "max")
             with contextlib.suppress(OSError):   # no swap accounting: nothing to cap
-                _write(d / "memory.swap.max", "0")
-        if limits.max_processes:
-            _write(d / "pids.max", str(limits.max_processes))
+                _write(d / "memory.swap.max", "0" if limits.memory_mb else "max")
+        if limits.max_processes != before.max_processes:
+            _write(d / "pids.max", str(limits.max_processes or "max"))
         return [d]
 
     def kill(self, dirs: list[Path], sig: int = signal.SIGKILL) -> int:
@@ -223,29 +254,37 @@ class CgroupV2(Cgroups):
                 return len(read_pids(dirs[0]))
         return super().kill(dirs, sig)
 
-    def oom_killed(self, dirs: list[Path]) -> bool:
-        return _counter(dirs[0] / "memory.events", "oom_kill") > 0
+    def oom_count(self, dirs: list[Path]) -> int:
+        return _counter(dirs[0] / "memory.events", "oom_kill")
 
 
 class CgroupV1(Cgroups):
     """pids and memory hierarchies; node_dirs = [pids dir, memory dir]."""
     version = "v1"
 
-    def create(self, name: str, limits: Limits) -> list[Path]:
+    def create(self, name: str, limits: Limits, before: Limits = Limits(), *, make: bool = True) -> list[Path]:
         pids_dir, mem_dir = (d / name for d in self.node_dirs)
-        pids_dir.mkdir(exist_ok=True)
-        mem_dir.mkdir(exist_ok=True)
-        if limits.max_processes:
-            _write(pids_dir / "pids.max", str(limits.max_processes))
-        if limits.memory_mb:
-            size = str(limits.memory_mb * 1024 * 1024)
-            _write(mem_dir / "memory.limit_in_bytes", size)
-            with contextlib.suppress(OSError):   # memory + swap, where swap is accounted
-                _write(mem_dir / "memory.memsw.limit_in_bytes", size)
+        if make:
+            pids_dir.mkdir(exist_ok=True)
+            mem_dir.mkdir(exist_ok=True)
+        if limits.max_processes != before.max_processes:
+            _write(pids_dir / "pids.max", str(limits.max_processes or "max"))
+        if limits.memory_mb != before.memory_mb:
+            size = str(limits.memory_mb * 1024 * 1024) if limits.memory_mb else "-1"
+            # memory + swap (where swap is accounted) may never be below memory: write in the order that keeps it
+            files = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+            if not limits.memory_mb or (before.memory_mb and limits.memory_mb > before.memory_mb):
+                files.reverse()
+            for fname in files:
+                try:
+                    _write(mem_dir / fname, size)
+                except OSError:
+                    if fname == "memory.limit_in_bytes":
+                        raise
         return [pids_dir, mem_dir]
 
-    def oom_killed(self, dirs: list[Path]) -> bool:
-        return _counter(dirs[1] / "memory.oom_control", "oom_kill") > 0
+    def oom_count(self, dirs: list[Path]) -> int:
+        return _counter(dirs[1] / "memory.oom_control", "oom_kill")
 
 
 def _write(path: Path, text: str) -> None:
@@ -371,13 +410,12 @@ class Cell:
         self.limits = limits
         self.dirs: list[Path] = []
         self.pgid: int | None = None
+        self._oom_before = 0
         cg = sandbox.cgroups
         if cg is not None:
-            try:
-                self.dirs = cg.create(name, limits)
-            except OSError:
-                cg.remove([d for d in (n / name for n in cg.node_dirs) if d.exists()])
-                raise
+            self.cgroup, self.dirs = cg.acquire(limits)
+            if limits.memory_mb:   # the OOM killer's count before this run, to tell whether it killed in it
+                self._oom_before = cg.oom_count(self.dirs)
 
     def argv(self, command: list[str]) -> list[str]:
         sb = self.sandbox
@@ -408,7 +446,9 @@ class Cell:
         return True
 
     def oom_killed(self) -> bool:
-        return bool(self.dirs) and self.sandbox.cgroups.oom_killed(self.dirs)
+        """Did the kernel's OOM killer kill a process of this run (its memory limit)?"""
+        return bool(self.dirs) and bool(self.limits.memory_mb) and \
+            self.sandbox.cgroups.oom_count(self.dirs) > self._oom_before
 
     def close(self) -> bool:
         """Kill what is left and remove the cgroup; False while it still holds a dying process (call again)."""
@@ -417,8 +457,10 @@ class Cell:
             self.pgid = None
         if not self.dirs:
             return True
-        self.sandbox.cgroups.kill(self.dirs, signal.SIGKILL)
-        return self.sandbox.cgroups.remove(self.dirs)
+        if self.sandbox.cgroups.release(self.cgroup, self.dirs):
+            self.dirs = []
+            return True
+        return False
 
 
 class Sandbox:
@@ -454,6 +496,8 @@ class Sandbox:
             cgroups != "auto" else (None, "not root: no cgroups of its own")
         if cgroups in ("v1", "v2") and (backend is None or backend.version != cgroups):
             raise SystemExit(f"podnode: --cgroups {cgroups} is not available here: {why}")
+        if backend is not None:
+            sweep_stale(backend.node_dirs)
         sb = cls(run_as=user, cgroups=backend, defaults=defaults, setpriv=setpriv)
         log.info("sandbox: %s (%s); default limits %s", sb.description, why, defaults)
         if reaper:
@@ -515,6 +559,24 @@ class Sandbox:
 def plain() -> Sandbox:
     """No user switch, no cgroup, no default limit: a clean environment and a session of its own."""
     return Sandbox()
+
+
+def sweep_stale(node_dirs: list[Path]) -> list[Path]:
+    """Remove what nodes no longer running left beside this node's cgroup directories (their reaper was killed
+    with them): `pod-ID-PID` whose PID is no podnode, after killing anything still in them."""
+    from ..local.procs import is_node_process
+    from .reaper import cleanup
+    stale = []
+    for parent in {d.parent for d in node_dirs}:
+        with contextlib.suppress(OSError):
+            for d in parent.glob("pod-*-*"):
+                pid = d.name.rpartition("-")[2]
+                if d.is_dir() and d not in node_dirs and pid.isdigit() and not is_node_process(int(pid)):
+                    stale.append(d)
+    if stale:
+        log.warning("removing the cgroups of nodes no longer running: %s", ", ".join(map(str, stale)))
+        cleanup(stale, set())
+    return stale
 
 
 def node_limits(cfg) -> Limits:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from podnode.exec.reaper import cleanup
 from podnode.exec.runner import ExecutionResult, ExecutionRun
-from podnode.exec.sandbox import Limits, Sandbox
+from podnode.exec.sandbox import Limits, Sandbox, read_pids
 
 from ..conftest import pid_alive
 
@@ -239,11 +240,12 @@ async def test_in_a_cgroup_a_setsid_grandchild_dies_with_terminate(tmp_path: Pat
         await run.start()
         await wait_until(lambda: (adir / "child.pid").exists() and (adir / "child.pid").read_text().strip() != "")
         child = int((adir / "child.pid").read_text())
-        assert pid_alive(child)
+        cell = run._cell.dirs[0]
+        assert pid_alive(child) and child in read_pids(cell)
         await asyncio.wait_for(run.terminate(), DEADLINE_S)
         await wait_until(lambda: not pid_alive(child), timeout=5)
-        assert not any(d.exists() for d in run._cell.dirs)
+        assert read_pids(cell) == []
     finally:
         sandbox.close()
-        for d in sandbox.cgroups.node_dirs if sandbox.cgroups else []:
-            d.rmdir()
+        if sandbox.cgroups is not None:
+            cleanup(sandbox.cgroups.node_dirs, set())

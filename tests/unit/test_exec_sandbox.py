@@ -20,6 +20,7 @@ from podnode.exec.sandbox import (
     mounts,
     node_limits,
     own_cgroup,
+    sweep_stale,
     wrapper_argv,
 )
 
@@ -121,3 +122,31 @@ def test_the_wrapper_sets_rlimits_without_a_cgroup():
                         max_processes=50), run_as=None, setpriv=None, as_root=False)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(100 * 1024), "50"]
+
+
+def test_a_dead_nodes_cgroup_directories_are_swept(tmp_path):
+    mine = tmp_path / "pids" / "pod-n1-1"
+    dead = tmp_path / "pids" / "pod-n2-999999999"            # no such process
+    alive_other = tmp_path / "pids" / "other"
+    for d in (mine, dead / "exec-1-1", alive_other):
+        d.mkdir(parents=True)
+    assert sweep_stale([mine]) == [dead]
+    assert not dead.exists() and mine.exists() and alive_other.exists()
+
+
+def test_cells_are_reused_and_limits_rewritten_only_when_they_change(tmp_path):
+    node = tmp_path / "pod-n1-1"
+    node.mkdir()
+    cg = CgroupV2([node])
+    name, dirs = cg.acquire(Limits(memory_mb=64, max_processes=10))
+    (dirs[0] / "cgroup.procs").write_text("")
+    assert cg.release(name, dirs)                      # empty: kept
+    (dirs[0] / "pids.max").write_text("sentinel")
+    again, dirs2 = cg.acquire(Limits(memory_mb=32, max_processes=10))
+    assert again == name and dirs2 == dirs
+    assert (dirs[0] / "memory.max").read_text() == str(32 * 1024 * 1024)
+    assert (dirs[0] / "pids.max").read_text() == "sentinel"   # unchanged limit: not written again
+    (dirs[0] / "cgroup.procs").write_text("999999999\n")      # a process still in it
+    assert not cg.release(name, dirs)
+    other, _ = cg.acquire(Limits())
+    assert other != name
