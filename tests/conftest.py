@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -85,6 +87,16 @@ class ScriptServer:
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """A directory executions may write into: they run as an unprivileged user (the node's --run-as), who
+    cannot enter pytest's own temporary directories (0700, root's). Sticky and world-writable, like /tmp."""
+    path = Path(tempfile.mkdtemp(prefix="pod-test-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -91,10 +91,9 @@ def test_long_wait_is_accepted_and_answers_when_the_execution_ends(client, scrip
 
 
 # ---- drainWorker at its deadline: the work runs again elsewhere and the node leaves ----------------------------
-def test_drain_at_the_deadline_requeues_the_work_elsewhere(tmp_path, scripts):
+def test_drain_at_the_deadline_requeues_the_work_elsewhere(tmp_path, scripts, shared_dir):
     deadline_s = 4.0
-    pids = tmp_path / "pids"
-    pids.mkdir()
+    pids = shared_dir   # main.sh runs as the run-as user: it cannot write into tmp_path
     cluster = start_cluster(tmp_path / "cluster", nodes=3, slots=1)
     try:
         client = Client(cluster.urls)
