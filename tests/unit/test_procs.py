@@ -47,7 +47,8 @@ def test_a_subreaper_adopts_an_orphan_that_called_setsid():
         ok = procs.become_subreaper()
         subprocess.run(["bash", "-c", "setsid sleep 30 >/dev/null 2>&1 < /dev/null & exit 0"])
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not procs.children():
+        # Poll until the orphan has been adopted and has exec'd sleep (it is briefly still `setsid`).
+        while time.monotonic() < deadline and not any(procs.cmdline(p)[:1] == ["sleep"] for p in procs.children()):
             time.sleep(0.05)
         kids = [(p, procs.cmdline(p)) for p in procs.children()]
         procs.kill_tree()
