@@ -13,6 +13,8 @@ import signal
 import time
 from pathlib import Path
 
+from ..local.cluster import LocalCluster
+from ..local.left import read_left
 from ..local.procs import (
     become_subreaper,
     cmdline,
@@ -25,6 +27,7 @@ from ..local.procs import (
     within,
     working_in,
 )
+from ..local.supervisor import STRAGGLER_S, Supervisor, kill_now, status, stop_everything, why_gone
 from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
 from .output import say, warn
 
@@ -87,10 +90,6 @@ def _data_dir_of(pid: int) -> Path | None:
 
 
 def cmd_up(args: argparse.Namespace, api: Api) -> int:
-    from ..local.cluster import LocalCluster
-    from ..local.left import read_left
-    from ..local.supervisor import Supervisor, kill_now, stop_everything
-
     if args.nodes < 1 or not 0 < args.port <= 65536 - 1000 - args.nodes:
         raise CliError("--nodes must be >= 1 and the ports must fit below 65536", EXIT_USAGE)
     data_dir = Path(args.data_dir)
@@ -172,8 +171,6 @@ def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:
     or the replicated state says so), or that is no longer a Raft member, would never find a leader: once
     the others have had one for STRAGGLER_S, it is stopped, recorded as gone, and the cluster goes on
     without it (never a hang). One that left is let go as soon as the others have a leader."""
-    from ..local.supervisor import STRAGGLER_S, status, why_gone
-
     deadline = time.monotonic() + timeout_s
     led_since = None
     while True:
