@@ -70,6 +70,17 @@ class NodeConfig:
     exec_timeout_s: float = 0.0                   # default: an execution running longer is killed, ends error
     exec_memory_mb: int = 0                       # default: memory.max / memory.limit_in_bytes (RLIMIT_AS)
     exec_max_processes: int = 1024                # default: pids.max, processes and threads (RLIMIT_NPROC)
+    # ---- who may call the API (api/auth.py) and how it is served -------------------------------------------
+    auth: str = "token"                           # token: every /POD/ action and /status needs a bearer token;
+                                                  # none: nobody is asked (only for an HTTP bound to loopback)
+    allow_origins: tuple[str, ...] = ()           # browser Origins allowed besides the node's own ("*": any)
+    tls_cert: str | None = None                   # PEM certificate (chain) of the HTTP API: serve https
+    tls_key: str | None = None                    # ...and its private key
+    tls_ca: str | None = None                     # PEM CA bundle that peers' certificates are checked against
+    # ---- quotas, cluster-wide (a full one refuses new work with 429 + Retry-After; 0 means none) -------------
+    max_waiting_executions: int = 200_000         # executions waiting for a slot
+    max_activities: int = 1000                    # activities registered
+    max_unread_result_bytes: int = 256 * 1024 * 1024  # stdout+stderr of ended executions nobody has read yet
     scheduler_interval_s: float = 0.5             # the leader re-plans at least this often
     plan_gap_s: float = 0.05                      # ...and at most this often
     node_lost_after_s: float = 3.0                # a node the leader cannot reach this long is lost: its work moves
@@ -111,6 +122,16 @@ class NodeConfig:
         for name in ("exec_timeout_s", "exec_memory_mb", "exec_max_processes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: no limit)")
+        if self.auth not in ("token", "none"):
+            raise ValueError(f"auth must be token or none, not {self.auth!r}")
+        if self.auth == "none" and not is_loopback(self.http_host):
+            raise ValueError("auth none is only for a node whose HTTP binds loopback: anyone who reaches "
+                             f"{self.http_host} could run code on the cluster")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        for name in ("max_waiting_executions", "max_activities", "max_unread_result_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no limit)")
         if self.cgroups not in ("auto", "v2", "v1", "none"):
             raise ValueError(f"cgroups must be auto, v2, v1 or none, not {self.cgroups!r}")
 
@@ -119,11 +140,15 @@ class NodeConfig:
         return f"{self.advertise_host or self.raft_host}:{self.raft_port}"
 
     @property
+    def http_scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
     def http_url(self) -> str:
         host = self.advertise_host or self.http_host
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.http_port}"
+        return f"{self.http_scheme}://{host}:{self.http_port}"
 
     @property
     def zeroconf_interfaces(self) -> list[str] | None:

@@ -23,6 +23,16 @@ class Unauthorized(PodError):
     kind = "unauthorized"
 
 
+class Forbidden(PodError):
+    """The request's credential is valid but its scope does not allow the action, or it comes from another site."""
+    kind = "forbidden"
+
+
+class TooMany(PodError):
+    """A quota is full (waiting executions, activities, unread result bytes): try again after retry_after_s."""
+    kind = "too_many"
+
+
 class NotFound(PodError):
     kind = "not_found"
 
@@ -50,7 +60,7 @@ class Unavailable(PodError):
 
 
 KINDS: dict[str, type[PodError]] = {
-    cls.kind: cls for cls in (BadRequest, NotFound, Conflict, TooLarge, Unavailable)
+    cls.kind: cls for cls in (BadRequest, Forbidden, NotFound, Conflict, TooLarge, TooMany, Unavailable)
 }
 
 

@@ -12,10 +12,12 @@ from ..cluster_secret import PeerAuthError, PeerVerifier, prove_answer
 from ..errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     HeadersTooLarge,
     NotFound,
     PodError,
     TooLarge,
+    TooMany,
     Unauthorized,
     Unavailable,
     UriTooLong,
@@ -26,8 +28,8 @@ from .node_api import NodeApi
 log = logging.getLogger(__name__)
 
 STATUS_CODES: dict[type[PodError], int] = {
-    BadRequest: 400, Unauthorized: 401, NotFound: 404, Conflict: 409, TooLarge: 413, UriTooLong: 414,
-    HeadersTooLarge: 431, Unavailable: 503,
+    BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
+    UriTooLong: 414, TooMany: 429, HeadersTooLarge: 431, Unavailable: 503,
 }
 # What aiohttp raises while reading a form body it cannot parse (an empty, NUL or missing part name, bytes
 # that are not in the declared charset, an unknown charset or encoding, a body cut off before its end, a
@@ -43,7 +45,7 @@ def _json(body: dict, status: int = 200, headers: dict | None = None) -> web.Res
 def error_response(exc: PodError) -> web.Response:
     """The answer to an error: its kind's code (500 for one not in STATUS_CODES), JSON {"error": message}."""
     status = STATUS_CODES.get(type(exc), 500)
-    headers = {"Retry-After": str(max(1, round(exc.retry_after_s or 1)))} if status == 503 else None
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s or 1)))} if status in (429, 503) else None
     return _json({"error": exc.message}, status, headers)
 
 

@@ -59,6 +59,24 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
                     help="default limit: memory of an execution, all its processes (0: none, default)")
     ap.add_argument("--exec-max-processes", type=int, default=1024,
                     help="default limit: processes and threads of an execution (0: none; default 1024)")
+    ap.add_argument("--auth", choices=["token", "none"], default="token",
+                    help="token (default): every /POD/ action and /status needs Authorization: Bearer TOKEN; "
+                         "none: no token asked, only for an HTTP bound to loopback (prints a warning)")
+    ap.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                    help="a browser Origin (scheme://host:port) allowed besides the node's own; '*' for any "
+                         "(repeatable; by default a request from another site's page is refused with 403)")
+    ap.add_argument("--tls-cert", default=None, metavar="PEM", help="serve the HTTP API over TLS with this "
+                    "certificate (chain); peers then talk https too")
+    ap.add_argument("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
+    ap.add_argument("--tls-ca", default=None, metavar="PEM",
+                    help="CA bundle that the certificates of peers are checked against (default: the system's)")
+    ap.add_argument("--max-waiting-executions", type=int, default=200_000,
+                    help="quota: executions waiting cluster-wide; a newExecution beyond it gets 429 (0: none)")
+    ap.add_argument("--max-activities", type=int, default=1000,
+                    help="quota: activities registered; a newActivity beyond it gets 429 (0: none)")
+    ap.add_argument("--max-unread-result-bytes", type=int, default=256 * 1024 * 1024,
+                    help="quota: output of ended executions not read yet, held by every node; new executions "
+                         "get 429 while it is over (0: none; default 256 MiB)")
     ap.add_argument("--node-lost-after-s", type=float, default=3.0,
                     help="a node the leader cannot reach this long is declared lost and its work moves")
     ap.add_argument("--election-timeout-s", type=float, default=0.4,
@@ -75,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
     election = max(0.2, a.election_timeout_s)
     timing = RaftTiming(heartbeat_s=min(0.05, election / 4), election_min_s=election,
                         election_max_s=election * 3.5, leader_fallback_s=election * 7.5)
+    try:
+        return _config(a, timing)
+    except ValueError as exc:  # a bad combination of options: say which, without a traceback
+        ap.error(str(exc))
+
+
+def _config(a: argparse.Namespace, timing: RaftTiming) -> NodeConfig:
     return NodeConfig(
         node_id=a.id, http_host=a.http[0], http_port=a.http[1], raft_host=a.raft[0], raft_port=a.raft[1],
         peers=[p.strip() for p in a.peers.split(",") if p.strip()], join=a.join, join_timeout_s=a.join_timeout_s,
@@ -82,7 +107,9 @@ def parse_args(argv: list[str] | None = None) -> NodeConfig:
         allow_file_urls=a.allow_file_urls, advertise_host=a.advertise_host,
         output_cap_bytes=a.output_cap_bytes, kill_grace_s=a.kill_grace_s, timing=timing,
         run_as=a.run_as, cgroups=a.cgroups, exec_timeout_s=a.exec_timeout_s, exec_memory_mb=a.exec_memory_mb,
-        exec_max_processes=a.exec_max_processes,
+        exec_max_processes=a.exec_max_processes, auth=a.auth, allow_origins=tuple(a.allow_origin),
+        tls_cert=a.tls_cert, tls_key=a.tls_key, tls_ca=a.tls_ca, max_waiting_executions=a.max_waiting_executions,
+        max_activities=a.max_activities, max_unread_result_bytes=a.max_unread_result_bytes,
         node_lost_after_s=a.node_lost_after_s, provider=a.provider,
         provider_options=load_options(a.provider_config), scaling_interval_s=a.scaling_interval_s,
         max_voters=max(3, a.max_voters), cluster_name=a.cluster_name, announce=a.announce,
