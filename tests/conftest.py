@@ -24,8 +24,9 @@ FAST_RAFT = ["--election-timeout-s", "0.3", "--kill-grace-s", "1"]
 class Client:
     """A thin HTTP client for the action API, rotating over the nodes unless told which one to ask."""
 
-    def __init__(self, urls: list[str]):
+    def __init__(self, urls: list[str], token: str | None = None):
         self.urls = urls
+        self.token = token      # sent as Authorization: Bearer (the cluster's admin token by default)
         self._next = 0
 
     def call(self, action: str, node: int | None = None, **params: Any) -> tuple[int, dict]:
@@ -33,7 +34,7 @@ class Client:
             node = self._next % len(self.urls)
             self._next += 1
         query = urllib.parse.urlencode({"action": action, **params})
-        return get_json(f"{self.urls[node]}/POD/?{query}", timeout_s=30.0)
+        return get_json(f"{self.urls[node]}/POD/?{query}", timeout_s=30.0, token=self.token)
 
     def ok(self, action: str, node: int | None = None, **params: Any) -> dict:
         code, body = self.call(action, node, **params)
@@ -135,7 +136,7 @@ def cluster(tmp_path_factory) -> LocalCluster:
 
 @pytest.fixture
 def client(cluster) -> Client:
-    return Client(cluster.urls)
+    return Client(cluster.urls, cluster.token)
 
 
 def approved(client: Client, name: str, url: str, *, create: bool = True, **params: Any) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -14,15 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cluster_secret import SECRET_FILE, load_or_create
+from ..tokens import admin_token
 from .procs import free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
 __all__ = ["LocalCluster", "LocalNode", "get_json"]
 
 
-def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict]:
-    """GET a URL; return (HTTP status, JSON body). Connection failures raise OSError."""
+def get_json(url: str, timeout_s: float = 2.0, *, token: str | None = None, data: bytes | None = None,
+             headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict]:
+    """GET (or POST `data` to) a URL with the bearer `token`; return (HTTP status, JSON body). Connection
+    failures raise OSError."""
+    request = urllib.request.Request(url, data=data, headers={
+        **({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         body = err.read()
@@ -64,6 +70,7 @@ class LocalCluster:
                  quiet: bool = True, secret: str | None = None):
         self.data_dir = Path(data_dir)
         self.secret = secret or load_or_create(self.data_dir / SECRET_FILE)[0]
+        self.token = admin_token(self.secret)    # the cluster's birth admin token
         self.log_dir = Path(log_dir) if log_dir else self.data_dir
         self.quiet = quiet
         self.nodes: list[LocalNode] = []
@@ -118,7 +125,7 @@ class LocalCluster:
 
     def status(self, node: LocalNode) -> dict | None:
         try:
-            code, body = get_json(node.url + "/status", timeout_s=1.0)
+            code, body = get_json(node.url + "/status", timeout_s=1.0, token=self.token)
             return body if code == 200 else None
         except OSError:
             return None
@@ -135,7 +142,7 @@ class LocalCluster:
             statuses = [self.status(n) for n in nodes]
             if all(s and s.get("leader") for s in statuses):
                 try:
-                    code, body = get_json(nodes[0].url + "/POD/?action=getWorkers")
+                    code, body = get_json(nodes[0].url + "/POD/?action=getWorkers", token=self.token)
                 except OSError:
                     code, body = 0, {}
                 registered = {w["id"] for w in body.get("workers", [])} if code == 200 else set()
@@ -177,7 +184,7 @@ class LocalCluster:
             if node.proc is None or node.proc.poll() is not None:
                 continue
             try:
-                code, body = get_json(node.url + "/POD/?action=getWorkers", timeout_s=2.0)
+                code, body = get_json(node.url + "/POD/?action=getWorkers", timeout_s=2.0, token=self.token)
             except OSError:
                 continue
             if code == 200:
