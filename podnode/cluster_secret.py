@@ -40,29 +40,40 @@ def load_or_create(path: str | Path) -> tuple[str, bool]:
     """The secret kept in `path`, creating it (mode 600, its directory 700 if new) when there is none;
     (secret, created). A file others may read is made 600; an empty one is an error (ValueError)."""
     path = Path(path)
-    created = False
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(new_secret() + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)      # never replaces a secret another process wrote first
-                created = True
-            except FileExistsError:
-                pass
-        finally:
-            tmp.unlink(missing_ok=True)
+    created = write_private(path, new_secret(), replace=False)
     if path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
     secret = path.read_text().strip()
     if not secret:
         raise ValueError(f"{path} is empty: remove it to make a new cluster secret, or put the cluster's in it")
     return secret, created
+
+
+def write_private(path: str | Path, text: str, *, replace: bool = True) -> bool:
+    """Write `text` (and a newline) to `path`, mode 600 from its first byte, its directory 700 if new; atomically:
+    a reader sees the old file or the new one. With replace=False an existing file is left as it is. Was it
+    written?"""
+    path = Path(path)
+    if not replace and path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)      # never replaces a file another process wrote first
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _key(secret: str, purpose: bytes) -> bytes:

@@ -37,12 +37,12 @@ class Manager:
         self.last_plan: dict = {}
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
-        self._observer_ok: dict[str, float] = {}  # observer -> monotonic time its /status last answered
+        self._observer_ok: dict[str, float] = {}  # observer -> monotonic time its /health last answered
 
     def live_nodes(self) -> set[str]:
         """Nodes this node reaches right now (itself included). Voters: over Raft, and on the leader they must
         also have answered lately (a frozen one keeps its connection but stops answering). Observers are not
-        Raft peers: the leader polls their /status instead."""
+        Raft peers: the leader polls their /health instead."""
         nodes = self.replica.state.nodes
         ages = self.replica.response_ages()
         quiet_s = max(0.5, 10 * self.cfg.timing.heartbeat_s)
@@ -66,7 +66,7 @@ class Manager:
         return {n: now - t for n, t in self._observer_ok.items()}
 
     async def _watch_observers(self) -> None:
-        """On the leader: poll every observer's /status (they are not Raft peers, so Raft cannot tell)."""
+        """On the leader: poll every observer's /health (they are not Raft peers, so Raft cannot tell)."""
         timeout = aiohttp.ClientTimeout(total=max(0.5, self.cfg.node_lost_after_s / 3))
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
@@ -85,7 +85,7 @@ class Manager:
     async def _poll_observer(self, session: aiohttp.ClientSession, node: str, url: str) -> None:
         self._observer_ok.setdefault(node, time.monotonic())  # the clock starts when this leader first looks
         try:
-            async with session.get(f"{url}/status") as resp:
+            async with session.get(f"{url}/health") as resp:
                 if resp.status == 200:
                     self._observer_ok[node] = time.monotonic()
         except (aiohttp.ClientError, asyncio.TimeoutError):

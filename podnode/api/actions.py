@@ -16,6 +16,7 @@ from . import params as P
 from . import views
 from .cluster_actions import CLUSTER_ACTIONS
 from .node_api import NodeApi
+from .token_actions import TOKEN_ACTIONS
 
 Params = Mapping[str, str]
 Action = Callable[["NodeApi", Params], Awaitable[dict[str, Any]]]
@@ -115,4 +116,5 @@ ACTIONS: dict[str, Action] = {
     "terminateExecution": terminate_execution,
     "getAllExecutions": get_all_executions,
     **CLUSTER_ACTIONS,
+    **TOKEN_ACTIONS,
 }

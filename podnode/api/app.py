@@ -22,7 +22,10 @@ from ..errors import (
     Unavailable,
     UriTooLong,
 )
+from ..tokens import STATUS_SCOPE, action_scope
 from .actions import ACTIONS
+from .auth import Authenticator, require
+from .auth import middleware as auth_middleware
 from .node_api import NodeApi
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ def error_response(exc: PodError) -> web.Response:
     """The answer to an error: its kind's code (500 for one not in STATUS_CODES), JSON {"error": message}."""
     status = STATUS_CODES.get(type(exc), 500)
     headers = {"Retry-After": str(max(1, round(exc.retry_after_s or 1)))} if status in (429, 503) else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="pod"'}
     return _json({"error": exc.message}, status, headers)
 
 
@@ -103,7 +108,9 @@ async def _form(request: web.Request) -> dict[str, str]:
 
 
 def build_app(node: NodeApi) -> web.Application:
-    app = web.Application(middlewares=[errors_as_json], client_max_size=4 * node.cfg.max_input_bytes + 65536)
+    auth = Authenticator(node.cfg, node.read, node.serving)
+    app = web.Application(middlewares=[errors_as_json, auth_middleware(auth)],
+                          client_max_size=4 * node.cfg.max_input_bytes + 65536)
 
     async def pod_action(request: web.Request) -> web.Response:
         params = await request_params(request)
@@ -113,10 +120,16 @@ def build_app(node: NodeApi) -> web.Application:
         handler = ACTIONS.get(action)
         if handler is None:
             raise BadRequest(f"Unknown action {action!r}; one of: {', '.join(ACTIONS)}")
+        require(request, action_scope(action), action)
         return _json(await handler(node, params))
 
     async def status(request: web.Request) -> web.Response:
+        require(request, STATUS_SCOPE, "/status")
         return _json(node.status_view())
+
+    async def health(request: web.Request) -> web.Response:
+        """Open to anyone (a load balancer's probe): is the node up, and its role; nothing else."""
+        return _json({"ok": True, "role": node.role()})
 
     peer_auth = PeerVerifier(node.cfg.secret)
 
@@ -167,6 +180,13 @@ def build_app(node: NodeApi) -> web.Application:
         await node.promote(members)
         return _json({"role": node.status_view()["role"]})
 
+    async def sync(request: web.Request) -> web.Response:
+        """A member asks this node to apply everything committed so far (deleteToken: a deleted token is refused
+        by every node once the deletion answers)."""
+        await check_peer(request)
+        await node.caught_up()
+        return _json({"node": node.cfg.node_id})
+
     async def prove(request: web.Request) -> web.Response:
         """A node about to join (found this one over zeroconf) checks it knows the cluster secret: the answer is
         an HMAC of its challenge, this node's id and URL; the secret itself is never sent, and nothing changes."""
@@ -178,11 +198,14 @@ def build_app(node: NodeApi) -> web.Application:
         return _json({"node": node.cfg.node_id, "url": node.cfg.http_url,
                       "proof": prove_answer(node.cfg.secret, challenge, node.cfg.node_id, node.cfg.http_url)})
 
+    # No HEAD: aiohttp would answer it by running the GET handler, an action included (405 instead).
     for path in ("/POD/", "/POD"):
-        app.router.add_get(path, pod_action)
+        app.router.add_get(path, pod_action, allow_head=False)
         app.router.add_post(path, pod_action)
-    app.router.add_get("/status", status)
-    app.router.add_get("/internal/executions/{id}/output", execution_output)
+    app.router.add_get("/status", status, allow_head=False)
+    app.router.add_get("/health", health)
+    app.router.add_get("/internal/executions/{id}/output", execution_output, allow_head=False)
+    app.router.add_post("/internal/sync", sync)
     app.router.add_post("/internal/join", join)
     app.router.add_post("/internal/promote", promote)
     app.router.add_post("/internal/prove", prove)

@@ -44,6 +44,16 @@ class NodeApi(Protocol):
     # ---- status and views --------------------------------------------------------------------------------
     def status_view(self) -> dict[str, Any]: ...
 
+    def serving(self) -> bool:
+        """Has the node caught up with the cluster's state since it started (else the API answers 503)?"""
+
+    def role(self) -> str:
+        """leader, follower, candidate or observer (the open /health says it)."""
+
+    async def sync_everywhere(self) -> dict[str, list[str]]:
+        """Have every other member apply everything committed so far: {"confirmed": [...], "unconfirmed": [...]}
+        (node ids; unconfirmed: not reached within peer_timeout_s)."""
+
     def workers_view(self) -> dict[str, Any]: ...
 
     # ---- the internal routes other nodes call (app.py checks their signature with cfg.secret) ----------------

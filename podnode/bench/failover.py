@@ -24,7 +24,7 @@ INSTALL = "#!/usr/bin/env bash\nprintf '#!/usr/bin/env bash\\nsleep 60\\n' > mai
 
 def call(node: LocalNode, **params) -> tuple[int, dict]:
     try:
-        return get_json(f"{node.url}/POD/?{urllib.parse.urlencode(params)}", timeout_s=10)
+        return get_json(f"{node.url}/POD/?{urllib.parse.urlencode(params)}", timeout_s=10, token=node.token)
     except OSError:
         return 0, {}
 

@@ -22,8 +22,9 @@ class HttpError(RuntimeError):
 
 
 class LoadClient:
-    def __init__(self, timeout_s: float = 60.0):
+    def __init__(self, timeout_s: float = 60.0, token: str | None = None):
         self._timeout_s = timeout_s
+        self._auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
         self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
         self._targets: dict[str, tuple[str, int, bytes]] = {}
 
@@ -51,7 +52,7 @@ class LoadClient:
         pool = self._idle.setdefault((host, port), [])
         reader, writer = pool.pop() if pool else await asyncio.open_connection(host, port)
         try:
-            writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + host_header + b"\r\n")
+            writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + host_header + self._auth + b"\r\n")
             head = await reader.readuntil(b"\r\n\r\n")
             status, length, keep = _parse_head(head)
             body = await reader.readexactly(length)

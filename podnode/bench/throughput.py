@@ -71,7 +71,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> None:
+async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, token: str | None = None) -> None:
     main = workdir / "raw" / "main.sh"
     main.parent.mkdir()
     main.write_text(MAIN)
@@ -82,7 +82,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int) -> Non
     async def raw() -> None:
         raw_runs.append(await run_pool(n, concurrency, lambda i: raw_spawn(main, i)))
 
-    async with LoadClient(timeout_s=60) as client:
+    async with LoadClient(timeout_s=60, token=token) as client:
         install = workdir / "install.sh"
         install.write_text(INSTALL)
         await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         with LocalCluster(Path(tmp) / "cluster", nodes=a.nodes, slots=a.slots) as cluster:
             cluster.start(timeout_s=60)
             print(f"cluster: {a.nodes} nodes, {cluster.status(cluster.nodes[0])['slots']['total']} slots each")
-            asyncio.run(bench(cluster.urls, Path(tmp), a.executions, a.concurrency))
+            asyncio.run(bench(cluster.urls, Path(tmp), a.executions, a.concurrency, token=cluster.token))
 
 
 def _same_child_watcher() -> None:

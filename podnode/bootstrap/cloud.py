@@ -86,7 +86,7 @@ def find_server(provider: Any, node_id: str) -> Any:
 def seed_url_when_leading(provider: Any, node_id: str) -> str | None:
     """The seed's URL once its /status shows it as the leader, else None."""
     url = server_url(find_server(provider, node_id))
-    status = member_status(url)
+    status = member_status(url, provider.cluster_secret)
     return url if status and status.get("node") == node_id and status.get("leader") == node_id else None
 
 
@@ -124,7 +124,7 @@ def launch_cloud(provider: Any, state: dict[str, Any], state_dir: Path, nodes: i
         save_state(state_dir, state)
         if errors:
             raise BootstrapError(f"launching failed: {errors[0]}")
-    poll(lambda: all(workers(seed_url).get(n) == "up" for n in ids), timeout_s=timeout_s,
+    poll(lambda: all(workers(seed_url, state["secret"]).get(n) == "up" for n in ids), timeout_s=timeout_s,
          what=f"{', '.join(ids)} registered at {seed_url}")
     for member in state["members"][1:]:
         member["url"] = member["url"] or server_url(find_server(provider, member["id"]))

@@ -191,7 +191,7 @@ def cmd_ssh(args: argparse.Namespace, out: Out = say) -> int:
     save_state(state_dir, state)
     run_steps(steps, dry_run=False, secret=state["secret"], out=out)
     for member in state["members"]:
-        poll(lambda m=member: (member_status(m["url"]) or {}).get("leader"), timeout_s=args.timeout,
+        poll(lambda m=member: (member_status(m["url"], state["secret"]) or {}).get("leader"), timeout_s=args.timeout,
              what=f"{member['url']}/status to name a leader")
     state["status"] = "running"
     save_state(state_dir, state)

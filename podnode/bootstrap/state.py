@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import __version__
+from ..cluster_secret import write_private
 from ..local.cluster import get_json
 from ..scaling import userdata
+from ..tokens import TOKEN_FILE, admin_token
 
 T = TypeVar("T")
 Out = Callable[[str], None]
@@ -75,17 +77,21 @@ def save_state(state_dir: str | Path, state: dict[str, Any]) -> None:
         f.write("\n")
     os.chmod(tmp, 0o600)
     os.replace(tmp, state_path(directory))
+    token_file = directory / TOKEN_FILE
+    if not token_file.exists() or token_file.read_text().strip() != admin_token(state["secret"]):
+        write_private(token_file, admin_token(state["secret"]))
 
 
 # ---------------------------------------------------------------------------------------------------- probing
 
 
-def member_status(url: str | None) -> dict[str, Any] | None:
-    """A member's /status, or None if it does not answer 200."""
+def member_status(url: str | None, secret: str) -> dict[str, Any] | None:
+    """A member's /status (asked with the admin token of the cluster of `secret`), or None if it does not
+    answer 200."""
     if not url:
         return None
     try:
-        code, body = get_json(url.rstrip("/") + "/status", timeout_s=2.0)
+        code, body = get_json(url.rstrip("/") + "/status", timeout_s=2.0, token=admin_token(secret))
     except (OSError, ValueError):
         return None
     return body if code == 200 else None
@@ -94,16 +100,16 @@ def member_status(url: str | None) -> dict[str, Any] | None:
 def answering(state: dict[str, Any]) -> dict[str, Any] | None:
     """The /status of the first recorded member that knows a leader, else None."""
     for member in state.get("members", []):
-        status = member_status(member.get("url"))
+        status = member_status(member.get("url"), state["secret"])
         if status and status.get("leader"):
             return status
     return None
 
 
-def workers(url: str) -> dict[str, str]:
+def workers(url: str, secret: str) -> dict[str, str]:
     """{worker id: status} as the member at `url` sees it ({} when it does not answer)."""
     try:
-        code, body = get_json(url.rstrip("/") + "/POD/?action=getWorkers", timeout_s=5.0)
+        code, body = get_json(url.rstrip("/") + "/POD/?action=getWorkers", timeout_s=5.0, token=admin_token(secret))
     except (OSError, ValueError):
         return {}
     return {w["id"]: w.get("status", "") for w in body.get("workers", [])} if code == 200 else {}
@@ -164,10 +170,12 @@ def report(state: dict[str, Any], state_dir: str | Path, out: Out = say) -> None
         out(f"  {m['id']:<5} {m.get('url') or '(no URL yet)':<30} {member_where(m)}"
             + ("  (leader)" if m["id"] == leader else ""))
     url = (status or {}).get("httpUrl") or next((m["url"] for m in members if m.get("url")), None)
+    token_file = (Path(state_dir) / TOKEN_FILE).resolve()
     if url:
-        out(f"API:   export POD_URL={url}")
-        out(f"       pod status   # or: curl '{url}/POD/?action=getWorkers'")
+        out(f"API:   export POD_URL={url} POD_TOKEN=$(cat {token_file})")
+        out(f"       pod status   # or: curl -H \"Authorization: Bearer $POD_TOKEN\" '{url}/POD/?action=getWorkers'")
     out(f"State: {state_path(state_dir).resolve()} (mode 600, holds the cluster secret)")
+    out(f"Token: {token_file} (mode 600, the cluster's admin token)")
 
 
 def already_running(state: dict[str, Any], state_dir: str | Path, out: Out) -> int:

@@ -9,10 +9,11 @@ import argparse
 import os
 
 from .activities import add_activity
-from .client import EXIT_INTERRUPTED, Api, CliError
+from .client import EXIT_INTERRUPTED, Api, CliError, find_token
 from .cluster import add_cluster
 from .executions import add_execution, add_run
 from .output import warn
+from .tokens import add_token
 from .up import add_up
 
 
@@ -21,6 +22,7 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help="a node's URL")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="the API token to send")
     return common
 
 
@@ -62,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--url", default=os.environ.get("POD_URL", "http://localhost:8080"),
                     help="a node's URL (default: env POD_URL or http://localhost:8080)")
     ap.add_argument("--json", action="store_true", help="print the raw JSON answers")
+    ap.add_argument("--token", default=None,
+                    help="the API token (default: env POD_TOKEN, else the file ./pod-data/token that pod up writes)")
     sub = _Sub(ap.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     add_up(sub)
     add_activity(sub)
     add_run(sub)
     add_execution(sub)
     add_cluster(sub)
+    add_token(sub)
     return ap
 
 
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (the `pod` script exits with it)."""
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args, Api(args.url))
+        code = args.func(args, Api(args.url, find_token(args.token)))
     except CliError as err:
         warn(err.message)
         code = err.code

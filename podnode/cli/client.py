@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 EXIT_USAGE, EXIT_SERVER, EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 124, 130, 143
 RETRY_BUDGET_S = 10.0
 UNREACHABLE_HINT = ("no cluster there? Start a local one with `./dev.sh up` (or `pod up`) in another terminal,\n"
                     "or name a running node with --url URL or $POD_URL (default http://localhost:8080).")
+
+
+TOKEN_FILE = Path("pod-data") / "token"
+NO_TOKEN_HINT = ("pod found no token: pass --token TOKEN, set $POD_TOKEN, or run pod where `pod up` made "
+                 "pod-data/token")
+
+
+def find_token(given: str | None) -> str | None:
+    """The token to send: --token, else $POD_TOKEN, else ./pod-data/token (`pod up`'s admin token), else none."""
+    if given:
+        return given.strip()
+    if os.environ.get("POD_TOKEN", "").strip():
+        return os.environ["POD_TOKEN"].strip()
+    try:
+        return TOKEN_FILE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class CliError(Exception):
@@ -36,8 +55,9 @@ class CliError(Exception):
 
 # ---- HTTP ---------------------------------------------------------------------------------------------
 class Api:
-    def __init__(self, url: str):
+    def __init__(self, url: str, token: str | None = None):
         self.url = url.rstrip("/")
+        self.token = token      # sent as Authorization: Bearer (see find_token)
 
     def action(self, action: str, *, timeout_s: float = 30.0, post: bool = False, **params: Any) -> dict:
         query = {"action": action, **{k: str(v) for k, v in params.items() if v is not None}}
@@ -47,11 +67,16 @@ class Api:
         return self.get_json(f"{self.url}/POD/?{data}", timeout_s)
 
     def get_json(self, url: str, timeout_s: float, body: bytes | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(url, data=body, timeout=timeout_s) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
+                                        timeout=timeout_s) as resp:
                 return _decode(resp.read())
         except urllib.error.HTTPError as err:
-            raise _http_error(err) from None
+            error = _http_error(err)
+            if err.code == 401 and not self.token:
+                error.message += f"\n{NO_TOKEN_HINT}"
+            raise error from None
         except (OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", None) or err
             raise CliError(f"cannot reach {self.url}: {reason}\n{UNREACHABLE_HINT}", EXIT_SERVER) from None

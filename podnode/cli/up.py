@@ -161,6 +161,7 @@ def run_cluster(cluster, supervisor, data_dir: Path) -> int:
     for node in cluster.nodes:
         say(f"{node.node_id}  {node.url}" + ("  (leader)" if leader is node else ""))
     say(f"POD is up: {len(cluster.nodes)} nodes. Ctrl-C to stop. Logs in {data_dir}/")
+    say(f"admin token in {cluster.token_file} (pod reads it there, or from $POD_TOKEN or --token)")
     while True:
         supervisor.tick()
         time.sleep(0.25)

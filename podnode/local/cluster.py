@@ -14,8 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cluster_secret import SECRET_FILE, load_or_create
-from ..tokens import admin_token
+from ..cluster_secret import SECRET_FILE, load_or_create, write_private
+from ..tokens import TOKEN_FILE, admin_token
 from .procs import free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
 __all__ = ["LocalCluster", "LocalNode", "get_json"]
@@ -48,6 +48,7 @@ class LocalNode:
     proc: subprocess.Popen | None = None
     extra_args: list[str] = field(default_factory=list)
     join: str | None = None   # started with --join URL instead of a fixed peer list
+    token: str | None = field(default=None, repr=False)   # what requests to it carry (the cluster's admin token)
 
     @property
     def url(self) -> str:
@@ -63,21 +64,25 @@ class LocalCluster:
 
     The cluster has a secret from birth: `secret` if given, else the one in DATA/secret (mode 600), made there
     the first time and reused by every later cluster on that data dir. Every node gets it in its environment
-    (POD_SECRET), never on its command line."""
+    (POD_SECRET), never on its command line. Its admin token (derived from the secret) is in DATA/token (600),
+    where the pod CLI finds it."""
 
     def __init__(self, data_dir: str | Path, *, nodes: int = 3, base_port: int | None = None,
                  slots: int | None = None, extra_args: list[str] | None = None, log_dir: str | Path | None = None,
                  quiet: bool = True, secret: str | None = None):
         self.data_dir = Path(data_dir)
         self.secret = secret or load_or_create(self.data_dir / SECRET_FILE)[0]
-        self.token = admin_token(self.secret)    # the cluster's birth admin token
+        self.token = admin_token(self.secret)    # the cluster's birth admin token, kept in DATA/token (600)
+        self.token_file = self.data_dir / TOKEN_FILE
+        if not self.token_file.exists() or self.token_file.read_text().strip() != self.token:
+            write_private(self.token_file, self.token)
         self.log_dir = Path(log_dir) if log_dir else self.data_dir
         self.quiet = quiet
         self.nodes: list[LocalNode] = []
         ports = [] if base_port else free_ports(2 * nodes)   # all at once: no two nodes get the same port
         for i in range(nodes):
             http, raft = (base_port + i, base_port + 1000 + i) if base_port else ports[2 * i:2 * i + 2]
-            self.nodes.append(LocalNode(f"n{i + 1}", http, raft, self.data_dir / f"n{i + 1}",
+            self.nodes.append(LocalNode(f"n{i + 1}", http, raft, self.data_dir / f"n{i + 1}", token=self.token,
                                         extra_args=list(extra_args or []) +
                                         (["--slots", str(slots)] if slots is not None else [])))
 
@@ -100,7 +105,7 @@ class LocalCluster:
     def add_node(self, *, join: str, extra_args: list[str] | None = None, node_id: str | None = None) -> LocalNode:
         """Start one more node that joins the running cluster through `join` (a member's URL)."""
         node_id = node_id or f"n{len(self.nodes) + 1}"
-        node = LocalNode(node_id, *free_ports(2), self.data_dir / node_id, join=join,
+        node = LocalNode(node_id, *free_ports(2), self.data_dir / node_id, join=join, token=self.token,
                          extra_args=list(extra_args if extra_args is not None else self.nodes[0].extra_args))
         self.nodes.append(node)
         self.start_node(node)
@@ -125,7 +130,7 @@ class LocalCluster:
 
     def status(self, node: LocalNode) -> dict | None:
         try:
-            code, body = get_json(node.url + "/status", timeout_s=1.0, token=self.token)
+            code, body = get_json(node.url + "/status", timeout_s=1.0, token=node.token)
             return body if code == 200 else None
         except OSError:
             return None

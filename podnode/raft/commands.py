@@ -54,6 +54,8 @@ NODE_LAUNCHED = "node_launched"
 NODE_LAUNCH_FAILED = "node_launch_failed"
 BATCH = "batch"
 NODE_LAUNCH_REF = "node_launch_ref"
+TOKEN_NEW = "token_new"
+TOKEN_DELETE = "token_delete"
 
 Wire = dict[str, Any]
 
@@ -360,3 +362,21 @@ class Batch(Command):
 def batch(cmds: list[Wire]) -> Wire:
     """The wire form of a batch of wire forms."""
     return Batch(cmds=cmds).to_wire()
+
+
+@command(TOKEN_NEW)
+class TokenNew(Command):
+    """An API token made by newToken: its id, name, scope, and the salted hash of its key (never the token)."""
+    id: str
+    name: str
+    scope: str
+    salt: str
+    hash: str
+    now: float
+
+
+@command(TOKEN_DELETE)
+class TokenDelete(Command):
+    """Delete an API token by name (the birth admin token's name is "admin")."""
+    name: str
+    now: float | None = None

@@ -26,6 +26,7 @@ from .executions import ExecutionTable, missing_execution
 from .membership import NodeTable
 from .results import Result, refuse
 from .scaling_policies import ScalingPolicyTable
+from .tokens import TokenTable
 
 __all__ = ["State", "missing_execution"]  # missing_execution: the API words its 404 with it
 
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # The snapshot's fields, in the order they are written (msgpack keeps it): never reorder, only append.
 SNAPSHOT_FIELDS = ("activities", "installations", "executions", "nodes", "request_ids", "policies",
-                   "active_policy", "launches", "launch_failures", "next_activity_id", "next_execution_id")
+                   "active_policy", "launches", "launch_failures", "next_activity_id", "next_execution_id",
+                   "tokens", "admin_revoked")
 
 
 def _field(table: str, name: str, doc: str) -> property:
@@ -49,6 +51,7 @@ class State:
         self.activity_table = ActivityTable(self.node_table)
         self.execution_table = ExecutionTable(self.activity_table, self.node_table)
         self.policy_table = ScalingPolicyTable()
+        self.token_table = TokenTable()
         nodes, activities = self.node_table, self.activity_table
         executions, policies = self.execution_table, self.policy_table
         # One apply case per command type: the command's class (it decodes the logged dict) and its handler.
@@ -79,6 +82,8 @@ class State:
             C.NodeDrain: nodes.node_drain,
             C.NodeLeft: self._node_left,
             C.Batch: self._batch,
+            C.TokenNew: self.token_table.token_new,
+            C.TokenDelete: self.token_table.token_delete,
         }
         assert set(cases) == set(C.TYPES.values()), "a command type without its apply case"
         self._cases: dict[str, tuple[Callable[[dict], Any], Callable[[Any], Result]]] = {
@@ -96,6 +101,8 @@ class State:
     next_execution_id = _field("execution_table", "next_execution_id", "the id of the next new execution")
     policies = _field("policy_table", "policies", "scaling policy name -> record")
     active_policy = _field("policy_table", "active_policy", "the active scaling policy's name, or None")
+    tokens = _field("token_table", "tokens", "API token id -> record (name, scope, salt, hash of the key)")
+    admin_revoked = _field("token_table", "admin_revoked", "the birth admin token was deleted")
 
     @property
     def touched(self) -> set[int]:
@@ -130,7 +137,8 @@ class State:
 
     def load_dict(self, data: dict[str, Any]) -> None:
         """Take the state from a snapshot (to_dict's, also of an earlier version: a missing field is empty)."""
-        for table in (self.node_table, self.activity_table, self.execution_table, self.policy_table):
+        for table in (self.node_table, self.activity_table, self.execution_table, self.policy_table,
+                      self.token_table):
             table.load(data)
 
     # ---- entry point ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ..exec.agent import Agent
 from ..manager import Manager
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
+from ..raft.lifecycle import NODE_DRAINING_STATUS, NODE_UP_STATUS
 from ..raft.replica import Replica, ReplicaRef
 from ..raft.state import State
 from ..scaling.autoscaler import Autoscaler
@@ -53,6 +54,7 @@ class PodNode:
         self.autoscaler: Autoscaler | None = None
         self._runner: web.AppRunner | None = None
         self._peers: PeerClient | None = None
+        self._caught_up = False     # see _catch_up_once
         self._tasks: list[asyncio.Task] = []
         self.announcer: Announcer | None = None
 
@@ -83,12 +85,32 @@ class PodNode:
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
         self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
-                       asyncio.create_task(self.manager.run(), name="manager")]
+                       asyncio.create_task(self.manager.run(), name="manager"),
+                       asyncio.create_task(self._catch_up_once(), name="catch-up")]
         if cfg.announce:
             self.announcer = Announcer(cluster=cfg.cluster_name, node_id=cfg.node_id, http_url=cfg.http_url,
                                        interfaces=cfg.zeroconf_interfaces)
             self._tasks.append(asyncio.create_task(self._announce(), name="announce"))
         log.info("node %s: HTTP %s, Raft %s, peers %s", cfg.node_id, cfg.http_url, cfg.raft_addr, cfg.peers)
+
+    async def _catch_up_once(self) -> None:
+        """Until this node has applied everything the cluster committed before it started, its state may be
+        an old one (a token deleted while it was down would still be there): the API answers 503 until a Sync
+        entry, committed by the current leader, has been applied here."""
+        pause_s = self.cfg.retry_first_s
+        while True:
+            try:
+                await self.bridge.submit(C.Sync())
+            except Unavailable:
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, self.cfg.retry_max_s)
+                continue
+            self._caught_up = True
+            log.info("node %s has caught up with the cluster's state: serving the API", self.cfg.node_id)
+            return
+
+    def serving(self) -> bool:
+        return self._caught_up
 
     async def _announce(self) -> None:
         try:
@@ -193,7 +215,29 @@ class PodNode:
         except PEER_ERRORS as exc:
             raise Unavailable(f"could not reach the leader: {exc!r}; retry shortly", retry_after_s=1.0) from None
 
+    async def sync_everywhere(self) -> dict[str, list[str]]:
+        """Ask every other member that is up to apply everything committed so far (/internal/sync), at once."""
+        with self.replica.lock:
+            others = {n: rec["httpUrl"] for n, rec in self.replica.state.nodes.items()
+                      if n != self.cfg.node_id and rec.get("httpUrl")
+                      and rec.get("status") in (NODE_UP_STATUS, NODE_DRAINING_STATUS)}
+
+        async def one(url: str) -> bool:
+            if self._peers is None:
+                return False
+            try:
+                _, code = await self._peers.post(url, "/internal/sync", {}, timeout_s=self.cfg.peer_timeout_s)
+            except PEER_ERRORS:
+                return False
+            return code == 200
+        answers = await asyncio.gather(*(one(url) for url in others.values()))
+        return {"confirmed": sorted(n for n, ok in zip(others, answers) if ok),
+                "unconfirmed": sorted(n for n, ok in zip(others, answers) if not ok)}
+
     # ---- status and views -----------------------------------------------------------------------------
+    def role(self) -> str:
+        return views.role(self._raft_status().get("state"), observer=self.replica.observer)
+
     def _raft_status(self) -> dict[str, Any]:
         for _ in range(5):  # pysyncobj's status reads sets its thread may be changing
             with contextlib.suppress(RuntimeError):

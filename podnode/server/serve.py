@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .. import cluster_secret
+from .. import cluster_secret, tokens
 from ..config import NodeConfig, is_loopback
 from .join import joined
 from .node import PodNode
@@ -46,6 +46,10 @@ def with_secret(cfg: NodeConfig) -> NodeConfig:
         raise SystemExit(f"podnode: cannot read or make the cluster secret in {path}: {exc}") from None
     log.info("no POD_SECRET given: %s the cluster secret in %s (mode 600); a node joining this one needs it "
              "in its POD_SECRET", "made" if created else "using", path)
+    token_file = Path(cfg.data_dir) / tokens.TOKEN_FILE
+    if created or not token_file.exists():
+        cluster_secret.write_private(token_file, tokens.admin_token(secret))
+    log.info("the cluster's admin token is in %s (mode 600)", token_file)
     return dataclasses.replace(cfg, secret=secret)
 
 

@@ -31,7 +31,7 @@ def chaos_cluster(tmp_path):
 
 
 def live_client(cluster: LocalCluster, *, exclude=()) -> Client:
-    return Client([n.url for n in cluster.nodes if n not in exclude])
+    return Client([n.url for n in cluster.nodes if n not in exclude], cluster.token)
 
 
 def read_final(client: Client, exec_id: int, timeout_s: float = 60.0) -> dict:
@@ -180,7 +180,7 @@ def test_sigkill_the_leader_under_load_loses_nothing(chaos_cluster, scripts):
 
     def load(worker: int) -> None:
         try:
-            c = Client([n.url for n in survivors])   # clients of the surviving nodes keep going throughout
+            c = Client([n.url for n in survivors], chaos_cluster.token)   # the survivors' clients keep going
             for i in range(60):
                 key = f"{worker}-{i}"
                 accepted[key] = submit(c, "quick", key)
@@ -197,7 +197,7 @@ def test_sigkill_the_leader_under_load_loses_nothing(chaos_cluster, scripts):
         t.join(timeout=120)
     assert not errors, errors
     assert len(accepted) == 240 and len(set(accepted.values())) == 240
-    reader = Client([n.url for n in survivors])
+    reader = Client([n.url for n in survivors], chaos_cluster.token)
     for key, exec_id in accepted.items():
         final = read_final(reader, exec_id)
         assert final["status"] == "finished" and final["stdout"] == f"q {key}\n", final

@@ -33,9 +33,8 @@ class NetnsCluster(LocalCluster):
     """LocalCluster whose nodes run inside namespaces: HTTP on every address, Raft on the cluster link."""
 
     def __init__(self, net: netns.Network, data_dir: Path, secret: str):
-        super().__init__(data_dir, nodes=0)
-        self.secret = secret
-        self.nodes = [NetnsNode(f"n{i + 1}", 8080, 9080, Path(data_dir) / f"n{i + 1}", host=h.mgmt_ip,
+        super().__init__(data_dir, nodes=0, secret=secret)
+        self.nodes = [NetnsNode(f"n{i + 1}", 8080, 9080, Path(data_dir) / f"n{i + 1}", host=h.mgmt_ip, token=self.token,
                                 host_ns=h.name, cluster_ip=h.cluster_ip, extra_args=CHAOS_ARGS + ["--slots", "2"])
                       for i, h in enumerate(net.hosts)]
 
@@ -61,7 +60,7 @@ def partitioned(tmp_path):
 
 def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_twice(partitioned, tmp_path):
     net, cluster = partitioned
-    client = Client(cluster.urls)
+    client = Client(cluster.urls, cluster.token)
     script = tmp_path / "part.sh"
     # The b* executions outlast the cut, so the cut-off node is running some when it is declared lost.
     script.write_text(install_script('echo "start $1 attempt $POD_ATTEMPT"; case "$1" in b*) sleep 6;; '
@@ -70,8 +69,8 @@ def test_cut_off_leader_refuses_writes_majority_goes_on_and_heal_runs_nothing_tw
     before = [submit(client, "part", f"b{i}") for i in range(6)]
     leader = wait_until(cluster.leader, what="leader")
     host = next(h for h in net.hosts if h.mgmt_ip == leader.host)
-    majority = Client([n.url for n in cluster.nodes if n is not leader])
-    minority = Client([leader.url])
+    majority = Client([n.url for n in cluster.nodes if n is not leader], cluster.token)
+    minority = Client([leader.url], cluster.token)
     on_leader = wait_until(lambda: set(running_where(cluster, [leader])) & set(before), what="leader running work")
     term_before = cluster.status(leader)["term"]
 

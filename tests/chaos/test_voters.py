@@ -23,11 +23,12 @@ def test_seven_nodes_capped_voters_survive_losing_voters(tmp_path, scripts):
     try:
         for _ in range(4):
             node = cluster.add_node(join=cluster.nodes[0].url)
-            wait_until(lambda: {w["id"]: w["status"] for w in Client(cluster.urls[:1]).ok("getWorkers")["workers"]}
+            first = Client(cluster.urls[:1], cluster.token)
+            wait_until(lambda: {w["id"]: w["status"] for w in first.ok("getWorkers")["workers"]}
                        .get(node.node_id) == "up", timeout_s=30, what=f"{node.node_id} up")
         assert voters(cluster) == {"n1", "n2", "n3", "n4", "n5"}
         assert {n: r for n, r in roles(cluster).items() if n in ("n6", "n7")} == {"n6": "observer", "n7": "observer"}
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "wide", scripts.add("wide.sh", install_script('sleep 1; echo "w $1"')))
         ids = [submit(client, "wide", str(i)) for i in range(14)]   # 7 nodes x 2 slots
         finals = [read_final(client, i) for i in ids]
@@ -43,7 +44,7 @@ def test_seven_nodes_capped_voters_survive_losing_voters(tmp_path, scripts):
             leader_status = cluster.status(wait_until(cluster.leader, what="leader"))
             members = {p["address"] for p in leader_status["peers"]}
             assert victim.raft_addr not in members and len(members) == 4
-            client = Client([n.url for n in alive])
+            client = Client([n.url for n in alive], cluster.token)
             ids = [submit(client, "wide", f"r{round_}-{i}") for i in range(6)]
             for i, exec_id in enumerate(ids):
                 assert read_final(client, exec_id)["stdout"] == f"w r{round_}-{i}\n"

@@ -34,7 +34,12 @@ ACTION_PARAMS = {
     "getExecutionStatus": ["executionId", "wait"], "terminateExecution": ["executionId"], "getAllExecutions": [],
     "newPolicy": ["name", "rules"], "deletePolicy": ["name"], "applyPolicy": ["name"], "getActivePolicy": [],
     "getPolicies": [], "resetPolicies": [], "getWorkers": [], "drainWorker": ["workerId", "deadline"],
+    "newToken": ["name", "scope"], "getTokens": [], "deleteToken": ["name"],
 }
+TOKEN = b"@TOKEN@"   # in a generated request: the node's admin token, put in by send()
+# The Authorization header of a generated request: mostly the valid token, else missing or broken.
+AUTHS = [b"Bearer " + TOKEN] * 8 + [b"", b"Bearer", b"Basic YTpi", b"Bearer pod_00000000_" + b"x" * 43,
+                                    b"Bearer \xc3\xa9\xff\x00", b"bearer " + TOKEN + b"x", b"Bearer " + b"p" * 5000]
 PARAM_NAMES = sorted({"action", "raftAddr", "members", *(p for ps in ACTION_PARAMS.values() for p in ps)})
 NASTY = ["", " ", "\x00", "../status", "..", "/", "%", "%ff", "a" * 65, "-1", "0", "1e400", "nan", "inf",
          "99999999999999999999", "²", "٣", "1_0", " 7", "+1", "0x10", "\u202e", "\ud800", "\\ud800", "😀", "a b",
@@ -80,8 +85,10 @@ def exchange(url: str, data: bytes, *, timeout_s: float = 10.0, close_after_send
     return Answer(raw) if raw else None
 
 
-def request(method: str, target: bytes, *, headers: list[tuple[bytes, bytes]] = (), body: bytes = b"") -> bytes:
+def request(method: str, target: bytes, *, headers: list[tuple[bytes, bytes]] = (), body: bytes = b"",
+            auth: bytes = b"Bearer " + TOKEN) -> bytes:
     head = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    head += [b"Authorization: " + auth] if auth else []
     head += [k + b": " + v for k, v in headers]
     if body or method == "POST":
         head.append(b"Content-Length: " + str(len(body)).encode())
@@ -123,7 +130,7 @@ def multipart(params: list[tuple[bytes, bytes]], flaw: str, boundary: bytes = b"
 
 def _safe(value: str) -> bool:
     """A value that cannot make a request valid by chance: no install-script URL, no real node id."""
-    return not re.match(r"\s*(file|https?):", value, re.I) and value not in NODE_IDS
+    return not re.match(r"\s*(file|https?):", value, re.I) and value not in NODE_IDS and value != "admin"
 
 
 def _utf8(text: str) -> bytes:
@@ -139,7 +146,14 @@ FLAWS = ["none", "empty_name", "no_name", "nul_name", "non_utf8", "bad_charset",
 
 @st.composite
 def malformed_requests(draw) -> tuple[str, bytes, bool]:
-    """(what, bytes to send, close right after sending)."""
+    """(what, bytes to send, close right after sending), with a valid token (mostly) or a missing or broken one."""
+    how, data, close = _malformed(draw)
+    auth = draw(st.sampled_from(AUTHS))
+    valid = b"Authorization: Bearer " + TOKEN + b"\r\n"
+    return how, data.replace(valid, b"Authorization: " + auth + b"\r\n" if auth else b"", 1), close
+
+
+def _malformed(draw) -> tuple[str, bytes, bool]:
     action = draw(st.one_of(st.sampled_from(sorted(ACTIONS)), texts))
     own = [(_utf8(p), draw(values)) for p in ACTION_PARAMS.get(action, []) if draw(st.booleans())]
     params = [(b"action", _utf8(action))] + own + draw(st.lists(st.tuples(names, values), max_size=3))
@@ -192,10 +206,11 @@ def node_log(cluster) -> str:
 
 def cluster_state(client: Client, url: str) -> dict:
     """What a malformed request must not change."""
-    status = json.loads(exchange(url, request("GET", b"/status")).body)
+    status = json.loads(exchange(url, request("GET", b"/status").replace(TOKEN, client.token.encode())).body)
     return {"executions": client.ok("getAllExecutions")["executions"], "policies": client.ok("getPolicies"),
             "active": client.ok("getActivePolicy"), "activities": status["activities"],
-            "workers": [(w["id"], w["status"]) for w in client.ok("getWorkers")["workers"]]}
+            "workers": [(w["id"], w["status"]) for w in client.ok("getWorkers")["workers"]],
+            "tokens": client.ok("getTokens")}
 
 
 def check_answer(what: str, data: bytes, answer: Answer | None) -> None:
@@ -225,7 +240,7 @@ def round_trip(client: Client, scripts, name: str) -> None:
 
 def test_fuzzed_requests_get_no_5xx_and_json_errors_and_change_nothing(node, scripts):
     url = node.urls[0]
-    client = Client(node.urls)
+    client = Client(node.urls, node.token)
     before = cluster_state(client, url)
     seen: dict[str, int] = {}
 
@@ -234,7 +249,8 @@ def test_fuzzed_requests_get_no_5xx_and_json_errors_and_change_nothing(node, scr
     @given(malformed_requests())
     def one(case):
         what, data, close_after_send = case
-        answer = exchange(url, data, close_after_send=close_after_send, timeout_s=5.0)
+        answer = exchange(url, data.replace(TOKEN, client.token.encode()), close_after_send=close_after_send,
+                          timeout_s=5.0)
         check_answer(what, data, answer)
         key = f"{what} {answer.status if answer else '-'}"
         seen[key] = seen.get(key, 0) + 1
@@ -252,7 +268,7 @@ def test_fuzzed_requests_get_no_5xx_and_json_errors_and_change_nothing(node, scr
 
 # ---- each case the issue names -----------------------------------------------------------------------
 def ask(node, data: bytes) -> tuple[int, dict]:
-    answer = exchange(node.urls[0], data)
+    answer = exchange(node.urls[0], data.replace(TOKEN, node.token.encode()))
     assert answer is not None
     assert answer.headers.get("content-type", "").startswith("application/json"), answer
     return answer.status, answer.json()
@@ -271,7 +287,7 @@ def post_multipart(node, params: list[tuple[bytes, bytes]], flaw: str) -> tuple[
 def test_a_broken_multipart_body_is_a_400_saying_why(node, flaw, why):
     code, body = post_multipart(node, [(b"action", b"newPolicy"), (b"name", b"mp"), (b"rules", b"minWorkers=1")], flaw)
     assert code == 400 and why in body["error"], body
-    assert Client(node.urls).ok("getPolicies") == {"policies": []}
+    assert Client(node.urls, node.token).ok("getPolicies") == {"policies": []}
 
 
 def test_a_multipart_part_with_an_empty_name_is_ignored_when_the_body_is_sound(node):
@@ -309,9 +325,10 @@ def test_a_cut_off_body_leaves_the_node_serving(node):
                    body=b"name=cut&rules=minWorkers%3D1")
     noticed = "closed the connection before sending the whole request"
     before = node_log(node).count(noticed)
+    full = full.replace(TOKEN, node.token.encode())
     assert exchange(node.urls[0], full[:-5], close_after_send=True) is None
     wait_until(lambda: node_log(node).count(noticed) > before, what="the node to notice the cut-off body")
-    assert Client(node.urls).ok("getPolicies") == {"policies": []}
+    assert Client(node.urls, node.token).ok("getPolicies") == {"policies": []}
     assert "unhandled error" not in node_log(node) and "error handling a request" not in node_log(node)
 
 
@@ -360,7 +377,7 @@ def test_unknown_paths_and_methods_are_json(node):
 
 
 def test_policy_names_follow_the_activity_name_rule(node):
-    client = Client(node.urls)
+    client = Client(node.urls, node.token)
     for bad in ["../x", "", "-a", "a" * 65, "a b", "a\x00"]:
         code, body = client.call("newPolicy", name=bad, rules="minWorkers=1")
         assert code == 400 and ("name" in body["error"]), (bad, body)
@@ -368,4 +385,4 @@ def test_policy_names_follow_the_activity_name_rule(node):
 
 
 def test_the_node_still_works_after_every_case(node, scripts):
-    round_trip(Client(node.urls), scripts, "cases")
+    round_trip(Client(node.urls, node.token), scripts, "cases")

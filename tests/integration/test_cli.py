@@ -25,17 +25,32 @@ FAIL3 = install_script('echo "partial output"\necho "something broke: $1" >&2\ne
 SLOW = install_script("for i in $(seq 1 120); do echo tick $i; sleep 0.5; done")
 
 
-def pod(*args: str, url: str | None = None, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
-    """Run `python -m podnode.cli [--url URL] ARGS...` and capture its output."""
+def pod(*args: str, url: str | None = None, timeout_s: float = 60.0, token: str | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m podnode.cli [--url URL] ARGS...` (with POD_TOKEN=token if given) and capture its output."""
     cmd = [sys.executable, "-m", "podnode.cli", *(["--url", url] if url else []), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"POD_TOKEN": token} if token else {})}
     env.pop("POD_URL", None)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if cwd is not None:   # the checkout's code, from anywhere
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_token(cluster):
+    """The pod CLI of these tests finds the cluster's token in $POD_TOKEN (pod() passes os.environ on)."""
+    before = os.environ.get("POD_TOKEN")
+    os.environ["POD_TOKEN"] = cluster.token
+    yield cluster.token
+    if before is None:
+        os.environ.pop("POD_TOKEN", None)
+    else:
+        os.environ["POD_TOKEN"] = before
 
 
 @pytest.fixture(scope="module")
 def api(cluster) -> Client:
-    return Client(cluster.urls)
+    return Client(cluster.urls, cluster.token)
 
 
 @pytest.fixture(scope="module")
@@ -252,9 +267,9 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _has_leader(url: str) -> bool:
+def _has_leader(url: str, token: str) -> bool:
     try:
-        code, body = get_json(url + "/status", timeout_s=1.0)
+        code, body = get_json(url + "/status", timeout_s=1.0, token=token)
     except OSError:
         return False
     return code == 200 and bool(body.get("leader"))
@@ -278,7 +293,9 @@ def test_pod_up_runs_a_cluster_until_ctrl_c(tmp_path: Path):
         urls = re.findall(r"^n\d+\s+(http://\S+)", out.read_text(), re.M)
         assert urls == [f"http://127.0.0.1:{base + i}" for i in range(3)], out.read_text()
         assert "(leader)" in out.read_text()
-        wait_until(lambda: all(_has_leader(u) for u in urls), timeout_s=30, what="every node to know a leader")
+        token = (tmp_path / "data" / "token").read_text().strip()
+        assert "token in" in out.read_text() and token not in out.read_text()   # its path is shown, never itself
+        wait_until(lambda: all(_has_leader(u, token) for u in urls), timeout_s=30, what="every node to know a leader")
         clash = pod("up", "--nodes", "1", "--port", str(base), "--data-dir", str(tmp_path / "clash"))
         assert clash.returncode == 2 and str(base) in clash.stderr
         proc.send_signal(signal.SIGINT)

@@ -18,9 +18,9 @@ def test_join_auto_finds_its_own_cluster_only(tmp_path):
         b.start(timeout_s=30)
         newcomer = a.add_node(join="auto", node_id="n9",
                               extra_args=["--election-timeout-s", "0.3", "--cluster-name", alpha])
-        wait_until(lambda: {w["id"]: w["status"] for w in Client(a.urls[:1]).ok("getWorkers")["workers"]}
+        wait_until(lambda: {w["id"]: w["status"] for w in Client(a.urls[:1], a.token).ok("getWorkers")["workers"]}
                    .get("n9") == "up", timeout_s=40, what="n9 joined alpha through zeroconf")
-        assert "n9" not in {w["id"] for w in Client(b.urls).ok("getWorkers")["workers"]}
+        assert "n9" not in {w["id"] for w in Client(b.urls, b.token).ok("getWorkers")["workers"]}
         assert newcomer.raft_addr in {p["address"] for p in a.status(a.nodes[0])["peers"]}
     finally:
         a.stop()

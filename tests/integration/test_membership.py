@@ -8,7 +8,7 @@ from ..conftest import Client, approved, install_script, start_cluster, wait_unt
 def test_a_node_joins_through_any_member_and_takes_work(tmp_path, scripts):
     cluster = start_cluster(tmp_path, nodes=3, slots=1)
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "joinwork", scripts.add("joinwork.sh", install_script('sleep 1; echo "ran $1"')))
         newcomer = cluster.add_node(join=cluster.nodes[1].url)   # a follower, most likely
         wait_until(lambda: {w["id"]: w["status"] for w in client.ok("getWorkers")["workers"]}.get(newcomer.node_id)
@@ -19,7 +19,7 @@ def test_a_node_joins_through_any_member_and_takes_work(tmp_path, scripts):
         assert cluster.status(newcomer)["leader"] is not None
         wait_until(lambda: {i["workerId"]: i["status"] for i in client.ok("getActivityStatus", name="joinwork")
                             ["activity"]["installations"]}.get(newcomer.node_id) == "installed", what="installed")
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         ids = [client.ok("newExecution", name="joinwork", input=str(i))["execution"]["id"] for i in range(4)]
         workers = set()
         for exec_id in ids:
@@ -45,9 +45,9 @@ def test_join_and_leave_under_load_lose_nothing(tmp_path, scripts):
     cluster = start_cluster(tmp_path, nodes=3, slots=2, extra_args=["--election-timeout-s", "0.3",
                                                                      "--node-lost-after-s", "1.5"])
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "churn", scripts.add("churn.sh", install_script('sleep 0.3; echo "c $1"')))
-        stable = Client([cluster.nodes[0].url, cluster.nodes[1].url])   # neither joins nor leaves
+        stable = Client([cluster.nodes[0].url, cluster.nodes[1].url], cluster.token)   # neither joins nor leaves
         accepted: dict[str, int] = {}
         errors: list = []
         stop = threading.Event()

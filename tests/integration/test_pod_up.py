@@ -41,6 +41,11 @@ class PodUp:
         return [f"http://127.0.0.1:{self.base + i}" for i in range(self.nodes)]
 
     @property
+    def token(self) -> str:
+        """The admin token pod up keeps in DATA/token."""
+        return (self.data_dir / "token").read_text().strip()
+
+    @property
     def out_path(self) -> Path:
         return self.data_dir.parent / f"pod-up-{self.runs}.out"
 
@@ -81,7 +86,7 @@ class PodUp:
         for i in order:
             try:
                 return get_json(f"{self.urls[i]}/POD/?" + urllib.parse.urlencode({"action": action, **params}),
-                                timeout_s=30.0)
+                                timeout_s=30.0, token=self.token)
             except OSError:
                 continue
         return 0, {"error": "no node answered"}
@@ -98,7 +103,7 @@ class PodUp:
 
     def status(self, i: int) -> dict | None:
         try:
-            code, body = get_json(f"{self.urls[i]}/status", timeout_s=2.0)
+            code, body = get_json(f"{self.urls[i]}/status", timeout_s=2.0, token=self.token)
         except OSError:
             return None
         return body if code == 200 else None

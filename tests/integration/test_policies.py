@@ -6,7 +6,7 @@ from ..conftest import Client, approved, install_script, start_cluster, wait_unt
 
 
 def test_policy_actions_and_bad_rules(cluster):
-    client = Client(cluster.urls)
+    client = Client(cluster.urls, cluster.token)
     assert client.ok("getActivePolicy") == {"policy": None}
     p1 = client.ok("newPolicy", name="p1", rules="minWorkers=1, maxWorkers=4,maxWait=2000,terminationTime=10000")
     assert p1["policy"]["rules"] == "minWorkers=1,maxWorkers=4,maxWait=2000,terminationTime=10000"
@@ -41,7 +41,7 @@ def test_policy_actions_and_bad_rules(cluster):
 
 
 def test_workers_report_state_load_and_spend(cluster):
-    body = Client(cluster.urls).ok("getWorkers")
+    body = Client(cluster.urls, cluster.token).ok("getWorkers")
     assert body["spendPerHour"] == 0 and body["spentSoFar"] == 0 and body["launching"] == []
     assert {w["id"] for w in body["workers"]} == {"n1", "n2", "n3"}
     for w in body["workers"]:
@@ -52,7 +52,7 @@ def test_workers_report_state_load_and_spend(cluster):
 def test_a_drained_worker_finishes_its_work_leaves_raft_and_stops(tmp_path, scripts):
     cluster = start_cluster(tmp_path, nodes=4, slots=1)
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "drainjob", scripts.add("drainjob.sh", install_script('sleep 1.5; echo "d $1"')))
         leader = wait_until(cluster.leader, what="leader")
         victim = next(n for n in cluster.nodes if n is not leader)
@@ -65,7 +65,7 @@ def test_a_drained_worker_finishes_its_work_leaves_raft_and_stops(tmp_path, scri
         code, body = client.call("drainWorker", workerId=victim.node_id)
         assert code == 409 and "draining" in body["error"]
         others = [n for n in cluster.nodes if n is not victim]
-        client = Client([n.url for n in others])   # the drained node will stop answering
+        client = Client([n.url for n in others], cluster.token)   # the drained node will stop answering
         # Its running execution finishes there; then it leaves Raft and stops by itself.
         for i, exec_id in enumerate(ids):
             final = wait_until(lambda: (e := client.ok("getExecutionStatus", executionId=exec_id, wait=5)

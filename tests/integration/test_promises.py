@@ -96,7 +96,7 @@ def test_drain_at_the_deadline_requeues_the_work_elsewhere(tmp_path, scripts, sh
     pids = shared_dir   # main.sh runs as the run-as user: it cannot write into tmp_path
     cluster = start_cluster(tmp_path / "cluster", nodes=3, slots=1)
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "drainee", scripts.add("drainee.sh", install_script(
             f'echo $$ > {pids}/"$POD_EXECUTION_ID-$POD_ATTEMPT"\n'
             'if [ "$POD_ATTEMPT" = 1 ]; then exec sleep 60; fi\necho "ran again, attempt $POD_ATTEMPT"')))
@@ -146,7 +146,7 @@ def test_drain_at_the_deadline_requeues_the_work_elsewhere(tmp_path, scripts, sh
 
 
 def client_of_rest(cluster: LocalCluster, gone: LocalNode) -> Client:
-    return Client([n.url for n in cluster.nodes if n is not gone])
+    return Client([n.url for n in cluster.nodes if n is not gone], cluster.token)
 
 
 # ---- file:// install scripts: refused on a node whose HTTP is not loopback -------------------------------------
@@ -163,11 +163,11 @@ def test_file_urls_refused_on_a_node_reachable_from_the_network(tmp_path):
     script = tmp_path / "local.sh"
     script.write_text(install_script("echo local"))
     url = script.as_uri()
-    base = FAST_RAFT + ["--secret", secrets.token_hex(16), "--no-announce"]
-    cluster = OpenHttpCluster(tmp_path / "open", nodes=1, slots=1, extra_args=base)
+    base = FAST_RAFT + ["--no-announce"]
+    cluster = OpenHttpCluster(tmp_path / "open", nodes=1, slots=1, extra_args=base, secret=secrets.token_hex(16))
     try:
         cluster.start(timeout_s=30)
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         code, body = client.call("newActivity", name="local", installationScriptLocation=url)
         assert code == 400, (code, body)
         assert "file:// install script URLs are not allowed on this node" in body["error"], body

@@ -13,10 +13,11 @@ from podnode.local.procs import free_port
 from ..conftest import Client, start_cluster, wait_until
 
 
-def _write_status(url: str) -> tuple[int, str | None, dict]:
+def _write_status(url: str, token: str) -> tuple[int, str | None, dict]:
+    request = urllib.request.Request(url + "/POD/?action=newActivity&name=q1&installationScriptLocation="
+                                     "http://127.0.0.1:1/x.sh", headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url + "/POD/?action=newActivity&name=q1&installationScriptLocation="
-                                    "http://127.0.0.1:1/x.sh", timeout=30) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, None, {}
     except urllib.error.HTTPError as err:
         import json
@@ -29,18 +30,19 @@ def test_no_quorum_means_503_with_retry_after(tmp_path):
         survivor = cluster.nodes[0]
         for node in cluster.nodes[1:]:
             cluster.stop_node(node)
-        code, retry_after, body = wait_until(lambda: (r := _write_status(survivor.url))[0] == 503 and r,
+        code, retry_after, body = wait_until(lambda: (r := _write_status(survivor.url, cluster.token))[0] == 503 and r,
                                              timeout_s=30, what="503 from the lone node")
         assert retry_after is not None and int(retry_after) >= 1
         assert "retry" in body["error"]
         # Reads still answer, and the refused write changed nothing.
-        assert get_json(survivor.url + "/POD/?action=getActivityStatus&name=q1", timeout_s=30)[0] in (404, 503)
-        assert get_json(survivor.url + "/status")[0] == 200
+        assert get_json(survivor.url + "/POD/?action=getActivityStatus&name=q1", timeout_s=30,
+                        token=cluster.token)[0] in (404, 503)
+        assert get_json(survivor.url + "/status", token=cluster.token)[0] == 200
         # Bring the others back: writes work again and q1 was never created.
         for node in cluster.nodes[1:]:
             cluster.start_node(node)
         cluster.wait_ready(timeout_s=30)
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         assert client.call("getActivityStatus", name="q1")[0] == 404
         assert client.call("newActivity", name="q2", installationScriptLocation="http://127.0.0.1:1/x.sh")[0] == 200
     finally:

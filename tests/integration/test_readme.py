@@ -59,11 +59,11 @@ class Step:
     stderr: str
 
 
-def run_blocks(blocks: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, list[Step]]:
+def run_blocks(blocks: list[str], env: dict[str, str], timeout_s: float, cwd: Path) -> tuple[int, list[Step]]:
     """Run the blocks in one `bash -e`, as pasted into one terminal; split the output by command."""
     show = f"printf \"\\n{MARK} %s\\n\" \"$BASH_COMMAND\""
     trap = f"trap '{show}; {show} >&2' DEBUG\n"
-    proc = subprocess.Popen(["bash", "-e", "-c", trap + "\n".join(blocks)], cwd=REPO, env=env, text=True,
+    proc = subprocess.Popen(["bash", "-e", "-c", trap + "\n".join(blocks)], cwd=cwd, env=env, text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
@@ -123,6 +123,7 @@ EXPECTED: list[tuple[str, Callable[[Step], object]]] = [
     ("executionId=2&wait=5", lambda s: _execution(s)["status"] == "in progress"
      and _execution(s)["stdout"].startswith("a\n") and _alphabet_prefix(_execution(s)["stdout"])),
     ("action=terminateExecution&executionId=2", lambda s: _body(s) == {"execution": {"id": 2, "status": "terminated"}}),
+    ('curl "$N1/POD/?action=getActivityStatus', lambda s: _body(s)["error"].startswith("no token: send Authorization")),
     ("pod activity status greet", lambda s: "activity greet  status approved  id 1" in s.stdout
      and re.search(r"^nodes\s+n1 installed, n2 installed, n3 installed$", s.stdout, re.M)),
     ("pod run greet POD --wait", lambda s: s.stdout == "hello POD\n" and s.stderr == "input was 3 characters\n"),
@@ -171,6 +172,16 @@ def check_steps(steps: list[Step]) -> None:
 
 
 # ---- the cluster, started the README's way --------------------------------------------------------------
+def checkout(root: Path) -> Path:
+    """A directory that is, for the walkthrough, the repository's root: its ./dev.sh and examples/ (copies), so
+    that `./dev.sh up` keeps its data in ITS ./pod-data, where the README's lines and `pod` find the token,
+    without touching a pod-data/ of the real checkout."""
+    root.mkdir()
+    shutil.copy2(REPO / "dev.sh", root / "dev.sh")
+    shutil.copytree(REPO / "examples", root / "examples")
+    return root
+
+
 def fake_venv(root: Path) -> Path:
     """A venv for ./dev.sh (POD_VENV) whose python and pod are this interpreter and this checkout's code."""
     bin_dir = root / "bin"
@@ -190,13 +201,14 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path):
     base = free_base(3)
     urls = [f"http://127.0.0.1:{base + i}" for i in range(3)]
     marker = f"POD_README_TEST={uuid.uuid4().hex}"
-    env = {k: v for k, v in os.environ.items() if k not in ("POD_URL", "N1", "N2", "N3")}
+    env = {k: v for k, v in os.environ.items() if k not in ("POD_URL", "POD_TOKEN", "N1", "N2", "N3")}
     env.update({marker.split("=")[0]: marker.split("=")[1], "POD_VENV": str(fake_venv(tmp_path / "venv")),
                 "PYTHONUNBUFFERED": "1"})
-    data_dir = tmp_path / "pod-data"
+    root = checkout(tmp_path / "pod")
+    data_dir = root / "pod-data"
     up_out = tmp_path / "up.out"
     with open(up_out, "w") as sink:
-        up = subprocess.Popen(["./dev.sh", "up", "--port", str(base), "--data-dir", str(data_dir)], cwd=REPO,
+        up = subprocess.Popen(["./dev.sh", "up", "--port", str(base)], cwd=root,
                               env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
@@ -206,7 +218,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path):
         assert re.findall(r"^n\d\s+(\S+)", up_out.read_text(), re.M) == urls, up_out.read_text()
 
         shell_env = {**env, "N1": urls[0], "N2": urls[1], "N3": urls[2], "POD_URL": urls[0]}
-        code, steps = run_blocks(blocks, shell_env, timeout_s=240)
+        code, steps = run_blocks(blocks, shell_env, timeout_s=240, cwd=root)
         failed = steps[-1] if steps else None
         assert code == 0, (f"the walkthrough stopped with exit code {code} at `{failed and failed.command}`:\n"
                            f"--- stdout\n{failed and failed.stdout}--- stderr\n{failed and failed.stderr}"
@@ -214,19 +226,20 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path):
         check_steps(steps)
 
         # After the drain: n3 left (and is not shown as connected), and the other two carry on.
+        token = (data_dir / "token").read_text().strip()
         def n3_left():
-            code, body = get_json(f"{urls[0]}/POD/?action=getWorkers", timeout_s=5)
+            code, body = get_json(f"{urls[0]}/POD/?action=getWorkers", timeout_s=5, token=token)
             n3 = next(w for w in body["workers"] if w["id"] == "n3")
             return n3 if code == 200 and n3["status"] == "left" else None
         n3 = wait_until(n3_left, timeout_s=60, what="n3 to leave")
         assert n3["connected"] is False and n3["leftTime"] > 0, n3
         assert up.poll() is None, f"pod up stopped after the drain:\n{up_out.read_text()}"
-        listed = pod("worker", "list", url=urls[1])
+        listed = pod("worker", "list", url=urls[1], cwd=root)       # pod finds ./pod-data/token
         assert listed.returncode == 0, listed.stderr
         assert not any(line.split()[:1] == ["n3"] for line in listed.stdout.splitlines()), listed.stdout
         assert re.search(r"^left\s+1 node \(the last: n3, \d+ s ago\)", listed.stdout, re.M), listed.stdout
-        assert _row(pod("worker", "list", "--all", url=urls[1]).stdout, "n3")[0] == "n3"
-        after = pod("run", "greet", "again", "--wait", "--timeout", "30", url=urls[1])
+        assert _row(pod("worker", "list", "--all", url=urls[1], cwd=root).stdout, "n3")[0] == "n3"
+        after = pod("run", "greet", "again", "--wait", "--timeout", "30", url=urls[1], cwd=root)
         assert (after.returncode, after.stdout) == (0, "hello again\n"), after.stderr
     finally:
         stop_pod_up(up, data_dir, ask=signal.SIGINT, marker=marker)   # Ctrl-C, as its user would; then SIGKILL

@@ -121,7 +121,7 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(client, scripts, cluste
         assert isinstance(body.get("error"), str) and text in body["error"], (action, params, body)
     assert [client.call("getActivityStatus", name=n)[0] for n in ("x", "x1", "x2", "x3")] == [404] * 4
     assert client.ok("getAllExecutions", 1)["executions"] == before
-    code, body = _get(cluster.urls[0] + "/no/such/path")
+    code, body = _get(cluster.urls[0] + "/no/such/path", cluster.token)
     assert code == 404 and "error" in body
     # Every node is still serving and agrees on the leader.
     leaders = {cluster.status(n)["leader"] for n in cluster.nodes}
@@ -130,12 +130,12 @@ def test_bad_input_gets_clear_errors_and_changes_nothing(client, scripts, cluste
 
 def _raw(client: Client, node: int, params: dict):
     import urllib.parse
-    return _get(f"{client.urls[node]}/POD/?{urllib.parse.urlencode(params)}")
+    return _get(f"{client.urls[node]}/POD/?{urllib.parse.urlencode(params)}", client.token)
 
 
-def _get(url: str):
+def _get(url: str, token: str):
     from podnode.local.cluster import get_json
-    return get_json(url)
+    return get_json(url, token=token)
 
 
 def test_queueing_when_all_slots_are_busy(client, scripts):

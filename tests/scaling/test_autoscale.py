@@ -19,7 +19,7 @@ def workers(client: Client) -> dict[str, dict]:
 
 
 def grow_and_shrink(cluster, client: Client, scripts, provider: str) -> None:
-    approved(Client(cluster.urls), "slow", scripts.add(f"slow-{provider}.sh",
+    approved(Client(cluster.urls, cluster.token), "slow", scripts.add(f"slow-{provider}.sh",
                                                        install_script('sleep 3; echo "slow $1"')))
     client.ok("newPolicy", name="grow", rules=GROW)
     client.ok("applyPolicy", name="grow")
@@ -50,7 +50,7 @@ def grow_and_shrink(cluster, client: Client, scripts, provider: str) -> None:
 def test_local_provider_grows_and_shrinks(tmp_path, scripts):
     cluster = start_cluster(tmp_path, nodes=3, slots=1, extra_args=FAST + ["--provider", "local"])
     try:
-        client = Client(cluster.urls[:1])
+        client = Client(cluster.urls[:1], cluster.token)
         launched, _ = grow_and_shrink(cluster, client, scripts, "local")
         pids = {n: int(w["ref"]) for n, w in workers(client).items() if n in launched}
         wait_until(lambda: not any(pid_alive(p) for p in pids.values()), timeout_s=30, what="processes gone")
@@ -71,7 +71,7 @@ def cloud_cluster(tmp_path, size: str):
 def test_libcloud_provider_through_a_test_driver(tmp_path, scripts):
     cluster = cloud_cluster(tmp_path, "small")
     try:
-        client = Client(cluster.urls[:1])
+        client = Client(cluster.urls[:1], cluster.token)
         launched, body = grow_and_shrink(cluster, client, scripts, "libcloud")
         assert all(workers(client)[n]["hourlyPrice"] == 0.05 for n in launched)
         assert body["spentSoFar"] > 0 and body["spendPerHour"] == 0
@@ -82,7 +82,7 @@ def test_libcloud_provider_through_a_test_driver(tmp_path, scripts):
 def test_failed_launches_are_counted_not_leaked_and_back_off(tmp_path, scripts):
     cluster = cloud_cluster(tmp_path, "sold-out")   # a size the driver lists but never has: every launch fails
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         client.ok("newPolicy", name="more", rules="minWorkers=4,maxWorkers=5,cooldown=500")
         client.ok("applyPolicy", name="more")
         body = wait_until(lambda: (b := client.ok("getWorkers", 0))["launchFailures"].get("count", 0) >= 1 and b,
@@ -103,7 +103,7 @@ def test_failed_launches_are_counted_not_leaked_and_back_off(tmp_path, scripts):
 def test_a_provider_that_cannot_describe_a_new_node_launches_nothing_and_says_why(tmp_path, scripts):
     cluster = cloud_cluster(tmp_path, "huge")   # the driver has no such size: prepare() fails, and is retried
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         client.ok("newPolicy", name="more", rules="minWorkers=4,maxWorkers=5,cooldown=500")
         client.ok("applyPolicy", name="more")
         status = wait_until(lambda: (s := cluster.status(cluster.leader())) and "waiting for the provider's price"
@@ -127,7 +127,7 @@ def test_one_node_grows_to_three_under_a_backlog_and_shrinks_back_to_one(tmp_pat
     left still commits (the launched nodes were observers: it was the only voter all along)."""
     cluster = start_cluster(tmp_path, nodes=1, slots=1, extra_args=FAST + ["--provider", "local"])
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "slow", scripts.add("slow-floor.sh", install_script('sleep 3; echo "slow $1"')))
         client.ok("newPolicy", name="floor", rules=FLOOR)
         client.ok("applyPolicy", name="floor")

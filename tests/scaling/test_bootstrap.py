@@ -15,6 +15,7 @@ import pytest
 
 from podnode import bootstrap
 from podnode.scaling import userdata
+from podnode.tokens import admin_token
 
 from ..conftest import Client, install_script, wait_until
 from ..procs_helpers import free_base
@@ -76,7 +77,7 @@ def test_local_bootstrap_is_idempotent_and_stops(tmp_path, scripts):
             assert state["secret"].encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         assert (state_dir / "n1.log").exists() and (state_dir / "n1").is_dir()
 
-        client = Client([url])
+        client = Client([url], admin_token(state["secret"]))
         client.ok("newActivity", name="hello",
                   installationScriptLocation=scripts.add("boot-hello.sh", install_script('echo "hi $1"')))
         wait_until(lambda: (a := client.ok("getActivityStatus", name="hello")["activity"])["status"] == "approved"
@@ -149,7 +150,8 @@ def test_cloud_bootstrap_seeds_then_joins_through_the_podtest_driver(tmp_path, c
         assert b"--join" not in seed_cmd and b"--peers" not in seed_cmd      # a seed: a one-node cluster
         joiner_cmd = Path(f"/proc/{provider.driver.created[1].extra['pid']}/cmdline").read_bytes().split(b"\0")
         assert joiner_cmd[joiner_cmd.index(b"--join") + 1] == url.encode()
-        workers = {w["id"]: w["status"] for w in Client([url]).ok("getWorkers")["workers"]}
+        client = Client([url], admin_token(state["secret"]))
+        workers = {w["id"]: w["status"] for w in client.ok("getWorkers")["workers"]}
         assert workers == {"n1": "up", "n2": "up", "n3": "up"}
         assert [m["server"] for m in state["members"]] == ["pod-n1", "pod-n2", "pod-n3"]
         assert all(m["url"] for m in state["members"])

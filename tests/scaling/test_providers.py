@@ -42,10 +42,10 @@ async def poll(check: Callable[[], Any], *, timeout_s: float, what: str, interva
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last value {last!r}")
 
 
-def workers(url: str) -> dict[str, str]:
+def workers(url: str, token: str) -> dict[str, str]:
     """{worker id: "up"/"lost"} as one member sees it ({} if it does not answer)."""
     try:
-        code, body = get_json(url + "/POD/?action=getWorkers")
+        code, body = get_json(url + "/POD/?action=getWorkers", token=token)
     except OSError:
         return {}
     return {w["id"]: w["status"] for w in body.get("workers", [])} if code == 200 else {}
@@ -54,7 +54,7 @@ def workers(url: str) -> dict[str, str]:
 @pytest.fixture
 def secret_cluster(tmp_path) -> LocalCluster:
     """3 nodes, 1 slot each, fast failure detection, a cluster secret."""
-    c = start_cluster(tmp_path / "cluster", nodes=3, slots=1, extra_args=FAST + ["--secret", SECRET])
+    c = start_cluster(tmp_path / "cluster", nodes=3, slots=1, extra_args=FAST, secret=SECRET)
     yield c
     c.stop()
 
@@ -100,9 +100,10 @@ async def test_local_provider_launches_a_node_that_joins_and_destroy_stops_it(se
         launched = await provider.launch("n4")
         assert launched == LaunchedNode(node_id="n4", ref=launched.ref, hourly_price=0.0, provider="local")
         pid = int(launched.ref)
-        await poll(lambda: workers(cluster.urls[1]).get("n4") == "up", timeout_s=30, what="n4 up")
+        await poll(lambda: workers(cluster.urls[1], cluster.token).get("n4") == "up", timeout_s=30, what="n4 up")
         assert await provider.list_nodes() == [launched]
-        status = await poll(lambda: get_json(provider.url("n4") + "/status")[1], timeout_s=10, what="n4 status")
+        status = await poll(lambda: get_json(provider.url("n4") + "/status", token=cluster.token)[1], timeout_s=10,
+                            what="n4 status")
         assert status["node"] == "n4" and status["leader"]
         assert SECRET not in " ".join(provider.command("n4", 1, 2))   # the secret travels in the environment
         with pytest.raises(ProviderError, match="already running"):
@@ -113,7 +114,7 @@ async def test_local_provider_launches_a_node_that_joins_and_destroy_stops_it(se
         assert await provider.list_nodes() == []
         await provider.destroy("n4")                 # idempotent
         await provider.destroy("never-launched")
-        await poll(lambda: workers(cluster.urls[0]).get("n4") == "lost", timeout_s=20, what="n4 lost")
+        await poll(lambda: workers(cluster.urls[0], cluster.token).get("n4") == "lost", timeout_s=20, what="n4 lost")
         assert (tmp_path / "local" / "n4.log").exists()
     finally:
         await provider.close()
@@ -145,7 +146,7 @@ async def test_libcloud_provider_launches_nodes_that_join_and_destroys_them(fast
     servers = {n.name: n for n in provider.driver.list_nodes()}
     assert n5 == LaunchedNode(node_id="n5", ref=servers["pod-n5"].id, hourly_price=0.05, provider="libcloud")
     assert n6.ref == servers["pod-n6"].id != n5.ref
-    await poll(lambda: (lambda w: w.get("n5") == "up" and w.get("n6") == "up")(workers(cluster.urls[0])),
+    await poll(lambda: (lambda w: w.get("n5") == "up" and w.get("n6") == "up")(workers(cluster.urls[0], cluster.token)),
                timeout_s=40, what="n5 and n6 up")
     assert sorted(await provider.list_nodes(), key=lambda n: n.node_id) == [n5, n6]
     with pytest.raises(ProviderError, match="already exists"):
@@ -156,8 +157,8 @@ async def test_libcloud_provider_launches_nodes_that_join_and_destroys_them(fast
     await poll(lambda: not pid_alive(pid), timeout_s=15, what="n5's process gone")
     assert await provider.list_nodes() == [n6]
     await provider.destroy("n5")                     # idempotent
-    await poll(lambda: workers(cluster.urls[2]).get("n5") == "lost", timeout_s=20, what="n5 lost")
-    assert workers(cluster.urls[2]).get("n6") == "up"
+    await poll(lambda: workers(cluster.urls[2], cluster.token).get("n5") == "lost", timeout_s=20, what="n5 lost")
+    assert workers(cluster.urls[2], cluster.token).get("n6") == "up"
     # Every server the driver ever made had its own id.
     assert len({n.id for n in provider.driver.created}) == len(provider.driver.created) == 2
 

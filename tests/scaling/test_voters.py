@@ -193,7 +193,7 @@ def test_a_two_voter_cluster_drained_to_one_still_commits(tmp_path):
     try:
         leader = wait_until(cluster.leader, what="leader")
         victim = next(n for n in cluster.nodes if n is not leader)
-        client = Client([leader.url])
+        client = Client([leader.url], cluster.token)
         client.ok("drainWorker", workerId=victim.node_id, deadline=60)
         wait_until(lambda: victim.proc.poll() is not None, timeout_s=30, what="the drained node stopped by itself")
         wait_until(lambda: peers_of(cluster, leader) == set(), timeout_s=10, what="out of Raft")
@@ -207,7 +207,7 @@ def test_a_launched_voter_goes_out_of_raft_first_and_the_voters_left_commit(tmp_
     cluster = start_cluster(tmp_path, nodes=3, slots=1, extra_args=FAST + ["--provider", "local"])
     try:
         leader = wait_until(cluster.leader, what="leader")
-        client = Client([leader.url])
+        client = Client([leader.url], cluster.token)
         client.ok("newPolicy", name="four", rules="minWorkers=4,maxWorkers=4")
         client.ok("applyPolicy", name="four")
         launched = wait_until(lambda: [w for w in client.ok("getWorkers")["workers"]

@@ -40,7 +40,7 @@ def membership(cluster) -> dict[str, object]:
     for node in cluster.nodes:
         status = cluster.status(node)
         seen[node.node_id] = (status["role"] != "leader", sorted(p["address"] for p in status["peers"]))
-    seen["workers"] = sorted(w["id"] for w in Client(cluster.urls).ok("getWorkers")["workers"])
+    seen["workers"] = sorted(w["id"] for w in Client(cluster.urls, cluster.token).ok("getWorkers")["workers"])
     return seen
 
 
@@ -138,7 +138,7 @@ async def test_join_auto_skips_a_rogue_announcer_which_learns_nothing(tmp_path):
         newcomer = await asyncio.to_thread(cluster.add_node, join="auto", node_id="n9", extra_args=args)
 
         def n9_up() -> bool:
-            workers = Client(cluster.urls[:1]).ok("getWorkers")["workers"]
+            workers = Client(cluster.urls[:1], cluster.token).ok("getWorkers")["workers"]
             return {w["id"]: w["status"] for w in workers}.get("n9") == "up"
         await asyncio.to_thread(wait_until, n9_up, timeout_s=60, what="n9 joined the real cluster")
         assert newcomer.raft_addr in {p["address"] for p in cluster.status(cluster.nodes[0])["peers"]}

@@ -40,7 +40,7 @@ def test_a_loopback_node_without_a_secret_makes_one_in_its_data_dir_and_keeps_it
 
 def _leader(port: int) -> bool:
     try:
-        return get_json(f"http://127.0.0.1:{port}/status")[1].get("role") == "leader"
+        return get_json(f"http://127.0.0.1:{port}/health")[1].get("role") == "leader"
     except OSError:
         return False
 

@@ -75,7 +75,8 @@ class PodUp:
     def call(self, action: str, **params) -> tuple[int, dict]:
         for url in self.urls:
             try:
-                return get_json(f"{url}/POD/?" + urllib.parse.urlencode({"action": action, **params}), 30.0)
+                return get_json(f"{url}/POD/?" + urllib.parse.urlencode({"action": action, **params}), 30.0,
+                                token=(self.data_dir / "token").read_text().strip())
             except OSError:
                 continue
         return 0, {}
@@ -132,7 +133,7 @@ def test_a_pickle_sent_to_the_raft_port_of_pod_up_never_runs(pod_up, tmp_path):
     pod_up.ok("newPolicy", name="probe", rules="minWorkers=1")
     pod_up.ok("deletePolicy", name="probe")
     for url in pod_up.urls:
-        assert get_json(url + "/status")[1]["leader"]
+        assert get_json(url + "/status", token=(pod_up.data_dir / "token").read_text().strip())[1]["leader"]
     assert pod_up.proc.poll() is None
 
 

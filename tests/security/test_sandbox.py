@@ -55,7 +55,7 @@ def one_node(tmp_path, request):
 
 @ROOT_ONLY
 def test_executions_run_unprivileged_and_dirs_are_closed(one_node, scripts):
-    client = Client(one_node.urls)
+    client = Client(one_node.urls, one_node.token)
     approved(client, "whoami", scripts.add("whoami.sh", install_script('id -u; id -g; stat -c %u .')))
     rec = run_and_wait(client, "whoami")
     uid, gid, owner = rec["stdout"].splitlines()[:3]
@@ -77,7 +77,7 @@ def test_the_environment_holds_nothing_of_the_node(tmp_path, scripts, monkeypatc
     monkeypatch.setenv("POD_TOKEN", "token-" + marker)
     cluster = start_cluster(tmp_path, nodes=1, slots=1)
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         approved(client, "env", scripts.add("env.sh", install_script("env")))
         rec = run_and_wait(client, "env")
         out = rec["stdout"]
@@ -95,7 +95,7 @@ def test_the_environment_holds_nothing_of_the_node(tmp_path, scripts, monkeypatc
 
 
 def test_setsid_and_double_forked_children_die_with_terminate(one_node, scripts):
-    client = Client(one_node.urls)
+    client = Client(one_node.urls, one_node.token)
     m = new_marker()
     body = (f"setsid sleep {m}1 &\n"                           # a session of its own
             f"( setsid sleep {m}2 & )\n"                        # double-forked: its parent is gone
@@ -110,7 +110,7 @@ def test_setsid_and_double_forked_children_die_with_terminate(one_node, scripts)
 
 @pytest.mark.parametrize("one_node", [["--exec-timeout-s", "2"]], indirect=True)
 def test_a_timeout_ends_the_execution_in_error_and_kills_everything(one_node, scripts):
-    client = Client(one_node.urls)
+    client = Client(one_node.urls, one_node.token)
     m = new_marker()
     approved(client, "slow", scripts.add(f"slow-{m}.sh", install_script(f"( setsid sleep {m}1 & )\nsleep {m}2")))
     started = time.monotonic()
@@ -123,7 +123,7 @@ def test_a_timeout_ends_the_execution_in_error_and_kills_everything(one_node, sc
 
 @pytest.mark.parametrize("one_node", [["--exec-memory-mb", "64"]], indirect=True)
 def test_the_memory_limit_holds(one_node, scripts):
-    client = Client(one_node.urls)
+    client = Client(one_node.urls, one_node.token)
     body = ('x=$(head -c 300000000 /dev/zero | tr "\\0" a)\n'    # 300 MB in a shell variable
             'echo "allocated ${#x}"\n')
     approved(client, "hog", scripts.add("hog.sh", install_script(body)))
@@ -135,7 +135,7 @@ def test_the_memory_limit_holds(one_node, scripts):
 def test_a_sigkilled_node_leaves_no_process_of_its_executions(tmp_path, scripts):
     cluster = start_cluster(tmp_path, nodes=3, slots=1)
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         m = new_marker()
         body = (f'setsid sleep {m}${{POD_ATTEMPT}}1 &\n( setsid sleep {m}${{POD_ATTEMPT}}2 & )\n'
                 f'sleep {m}${{POD_ATTEMPT}}3\n')
@@ -161,7 +161,7 @@ def test_a_sigkilled_node_leaves_no_process_of_its_executions(tmp_path, scripts)
 def test_without_cgroups_terminate_and_a_sigkill_still_reach_a_setsid_child(one_node, scripts):
     """The fallback: a session of its own, main's descendants, and the reaper told of each session. (A child
     that leaves both its session and its parent escapes it: that takes a cgroup.)"""
-    client = Client(one_node.urls)
+    client = Client(one_node.urls, one_node.token)
     m = new_marker()
     mark = f"{m}${{POD_EXECUTION_ID}}"
     body = f"setsid sleep {mark}1 &\nsleep {mark}2 &\nsleep {mark}3\n"

@@ -24,7 +24,7 @@ WIRE_TYPES = [
     "node_up", "activity_new", "activity_delete", "install_assign", "install_done", "uninstall_done", "exec_new",
     "exec_place", "exec_finish", "exec_terminate", "exec_forget", "exec_expire", "sync", "node_lost", "exec_lost",
     "reinstall", "policy_new", "policy_delete", "policy_apply", "policy_reset", "node_drain", "node_left",
-    "node_launched", "node_launch_failed", "batch", "node_launch_ref",
+    "node_launched", "node_launch_failed", "batch", "node_launch_ref", "token_new", "token_delete",
 ]
 
 
@@ -99,6 +99,7 @@ def test_a_journal_written_before_the_classes_replays_to_the_same_state():
             if got != result:
                 assert both_refuse(result, got), (trace["seed"], i, cmd, result, got)
                 refused_otherwise += 1
-        assert C.decode(C.encode(state.to_dict())) == trace["state"], trace["seed"]
+        snapshot = C.decode(C.encode(state.to_dict()))
+        assert {k: v for k, v in snapshot.items() if k in trace["state"]} == trace["state"], trace["seed"]
         assert refused_otherwise <= 3, "only a few malformed commands differ in how they are refused"
         assert len(trace["applied"]) > 400
