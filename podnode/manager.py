@@ -22,6 +22,7 @@ from .raft.lifecycle import NODE_LEFT_STATUS
 from .raft.replica import Replica
 from .scaling.autoscaler import Autoscaler
 from .server.peers import post_status
+from .tls import peer_context
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Manager:
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
         self._observer_ok: dict[str, float] = {}  # observer -> monotonic time its /health last answered
+        self._ssl = peer_context(cfg)             # how other nodes' https certificates are checked
 
     def live_nodes(self) -> set[str]:
         """Nodes this node reaches right now (itself included). Voters: over Raft, and on the leader they must
@@ -68,7 +70,8 @@ class Manager:
     async def _watch_observers(self) -> None:
         """On the leader: poll every observer's /health (they are not Raft peers, so Raft cannot tell)."""
         timeout = aiohttp.ClientTimeout(total=max(0.5, self.cfg.node_lost_after_s / 3))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             while True:
                 if not self.replica.is_leader():
                     self._observer_ok.clear()
@@ -105,7 +108,8 @@ class Manager:
         members = await self.add_member(target["raftAddr"])
         try:
             status = await post_status(target["httpUrl"], "/internal/promote", {"members": ",".join(members)},
-                                       secret=self.cfg.secret, timeout_s=self.cfg.promote_timeout_s)
+                                       secret=self.cfg.secret, timeout_s=self.cfg.promote_timeout_s,
+                                       ssl_context=self._ssl)
             log.info("promoted %s to voter: HTTP %s", promote, status)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             log.warning("could not tell %s it is a voter now: %s", promote, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -24,9 +25,10 @@ FAST_RAFT = ["--election-timeout-s", "0.3", "--kill-grace-s", "1"]
 class Client:
     """A thin HTTP client for the action API, rotating over the nodes unless told which one to ask."""
 
-    def __init__(self, urls: list[str], token: str | None = None):
+    def __init__(self, urls: list[str], token: str | None = None, *, context: ssl.SSLContext | None = None):
         self.urls = urls
         self.token = token      # sent as Authorization: Bearer (the cluster's admin token by default)
+        self.context = context  # verifies https nodes (a TLS cluster's CA: cluster.ssl_context)
         self._next = 0
 
     def call(self, action: str, node: int | None = None, **params: Any) -> tuple[int, dict]:
@@ -34,7 +36,7 @@ class Client:
             node = self._next % len(self.urls)
             self._next += 1
         query = urllib.parse.urlencode({"action": action, **params})
-        return get_json(f"{self.urls[node]}/POD/?{query}", timeout_s=30.0, token=self.token)
+        return get_json(f"{self.urls[node]}/POD/?{query}", timeout_s=30.0, token=self.token, context=self.context)
 
     def ok(self, action: str, node: int | None = None, **params: Any) -> dict:
         code, body = self.call(action, node, **params)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..tls import TlsError, client_context
 from .activities import add_activity
-from .client import EXIT_INTERRUPTED, Api, CliError, find_token
+from .client import EXIT_INTERRUPTED, EXIT_USAGE, Api, CliError, find_token
 from .cluster import add_cluster
 from .executions import add_execution, add_run
 from .output import warn
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=os.environ.get("POD_URL", "http://localhost:8080"),
                     help="a node's URL (default: env POD_URL or http://localhost:8080)")
+    ap.add_argument("--cacert", default=os.environ.get("POD_CACERT") or None, metavar="FILE",
+                    help="PEM CA bundle to verify an https node's certificate with (default: env POD_CACERT, "
+                         "else the system's CAs)")
     ap.add_argument("--json", action="store_true", help="print the raw JSON answers")
     ap.add_argument("--token", default=None,
                     help="the API token (default: env POD_TOKEN, else the file ./pod-data/token that pod up writes)")
@@ -76,11 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _ssl_context(cacert: str | None):
+    """The context an https node's certificate is verified with: --cacert's CA, else the system's (None)."""
+    if not cacert:
+        return None
+    try:
+        return client_context(cacert, option="--cacert")
+    except TlsError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (the `pod` script exits with it)."""
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args, Api(args.url, find_token(args.token)))
+        code = args.func(args, Api(args.url, find_token(args.token), ssl_context=_ssl_context(args.cacert)))
     except CliError as err:
         warn(err.message)
         code = err.code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -17,6 +18,8 @@ EXIT_USAGE, EXIT_SERVER, EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3,
 RETRY_BUDGET_S = 10.0
 UNREACHABLE_HINT = ("no cluster there? Start a local one with `./dev.sh up` (or `pod up`) in another terminal,\n"
                     "or name a running node with --url URL or $POD_URL (default http://localhost:8080).")
+CACERT_HINT = "give the CA that signed the cluster's certificates with --cacert FILE or $POD_CACERT " \
+              "(pod up --tls prints it)"
 
 
 TOKEN_FILE = Path("pod-data") / "token"
@@ -53,11 +56,20 @@ class CliError(Exception):
         return self.http_status is None or self.http_status == 503
 
 
+class CertificateError(CliError):
+    """The node's https certificate could not be verified: asking again will not help."""
+
+    @property
+    def transient(self) -> bool:
+        return False
+
+
 # ---- HTTP ---------------------------------------------------------------------------------------------
 class Api:
-    def __init__(self, url: str, token: str | None = None):
+    def __init__(self, url: str, token: str | None = None, *, ssl_context: ssl.SSLContext | None = None):
         self.url = url.rstrip("/")
         self.token = token      # sent as Authorization: Bearer (see find_token)
+        self.ssl_context = ssl_context   # checks an https node's certificate (None: the system's CAs)
 
     def action(self, action: str, *, timeout_s: float = 30.0, post: bool = False, **params: Any) -> dict:
         query = {"action": action, **{k: str(v) for k, v in params.items() if v is not None}}
@@ -70,7 +82,7 @@ class Api:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
-                                        timeout=timeout_s) as resp:
+                                        timeout=timeout_s, context=self.ssl_context) as resp:
                 return _decode(resp.read())
         except urllib.error.HTTPError as err:
             error = _http_error(err)
@@ -79,6 +91,9 @@ class Api:
             raise error from None
         except (OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", None) or err
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise CertificateError(f"cannot verify the certificate of {self.url}: {reason.verify_message}\n"
+                                       f"{CACERT_HINT}", EXIT_SERVER) from None
             raise CliError(f"cannot reach {self.url}: {reason}\n{UNREACHABLE_HINT}", EXIT_SERVER) from None
 
 

@@ -98,7 +98,7 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
         become_subreaper()
         stop_leftovers(data_dir)
         cluster = LocalCluster(data_dir, nodes=args.nodes, base_port=args.port, slots=args.slots,
-                               extra_args=["--provider", "local"], log_dir=data_dir)
+                               extra_args=["--provider", "local"], log_dir=data_dir, tls=args.tls)
         departed = [n for n in cluster.nodes if read_left(n.data_dir) is not None]
         for node in departed:
             say(f"{node.node_id} left the cluster earlier; starting without it (its files stay in {node.data_dir}/; "
@@ -160,6 +160,9 @@ def run_cluster(cluster, supervisor, data_dir: Path) -> int:
     leader = cluster.leader()
     for node in cluster.nodes:
         say(f"{node.node_id}  {node.url}" + ("  (leader)" if leader is node else ""))
+    if cluster.tls_ca is not None:
+        say(f"https with certificates of a private CA: pod --cacert {cluster.tls_ca} --url {cluster.nodes[0].url} "
+            "... (or export POD_CACERT)")
     say(f"POD is up: {len(cluster.nodes)} nodes. Ctrl-C to stop. Logs in {data_dir}/")
     say(f"admin token in {cluster.token_file} (pod reads it there, or from $POD_TOKEN or --token)")
     while True:
@@ -209,4 +212,7 @@ def add_up(sub) -> None:
     p.add_argument("--restart", action=argparse.BooleanOptionalAction, default=True,
                    help="restart a node that exits, after 1 s doubling to 30 s (default); --no-restart "
                         "leaves it down")
+    p.add_argument("--tls", action="store_true",
+                   help="serve https: a private CA and a certificate per node (127.0.0.1, localhost) are made in "
+                        "DATA/tls/ (kept for the next run); clients verify with --cacert DATA/tls/ca.pem")
     p.set_defaults(func=cmd_up)

@@ -12,9 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..cluster_secret import SECRET_FILE, load_or_create, write_private
+from ..tls import client_context
 from ..tokens import TOKEN_FILE, admin_token
 from .procs import free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
@@ -49,10 +51,16 @@ class LocalNode:
     extra_args: list[str] = field(default_factory=list)
     join: str | None = None   # started with --join URL instead of a fixed peer list
     token: str | None = field(default=None, repr=False)   # what requests to it carry (the cluster's admin token)
+    tls_ca: Path | None = None  # serves https with a certificate of this CA (see certs.py)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{'https' if self.tls_ca else 'http'}://{self.host}:{self.http_port}"
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What a request to the node checks its certificate with (None for http)."""
+        return client_context(str(self.tls_ca)) if self.tls_ca else None
 
     @property
     def raft_addr(self) -> str:
@@ -65,12 +73,19 @@ class LocalCluster:
     The cluster has a secret from birth: `secret` if given, else the one in DATA/secret (mode 600), made there
     the first time and reused by every later cluster on that data dir. Every node gets it in its environment
     (POD_SECRET), never on its command line. Its admin token (derived from the secret) is in DATA/token (600),
-    where the pod CLI finds it."""
+    where the pod CLI finds it.
+
+    With `tls`, the nodes serve https with certificates of a private CA kept in DATA/tls/ (see certs.py; files
+    already there are used as they are): `tls_ca` is the CA a client verifies them with."""
 
     def __init__(self, data_dir: str | Path, *, nodes: int = 3, base_port: int | None = None,
                  slots: int | None = None, extra_args: list[str] | None = None, log_dir: str | Path | None = None,
-                 quiet: bool = True, secret: str | None = None):
+                 quiet: bool = True, secret: str | None = None, tls: bool = False):
         self.data_dir = Path(data_dir)
+        self.tls_dir = self.data_dir.resolve() / "tls" if tls else None
+        if self.tls_dir is not None:
+            from .certs import make_ca  # cryptography is loaded only by a cluster that serves https
+            make_ca(self.tls_dir)
         self.secret = secret or load_or_create(self.data_dir / SECRET_FILE)[0]
         self.token = admin_token(self.secret)    # the cluster's birth admin token, kept in DATA/token (600)
         self.token_file = self.data_dir / TOKEN_FILE
@@ -83,12 +98,29 @@ class LocalCluster:
         for i in range(nodes):
             http, raft = (base_port + i, base_port + 1000 + i) if base_port else ports[2 * i:2 * i + 2]
             self.nodes.append(LocalNode(f"n{i + 1}", http, raft, self.data_dir / f"n{i + 1}", token=self.token,
-                                        extra_args=list(extra_args or []) +
+                                        tls_ca=self.tls_ca, extra_args=list(extra_args or []) +
                                         (["--slots", str(slots)] if slots is not None else [])))
 
     @property
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
+
+    @property
+    def tls_ca(self) -> Path | None:
+        """The CA certificate (PEM) that the nodes' https certificates are checked against; None without TLS."""
+        return self.tls_dir / "ca.pem" if self.tls_dir else None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What a client of this cluster checks the nodes' certificates with (None without TLS)."""
+        return self.nodes[0].ssl_context if self.nodes else None
+
+    def tls_args(self, node: LocalNode) -> list[str]:
+        """The node's --tls-cert/--tls-key/--tls-ca, its certificate made first if it has none (no TLS: [])."""
+        if self.tls_dir is None:
+            return []
+        from .certs import issue
+        return issue(self.tls_dir, node.node_id).args()
 
     def command(self, node: LocalNode) -> list[str]:
         if node.join:
@@ -96,7 +128,8 @@ class LocalCluster:
         else:
             members = ["--peers", ",".join(n.raft_addr for n in self.nodes if n is not node and not n.join)]
         return [sys.executable, "-m", "podnode", "--id", node.node_id, "--http", f"{node.host}:{node.http_port}",
-                "--raft", node.raft_addr, *members, "--data-dir", str(node.data_dir), *node.extra_args]
+                "--raft", node.raft_addr, *members, "--data-dir", str(node.data_dir), *self.tls_args(node),
+                *node.extra_args]
 
     def env(self) -> dict[str, str]:
         """A node's environment: this process's, with the cluster secret."""
@@ -106,6 +139,7 @@ class LocalCluster:
         """Start one more node that joins the running cluster through `join` (a member's URL)."""
         node_id = node_id or f"n{len(self.nodes) + 1}"
         node = LocalNode(node_id, *free_ports(2), self.data_dir / node_id, join=join, token=self.token,
+                         tls_ca=self.tls_ca,
                          extra_args=list(extra_args if extra_args is not None else self.nodes[0].extra_args))
         self.nodes.append(node)
         self.start_node(node)
@@ -130,7 +164,7 @@ class LocalCluster:
 
     def status(self, node: LocalNode) -> dict | None:
         try:
-            code, body = get_json(node.url + "/status", timeout_s=1.0, token=node.token)
+            code, body = get_json(node.url + "/status", timeout_s=1.0, token=node.token, context=node.ssl_context)
             return body if code == 200 else None
         except OSError:
             return None
@@ -147,7 +181,8 @@ class LocalCluster:
             statuses = [self.status(n) for n in nodes]
             if all(s and s.get("leader") for s in statuses):
                 try:
-                    code, body = get_json(nodes[0].url + "/POD/?action=getWorkers", token=self.token)
+                    code, body = get_json(nodes[0].url + "/POD/?action=getWorkers", token=self.token,
+                                          context=nodes[0].ssl_context)
                 except OSError:
                     code, body = 0, {}
                 registered = {w["id"] for w in body.get("workers", [])} if code == 200 else set()
@@ -189,7 +224,8 @@ class LocalCluster:
             if node.proc is None or node.proc.poll() is not None:
                 continue
             try:
-                code, body = get_json(node.url + "/POD/?action=getWorkers", timeout_s=2.0, token=self.token)
+                code, body = get_json(node.url + "/POD/?action=getWorkers", timeout_s=2.0, token=self.token,
+                                      context=node.ssl_context)
             except OSError:
                 continue
             if code == 200:

@@ -60,7 +60,7 @@ def describe_exit(code: int | None) -> str:
 
 def status(node: LocalNode) -> dict | None:
     try:
-        code, body = get_json(node.url + "/status", timeout_s=1.0, token=node.token)
+        code, body = get_json(node.url + "/status", timeout_s=1.0, token=node.token, context=node.ssl_context)
     except OSError:
         return None
     return body if code == 200 else None
@@ -217,7 +217,8 @@ def kill_now(cluster: LocalCluster) -> None:
 def state_says_left(node: LocalNode, member: LocalNode) -> bool | None:
     """Does the replicated state, as `member` reads it, list `node` as left? None if it could not be asked."""
     try:
-        code, body = get_json(member.url + "/POD/?action=getWorkers", timeout_s=2.0, token=member.token)
+        code, body = get_json(member.url + "/POD/?action=getWorkers", timeout_s=2.0, token=member.token,
+                              context=member.ssl_context)
     except OSError:
         return None
     if code != 200:

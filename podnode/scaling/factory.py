@@ -58,4 +58,11 @@ def launched_node_args(cfg: NodeConfig) -> list[str]:
     """A launched local node runs with this node's timings and provider, so it can scale when it leads."""
     return ["--election-timeout-s", f"{cfg.timing.election_min_s:g}", "--node-lost-after-s",
             f"{cfg.node_lost_after_s:g}", "--kill-grace-s", f"{cfg.kill_grace_s:g}",
-            "--scaling-interval-s", f"{cfg.scaling_interval_s:g}", "--provider", "local"]
+            "--scaling-interval-s", f"{cfg.scaling_interval_s:g}", "--provider", "local", *tls_args(cfg)]
+
+
+def tls_args(cfg: NodeConfig) -> list[str]:
+    """A node of a TLS cluster launched on this machine serves https with this node's certificate (it names the
+    same host) and checks its peers against the same CA."""
+    args = ["--tls-cert", cfg.tls_cert, "--tls-key", cfg.tls_key] if cfg.tls_cert and cfg.tls_key else []
+    return args + (["--tls-ca", cfg.tls_ca] if cfg.tls_ca else [])

@@ -118,9 +118,11 @@ class LocalProvider:
         return self.slots if self.slots is not None else (os.cpu_count() or 1)
 
     def url(self, node_id: str) -> str | None:
-        """HTTP URL of a node this provider started, or None."""
+        """HTTP URL of a node this provider started, or None (https when the cluster it joins serves https: it
+        is given the same TLS options, see factory.tls_args)."""
         entry = self._procs.get(node_id)
-        return f"http://{self.host}:{entry.http_port}" if entry else None
+        scheme = "https" if self.join_url.startswith("https://") else "http"
+        return f"{scheme}://{self.host}:{entry.http_port}" if entry else None
 
     def command(self, node_id: str, http_port: int, raft_port: int) -> list[str]:
         """The podnode command line for a new node (the secret travels in the environment, not argv)."""

@@ -11,6 +11,7 @@ import logging
 from ..cluster_secret import check_proof, new_challenge
 from ..config import NodeConfig
 from ..discovery import find_members
+from ..tls import peer_context
 from .peers import PEER_ERRORS, PeerClient, member_url
 
 log = logging.getLogger("podnode")
@@ -19,10 +20,10 @@ log = logging.getLogger("podnode")
 async def join_cluster(cfg: NodeConfig) -> tuple[list[str], str]:
     """Ask a member to let this node in; return the voters' Raft addresses and this node's role (a voter,
     or an observer once the cluster has max_voters voters)."""
-    url = member_url(cfg.join or "")
+    url = member_url(cfg.join or "", cfg.http_scheme)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.join_timeout_s
-    peers = PeerClient(secret=cfg.secret, timeout_s=cfg.forward_timeout_s)
+    peers = PeerClient(secret=cfg.secret, timeout_s=cfg.forward_timeout_s, ssl_context=peer_context(cfg))
     try:
         while True:
             try:
@@ -52,7 +53,7 @@ async def proven(url: str, cfg: NodeConfig) -> bool:
     with an HMAC of it, its id and its own URL (the one it announced), made with the secret; nothing secret is
     sent to it. False (and a log line saying why it is skipped) for any other answer, or none."""
     challenge = new_challenge()
-    peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s)
+    peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s, ssl_context=peer_context(cfg))
     try:
         body, status = await peers.post(url, "/internal/prove", {"challenge": challenge},
                                         timeout_s=cfg.peer_timeout_s, sign=False)

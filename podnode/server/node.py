@@ -34,6 +34,7 @@ from ..raft.state import State
 from ..scaling.autoscaler import Autoscaler
 from ..scaling.cost import spend
 from ..scaling.factory import make_provider
+from ..tls import peer_context, server_context
 from .peers import PEER_ERRORS, PeerClient
 from .reads import Reads
 
@@ -75,7 +76,7 @@ class PodNode:
             backoff_max_s=cfg.launch_backoff_max_s, drain_deadline_s=cfg.scale_in_drain_deadline_s,
             provider_timeout_s=cfg.provider_timeout_s)
         self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler)
-        self._peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s)
+        self._peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s, ssl_context=peer_context(cfg))
         self.reads = Reads(node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, changes=self.changes,
                            peers=self._peers, local_output=self.agent.output_of,
                            execution_arrival_s=cfg.execution_arrival_s)
@@ -83,7 +84,8 @@ class PodNode:
                                           shutdown_timeout=cfg.http_shutdown_timeout_s,
                                           **request_limits(cfg.max_input_bytes))
         await self._runner.setup()
-        await web.TCPSite(self._runner, cfg.http_host, cfg.http_port).start()
+        https = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
+        await web.TCPSite(self._runner, cfg.http_host, cfg.http_port, ssl_context=https).start()
         self._tasks = [asyncio.create_task(self.agent.run(), name="agent"),
                        asyncio.create_task(self.manager.run(), name="manager"),
                        asyncio.create_task(self._catch_up_once(), name="catch-up")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -33,17 +34,25 @@ def form_body(data: Mapping[str, str]) -> bytes:
     return urllib.parse.urlencode(dict(data)).encode()
 
 
-def member_url(join: str) -> str:
-    """--join's member as a URL: http://HOST:PORT, or HOST:PORT."""
-    return join if "://" in join else f"http://{join}"
+def member_url(join: str, scheme: str = "http") -> str:
+    """--join's member as a URL: SCHEME://HOST:PORT as given, or HOST:PORT (then the joining node's own scheme:
+    a node serving https joins over https)."""
+    return join if "://" in join else f"{scheme}://{join}"
+
+
+def _session(timeout_s: float, ssl_context: ssl.SSLContext | None) -> aiohttp.ClientSession:
+    """A session whose https requests check the other node's certificate with `ssl_context` (None: aiohttp's
+    default, the system's store)."""
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s), connector=connector)
 
 
 class PeerClient:
     """One aiohttp session for the node's requests to other nodes (open between start and close)."""
 
-    def __init__(self, *, secret: str | None, timeout_s: float):
+    def __init__(self, *, secret: str | None, timeout_s: float, ssl_context: ssl.SSLContext | None = None):
         self.secret = secret
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._session = _session(timeout_s, ssl_context)
 
     async def close(self) -> None:
         await self._session.close()
@@ -68,11 +77,12 @@ class PeerClient:
             return await resp.json(content_type=None), resp.status
 
 
-async def post_status(url: str, path: str, data: Mapping[str, str], *, secret: str | None, timeout_s: float) -> int:
+async def post_status(url: str, path: str, data: Mapping[str, str], *, secret: str | None, timeout_s: float,
+                      ssl_context: ssl.SSLContext | None = None) -> int:
     """One signed POST to another node's internal route in a session of its own (the leader's promotion of an
     observer); its HTTP status, the body unread."""
     target, body = f"{url}{path}", form_body(data)
     headers = {"Content-Type": FORM, **signed(secret, "POST", target, body)}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+    async with _session(timeout_s, ssl_context) as session:
         async with session.post(target, data=body, headers=headers) as resp:
             return resp.status

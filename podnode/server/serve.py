@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .. import cluster_secret, tokens
+from .. import cluster_secret, tls, tokens
 from ..config import NodeConfig, is_loopback
 from .join import joined
 from .node import PodNode
@@ -57,6 +57,7 @@ async def serve(cfg: NodeConfig) -> None:
     use_pidfd_child_watcher(asyncio.get_running_loop())
     cfg = with_secret(cfg)
     cfg.check_secure()
+    tls.check(cfg)     # a TLS file that cannot be used stops the node now, saying which, before it joins
     cfg = await joined(cfg)
     node = PodNode(cfg)
     await node.start()
