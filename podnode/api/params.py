@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from ..config import NAME_PATTERN
 from ..errors import BadRequest, TooLarge
+from ..raft.activities import LIMIT_CAPS
 
 _NAME = re.compile(NAME_PATTERN)
 MAX_URL_CHARS = 2048
@@ -76,6 +77,25 @@ def request_id(params: Mapping[str, str]) -> str | None:
     if not _REQUEST_ID.fullmatch(value):
         raise BadRequest("Invalid requestId: use 1 to 128 letters, digits, '_', '.', ':' or '-'")
     return value
+
+
+def activity_limits(params: Mapping[str, str]) -> dict[str, float | int]:
+    """newActivity's own limits for its executions: timeoutS (seconds), memoryMB, maxProcesses; only those given.
+    0 sets none (the node's default applies)."""
+    limits: dict[str, float | int] = {}
+    for key, (kind, cap) in LIMIT_CAPS.items():
+        raw = (params.get(key) or "").strip()
+        if raw == "":
+            continue
+        unit = "seconds" if kind is float else "a whole number"
+        try:
+            value = float(raw) if kind is float else int(raw) if _DIGITS.fullmatch(raw) else None
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not 0 <= value <= cap:
+            raise BadRequest(f"Invalid {key} {raw!r}: give {unit} from 0 (the node's default) to {cap:g}")
+        limits[key] = value
+    return limits
 
 
 def max_attempts(params: Mapping[str, str]) -> int | None:

@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
-from .sandbox import Sandbox, node_limits, secure_data_dir
+from .sandbox import Limits, Sandbox, node_limits, secure_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,14 @@ class Agent:
     # ---- executions -------------------------------------------------------------------------------
     async def _start(self, record: dict[str, Any]) -> None:
         exec_id, attempt = record["id"], record["attempt"]
+        with self.replica.lock:
+            limits = activity_limits(self.replica.state.activities.get(record["activityName"]))
         run = ExecutionRun(
             execution_id=exec_id, attempt=attempt, activity=record["activityName"],
             activity_dir=self.activities_dir / record["activityName"],
             input=record["stdin"],
             output_cap_bytes=self.cfg.output_cap_bytes, kill_grace_s=self.cfg.kill_grace_s, sandbox=self.sandbox,
+            limits=limits,
         )
         self.runs[exec_id] = run
         await run.start()
@@ -220,6 +224,8 @@ class Agent:
                 allow_file_urls=bool(self.cfg.allow_file_urls), fetch_timeout_s=self.cfg.fetch_timeout_s,
                 install_timeout_s=self.cfg.install_timeout_s, max_script_bytes=self.cfg.script_max_bytes,
                 sandbox=self.sandbox,
+                # Its memory and process limits; an install keeps --install-timeout-s, not its executions' timeout.
+                limits=replace(activity_limits(activity), timeout_s=None),
             )
             ok, error = True, None
         except InstallError as exc:
@@ -278,6 +284,12 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.sandbox.close)
+
+
+def activity_limits(activity: dict[str, Any] | None) -> Limits:
+    """An activity's own limits (its record's, checked when it was created); unset ones are the node's default."""
+    own = (activity or {}).get("limits") or {}
+    return Limits(timeout_s=own.get("timeoutS"), memory_mb=own.get("memoryMB"), max_processes=own.get("maxProcesses"))
 
 
 def _version() -> str:
