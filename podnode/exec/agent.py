@@ -23,6 +23,7 @@ from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
+from .netguard import guard_metadata
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
 from .sandbox import Limits, Sandbox, node_limits, secure_data_dir
@@ -40,6 +41,8 @@ class Agent:
         self.activities_dir = Path(cfg.data_dir) / "activities"
         self.sandbox = Sandbox.create(node_id=cfg.node_id, run_as=cfg.run_as, cgroups=cfg.cgroups,
                                       defaults=node_limits(cfg))
+        if self.sandbox.run_as is not None:
+            guard_metadata(self.sandbox.run_as.uid)
         secure_data_dir(Path(cfg.data_dir), self.activities_dir, self.sandbox)
         self.runs: dict[int, ExecutionRun] = {}
         self.done: set[tuple[int, int]] = set()
