@@ -1,0 +1,95 @@
+"""An activity's own limits (newActivity timeoutS, memoryMB, maxProcesses) against real node processes: shown in
+the activity, applied to each of its executions; an activity without them runs with the node's defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from podnode.local.cluster import LocalCluster
+
+from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
+
+NODE_MAX_PROCESSES = 200   # the nodes' default (--exec-max-processes)
+
+# Forks sleeping children until a fork fails or 40 run; prints how many ran.
+FORKER = """python3 - <<'PY'
+import os, signal
+children = []
+for _ in range(40):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        signal.pause()
+        os._exit(0)
+    children.append(pid)
+print(len(children))
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+PY"""
+# Writes 200 MB (every page touched), then says so.
+HOG = """python3 -c "b = b'x' * (200 * 1024 * 1024); print('allocated', len(b))" """
+
+
+@pytest.fixture(scope="module")
+def limits_cluster(tmp_path_factory) -> LocalCluster:
+    cluster = start_cluster(tmp_path_factory.mktemp("limits"), nodes=2, slots=2, extra_args=[
+        *FAST_RAFT, "--exec-max-processes", str(NODE_MAX_PROCESSES)])
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def client(limits_cluster) -> Client:
+    return Client(limits_cluster.urls, limits_cluster.token)
+
+
+def run(client: Client, name: str, input: str = "") -> dict:
+    exec_id = client.ok("newExecution", name=name, input=input)["execution"]["id"]
+
+    def ended():
+        rec = client.ok("getExecutionStatus", executionId=exec_id, wait=5)["execution"]
+        return rec if rec["status"] not in ("waiting", "in progress") else None
+    return wait_until(ended, timeout_s=60, what=f"execution {exec_id} ended")
+
+
+def test_timeout_s(client, scripts):
+    act = approved(client, "slow", scripts.add("l-slow.sh", install_script("sleep 30")), timeoutS="1")
+    assert act["limits"] == {"timeoutS": 1.0, "memoryMB": None, "maxProcesses": NODE_MAX_PROCESSES}
+    rec = run(client, "slow")
+    assert rec["status"] == "error", rec
+    assert "timed out after 1 s" in rec["errorDescription"]
+    assert rec["finishTime"] - rec["startTime"] < 15_000
+
+
+def test_max_processes(client, scripts):
+    url = scripts.add("l-forker.sh", install_script(FORKER))
+    act = approved(client, "forker-limited", url, maxProcesses="8")
+    assert act["limits"]["maxProcesses"] == 8
+    approved(client, "forker", url)        # the same script under the node's default
+    limited, free = run(client, "forker-limited"), run(client, "forker")
+    assert free["status"] == "finished" and free["stdout"].strip() == "40", free
+    assert limited["status"] == "finished", limited
+    assert int(limited["stdout"]) < 8, limited
+
+
+def test_memory_mb(client, scripts):
+    url = scripts.add("l-hog.sh", install_script(HOG))
+    act = approved(client, "hog-limited", url, memoryMB="64")
+    assert act["limits"]["memoryMB"] == 64
+    approved(client, "hog", url)
+    limited, free = run(client, "hog-limited"), run(client, "hog")
+    assert free["status"] == "finished" and "allocated" in free["stdout"], free
+    assert limited["status"] == "error" and "allocated" not in limited["stdout"], limited
+    assert "memory limit of 64 MB" in limited.get("errorDescription", "") or limited["exitCode"] != 0
+
+
+@pytest.mark.parametrize("param, value", [("timeoutS", "-1"), ("timeoutS", "abc"), ("memoryMB", "1.5"),
+                                          ("maxProcesses", "99999999999"), ("timeoutS", "inf")])
+def test_bad_limits_are_refused_naming_the_parameter(client, scripts, param, value):
+    code, body = client.call("newActivity", name="bad-limits", **{param: value},
+                             installationScriptLocation=scripts.add("l-bad.sh", install_script("true")))
+    assert code == 400 and param in body["error"], body
+    assert client.call("getActivityStatus", name="bad-limits")[0] == 404
