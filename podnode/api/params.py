@@ -14,6 +14,7 @@ _NAME = re.compile(NAME_PATTERN)
 MAX_URL_CHARS = 2048
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _DIGITS = re.compile(r"[0-9]{1,18}")   # str.isdigit() also takes '²' and '٣', which int() refuses or reads
+_DECIMAL = re.compile(r"[0-9]{1,18}(\.[0-9]{0,9})?|\.[0-9]{1,9}")   # float() also reads '1_0', '٣', 'nan', '1e400'
 
 
 def required(params: Mapping[str, str], key: str) -> str:
@@ -88,12 +89,11 @@ def activity_limits(params: Mapping[str, str]) -> dict[str, float | int]:
         if raw == "":
             continue
         unit = "seconds" if kind is float else "a whole number"
-        try:
-            value = float(raw) if kind is float else int(raw) if _DIGITS.fullmatch(raw) else None
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or not 0 <= value <= cap:
-            raise BadRequest(f"Invalid {key} {raw!r}: give {unit} from 0 (the node's default) to {cap:g}")
+        value = None
+        if (_DECIMAL if kind is float else _DIGITS).fullmatch(raw):
+            value = float(raw) if kind is float else int(raw)
+        if value is None or not 0 <= value <= cap:
+            raise BadRequest(f"Invalid {key} {raw!r}: give {unit} from 0 (the node's default) to {cap:.0f}")
         limits[key] = value
     return limits
 

@@ -46,7 +46,7 @@ def activity_limits(cmd: C.ActivityNew) -> dict[str, Any] | str:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= cap:
-            return f"{key} must be a number from 0 (the node's default) to {cap:g}, not {value!r}"
+            return f"{key} must be a number from 0 (the node's default) to {cap:.0f}, not {value!r}"
         if kind is int and value != int(value):
             return f"{key} must be a whole number, not {value!r}"
         if value:

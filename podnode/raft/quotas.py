@@ -39,7 +39,7 @@ def waiting_full(waiting: int, max_waiting: Any) -> Result | None:
     cap = limit(max_waiting)
     if cap is None or waiting < cap:
         return None
-    return refuse("too_many", f"quota: {cap:g} executions are waiting cluster-wide (--max-waiting-executions); "
+    return refuse("too_many", f"quota: {cap:.0f} executions are waiting cluster-wide (--max-waiting-executions); "
                               "try again when some have started", retry_after_s=WAITING_RETRY_S)
 
 
@@ -48,7 +48,7 @@ def unread_full(unread_bytes: int, max_unread_bytes: Any) -> Result | None:
     if cap is None or unread_bytes < cap:
         return None
     return refuse("too_many", f"quota: {unread_bytes} bytes of ended executions' output are unread cluster-wide, "
-                              f"the limit is {cap:g} (--max-unread-result-bytes); read results with "
+                              f"the limit is {cap:.0f} (--max-unread-result-bytes); read results with "
                               "getExecutionStatus, or try again when they have expired",
                   retry_after_s=UNREAD_RETRY_S)
 
@@ -57,5 +57,5 @@ def activities_full(count: int, max_activities: Any) -> Result | None:
     cap = limit(max_activities)
     if cap is None or count < cap:
         return None
-    return refuse("too_many", f"quota: {cap:g} activities exist cluster-wide (--max-activities); "
+    return refuse("too_many", f"quota: {cap:.0f} activities exist cluster-wide (--max-activities); "
                               "delete one first", retry_after_s=ACTIVITIES_RETRY_S)
