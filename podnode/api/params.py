@@ -82,7 +82,7 @@ def request_id(params: Mapping[str, str]) -> str | None:
 
 def activity_limits(params: Mapping[str, str]) -> dict[str, float | int]:
     """newActivity's own limits for its executions: timeoutS (seconds), memoryMB, maxProcesses; only those given.
-    0 sets none (the node's default applies)."""
+    0: no limit; a missing one is left to the node's default."""
     limits: dict[str, float | int] = {}
     for key, (kind, cap) in LIMIT_CAPS.items():
         raw = (params.get(key) or "").strip()
@@ -93,7 +93,7 @@ def activity_limits(params: Mapping[str, str]) -> dict[str, float | int]:
         if (_DECIMAL if kind is float else _DIGITS).fullmatch(raw):
             value = float(raw) if kind is float else int(raw)
         if value is None or not 0 <= value <= cap:
-            raise BadRequest(f"Invalid {key} {raw!r}: give {unit} from 0 (the node's default) to {cap:.0f}")
+            raise BadRequest(f"Invalid {key} {raw!r}: give {unit} from 0 (no limit) to {cap:.0f}")
         limits[key] = value
     return limits
 

@@ -24,7 +24,7 @@ def activity(record: dict[str, Any], default_limits: dict[str, Any] | None = Non
     view["createdAt"] = ms(record.get("createdAt"))
     if default_limits is not None:
         own = record.get("limits") or {}
-        view["limits"] = {k: own.get(k) or default for k, default in default_limits.items()}
+        view["limits"] = {k: (own[k] or None) if k in own else default for k, default in default_limits.items()}
     if "installations" in record:
         view["installations"] = [{k: i[k] for k in _INSTALLATION_FIELDS if k in i} for i in record["installations"]]
     return view

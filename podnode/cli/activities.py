@@ -68,11 +68,11 @@ def add_activity(sub) -> None:
     p.add_argument("--script", required=True, help="install script: http(s):// or file:// URL, or a local file")
     p.add_argument("--max-attempts", type=int, default=None, help="tries per execution (1 to 100)")
     p.add_argument("--timeout-s", type=float, default=None,
-                   help="its executions are killed (error) after S seconds (0: the node's --exec-timeout-s)")
+                   help="its executions are killed (error) after S seconds (0: none; unset: the node's --exec-timeout-s)")
     p.add_argument("--memory-mb", type=int, default=None,
-                   help="memory limit of each execution, MB (0: the node's --exec-memory-mb)")
+                   help="memory limit of each execution, MB (0: none; unset: the node's --exec-memory-mb)")
     p.add_argument("--max-processes", type=int, default=None,
-                   help="processes and threads per execution (0: the node's --exec-max-processes)")
+                   help="processes and threads per execution (0: none; unset: the node's --exec-max-processes)")
     p.add_argument("--wait", action="store_true", help="wait until approved or rejected")
     p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S seconds")
     p.set_defaults(func=cmd_activity_create)

@@ -290,7 +290,9 @@ class Agent:
 
 
 def activity_limits(activity: dict[str, Any] | None) -> Limits:
-    """An activity's own limits (its record's, checked when it was created); unset ones are the node's default."""
+    """An activity's own limits (its record's, checked when it was created): None (unset) takes the node's
+    default (Limits.over), 0 is no limit, which the sandbox treats as such (memory.max and pids.max "max", no
+    rlimit, no timer)."""
     own = (activity or {}).get("limits") or {}
     return Limits(timeout_s=own.get("timeoutS"), memory_mb=own.get("memoryMB"), max_processes=own.get("maxProcesses"))
 

@@ -30,7 +30,7 @@ from .results import Result, pairs, refuse
 
 DEFAULT_MAX_ATTEMPTS = 3
 # An activity's own limits for its executions (ActivityNew fields): the largest value each may take, and its type.
-# 0 or missing: the activity sets none, each node's default (--exec-timeout-s, ...) applies.
+# 0: no limit; missing: each node's default (--exec-timeout-s, ...) applies. newActivity needs an admin token.
 LIMIT_CAPS: dict[str, tuple[type, float]] = {
     "timeoutS": (float, 30 * 24 * 3600.0),   # seconds: 30 days
     "memoryMB": (int, 1024 * 1024),          # 1 TiB
@@ -39,18 +39,17 @@ LIMIT_CAPS: dict[str, tuple[type, float]] = {
 
 
 def activity_limits(cmd: C.ActivityNew) -> dict[str, Any] | str:
-    """The activity's own limits from the command (only those set, not 0), or why they are refused."""
+    """The activity's own limits from the command (those it sets; 0: none), or why they are refused."""
     limits: dict[str, Any] = {}
     for key, (kind, cap) in LIMIT_CAPS.items():
         value = getattr(cmd, key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= cap:
-            return f"{key} must be a number from 0 (the node's default) to {cap:.0f}, not {value!r}"
+            return f"{key} must be a number from 0 (no limit) to {cap:.0f}, not {value!r}"
         if kind is int and value != int(value):
             return f"{key} must be a whole number, not {value!r}"
-        if value:
-            limits[key] = kind(value)
+        limits[key] = kind(value)
     return limits
 
 

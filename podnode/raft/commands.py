@@ -234,7 +234,7 @@ class ActivityNew(Command):
     now: float
     maxAttempts: int | None = None
     maxActivities: int | None = None  # the proposer's quota: refused (too_many) when this many activities exist
-    timeoutS: float | None = None     # this activity's own limits for its executions (None or 0: the node's)
+    timeoutS: float | None = None     # this activity's own limits for its executions (0: none; None: the node's)
     memoryMB: int | None = None
     maxProcesses: int | None = None
 

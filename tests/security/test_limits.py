@@ -9,7 +9,8 @@ from podnode.local.cluster import LocalCluster
 
 from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
 
-NODE_MAX_PROCESSES = 200   # the nodes' default (--exec-max-processes)
+NODE_MAX_PROCESSES = 200   # the nodes' defaults (--exec-max-processes, --exec-memory-mb)
+NODE_MEMORY_MB = 100
 
 # Forks sleeping children until a fork fails or 40 run; prints how many ran.
 FORKER = """python3 - <<'PY'
@@ -29,14 +30,14 @@ for pid in children:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 PY"""
-# Writes 200 MB (every page touched), then says so.
-HOG = """python3 -c "b = b'x' * (200 * 1024 * 1024); print('allocated', len(b))" """
+# Writes $1 MB (every page touched), then says so.
+HOG = """python3 -c "import sys; b = b'x' * (int(sys.argv[1]) * 1024 * 1024); print('allocated', len(b))" "$1" """
 
 
 @pytest.fixture(scope="module")
 def limits_cluster(tmp_path_factory) -> LocalCluster:
     cluster = start_cluster(tmp_path_factory.mktemp("limits"), nodes=2, slots=2, extra_args=[
-        *FAST_RAFT, "--exec-max-processes", str(NODE_MAX_PROCESSES)])
+        *FAST_RAFT, "--exec-max-processes", str(NODE_MAX_PROCESSES), "--exec-memory-mb", str(NODE_MEMORY_MB)])
     yield cluster
     cluster.stop()
 
@@ -57,7 +58,7 @@ def run(client: Client, name: str, input: str = "") -> dict:
 
 def test_timeout_s(client, scripts):
     act = approved(client, "slow", scripts.add("l-slow.sh", install_script("sleep 30")), timeoutS="1")
-    assert act["limits"] == {"timeoutS": 1.0, "memoryMB": None, "maxProcesses": NODE_MAX_PROCESSES}
+    assert act["limits"] == {"timeoutS": 1.0, "memoryMB": NODE_MEMORY_MB, "maxProcesses": NODE_MAX_PROCESSES}
     rec = run(client, "slow")
     assert rec["status"] == "error", rec
     assert "timed out after 1 s" in rec["errorDescription"]
@@ -75,15 +76,24 @@ def test_max_processes(client, scripts):
     assert int(limited["stdout"]) < 8, limited
 
 
-def test_memory_mb(client, scripts):
+def allocated(rec: dict) -> bool:
+    if rec["status"] == "finished" and "allocated" in rec["stdout"]:
+        return True
+    assert rec["status"] == "error" and "allocated" not in rec["stdout"], rec
+    return False
+
+
+def test_memory_mb_lower_higher_or_none(client, scripts):
     url = scripts.add("l-hog.sh", install_script(HOG))
-    act = approved(client, "hog-limited", url, memoryMB="64")
-    assert act["limits"]["memoryMB"] == 64
-    approved(client, "hog", url)
-    limited, free = run(client, "hog-limited"), run(client, "hog")
-    assert free["status"] == "finished" and "allocated" in free["stdout"], free
-    assert limited["status"] == "error" and "allocated" not in limited["stdout"], limited
-    assert "memory limit of 64 MB" in limited.get("errorDescription", "") or limited["exitCode"] != 0
+    assert approved(client, "hog", url)["limits"]["memoryMB"] == NODE_MEMORY_MB
+    assert approved(client, "hog-64", url, memoryMB="64")["limits"]["memoryMB"] == 64
+    assert approved(client, "hog-300", url, memoryMB="300")["limits"]["memoryMB"] == 300
+    assert approved(client, "hog-none", url, memoryMB="0")["limits"]["memoryMB"] is None
+    assert allocated(run(client, "hog", "80"))           # under the node's 100 MB
+    assert not allocated(run(client, "hog", "150"))
+    assert not allocated(run(client, "hog-64", "80"))    # the activity's own, lower
+    assert allocated(run(client, "hog-300", "150"))      # higher
+    assert allocated(run(client, "hog-none", "150"))     # none at all
 
 
 @pytest.mark.parametrize("param, value", [("timeoutS", "-1"), ("timeoutS", "abc"), ("memoryMB", "1.5"),

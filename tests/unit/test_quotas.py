@@ -125,8 +125,10 @@ def test_activity_limits_are_recorded_and_checked():
     state = State()
     rec = ok(state, activity_new("a", timeoutS=1.5, memoryMB=64, maxProcesses=10))["activity"]
     assert rec["limits"] == {"timeoutS": 1.5, "memoryMB": 64, "maxProcesses": 10}
-    assert "limits" not in ok(state, activity_new("b", timeoutS=0, memoryMB=0))["activity"]   # 0: the node's
+    assert ok(state, activity_new("b", timeoutS=0, memoryMB=0))["activity"]["limits"] == {"timeoutS": 0.0,
+                                                                                          "memoryMB": 0}  # none
     assert ok(state, activity_new("c", maxProcesses=5))["activity"]["limits"] == {"maxProcesses": 5}
+    assert "limits" not in ok(state, activity_new("e"))["activity"]
     before = snapshot(state)
     for bad in ({"timeoutS": -1}, {"memoryMB": 1.5}, {"maxProcesses": "9"}, {"timeoutS": float("nan")},
                 {"timeoutS": float("inf")}, {"memoryMB": True}, {"maxProcesses": 10**9}):
