@@ -68,7 +68,7 @@ def add_activity(sub) -> None:
     p.add_argument("--script", required=True, help="install script: http(s):// or file:// URL, or a local file")
     p.add_argument("--max-attempts", type=int, default=None, help="tries per execution (1 to 100)")
     p.add_argument("--timeout-s", type=float, default=None,
-                   help="its executions are killed (error) after S seconds (0: none; unset: the node's --exec-timeout-s)")
+                   help="each execution is killed (error) after S seconds (0: none; unset: --exec-timeout-s)")
     p.add_argument("--memory-mb", type=int, default=None,
                    help="memory limit of each execution, MB (0: none; unset: the node's --exec-memory-mb)")
     p.add_argument("--max-processes", type=int, default=None,
