@@ -5,6 +5,7 @@ connections while root and other users still connect."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 from podnode.exec.netguard import METADATA_V4, METADATA_V6, nft_table
 
-from ..conftest import wait_until
+from ..conftest import start_cluster, wait_until
 
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable   # readable by any user
 GUARDED_UID = 65534     # nobody: the uid the rule names
@@ -109,3 +110,21 @@ def test_without_a_firewall_tool_the_node_warns(caplog):
     with caplog.at_level("WARNING", logger="podnode.exec.netguard"):
         assert guard_metadata(GUARDED_UID, tools=["no-such-firewall-tool"]) is None
     assert "CAN reach the cloud metadata service" in caplog.text and "Install nftables or iptables" in caplog.text
+
+
+def test_a_root_node_guards_its_run_as_user_at_start(tmp_path):
+    if not (shutil.which("nft") or shutil.which("iptables")):
+        pytest.skip("neither nft nor iptables is installed")
+    cluster = start_cluster(tmp_path, nodes=1, slots=1)
+    try:
+        log = cluster.log_dir / "n1.log"
+        line = wait_until(lambda: next((x for x in log.read_text().splitlines() if "metadata service" in x), None),
+                          what="the guard's log line")
+        assert "cannot reach the cloud metadata service" in line and "rule added with" in line, line
+        uid = int(line.split("(uid ")[1].split(")")[0])
+        assert uid == pwd.getpwnam("pod").pw_uid
+        if "with nft" in line:
+            assert str(uid) in subprocess.run(["nft", "list", "table", "inet", nft_table(uid)], capture_output=True,
+                                              text=True, timeout=20).stdout
+    finally:
+        cluster.stop()
