@@ -67,7 +67,9 @@ KINDS: dict[str, type[PodError]] = {
 def from_result(result: dict) -> PodError:
     """Turn a refusal recorded by the state machine ({"error": kind, "message": ...}) into an exception."""
     cls = KINDS.get(result.get("error", ""), PodError)
-    return cls(result.get("message", "refused"))
+    retry = result.get("retryAfterS")
+    return cls(result.get("message", "refused"),
+               retry_after_s=float(retry) if isinstance(retry, (int, float)) else None)
 
 
 class IncompatibleDependency(RuntimeError):

@@ -31,8 +31,10 @@ async def new_activity(node: NodeApi, p: Params) -> dict[str, Any]:
         check_script_url(url, allow_file_urls=bool(node.cfg.allow_file_urls))
     except ValueError as exc:
         raise BadRequest(f"Invalid installationScriptLocation: {exc}") from None
-    result = await node.submit(C.ActivityNew(name=name, url=url, maxAttempts=P.max_attempts(p), now=time.time()))
-    return {"activity": views.activity(result["activity"]), "status": "installing"}
+    cmd = C.ActivityNew(name=name, url=url, maxAttempts=P.max_attempts(p), now=time.time(),
+                        maxActivities=node.cfg.max_activities or None, **P.activity_limits(p))
+    result = await node.submit(cmd)
+    return {"activity": views.activity(result["activity"], _node_limits(node)), "status": "installing"}
 
 
 async def get_activity_status(node: NodeApi, p: Params) -> dict[str, Any]:
@@ -40,19 +42,28 @@ async def get_activity_status(node: NodeApi, p: Params) -> dict[str, Any]:
     record = await node.read_or_sync(lambda s: s.activity(name))
     if record is None:
         raise NotFound(f"Activity {name!r} doesn't exist")
-    return {"activity": views.activity(record)}
+    return {"activity": views.activity(record, _node_limits(node))}
 
 
 async def delete_activity(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     result = await node.submit(C.ActivityDelete(name=name, now=time.time()))
-    return {"activity": views.activity(result["activity"]), "status": "uninstalling"}
+    return {"activity": views.activity(result["activity"], _node_limits(node)), "status": "uninstalling"}
+
+
+def _node_limits(node: NodeApi) -> dict[str, float | int | None]:
+    """This node's default limits for executions, in the API's words (None: no limit)."""
+    cfg = node.cfg
+    return {"timeoutS": cfg.exec_timeout_s or None, "memoryMB": cfg.exec_memory_mb or None,
+            "maxProcesses": cfg.exec_max_processes or None}
 
 
 async def new_execution(node: NodeApi, p: Params) -> dict[str, Any]:
     name = P.activity_name(p)
     cmd = C.ExecNew(name=name, input=P.execution_input(p, node.cfg.max_input_bytes), requestId=P.request_id(p),
-                    now=time.time(), node=node.propose_placement(name))
+                    now=time.time(), node=node.propose_placement(name),
+                    maxWaiting=node.cfg.max_waiting_executions or None,
+                    maxUnreadBytes=node.cfg.max_unread_result_bytes or None)
     result = await node.submit(cmd)
     return {"execution": views.execution_summary(result["execution"])}
 

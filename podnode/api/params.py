@@ -8,11 +8,13 @@ from collections.abc import Mapping
 
 from ..config import NAME_PATTERN
 from ..errors import BadRequest, TooLarge
+from ..raft.activities import LIMIT_CAPS
 
 _NAME = re.compile(NAME_PATTERN)
 MAX_URL_CHARS = 2048
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _DIGITS = re.compile(r"[0-9]{1,18}")   # str.isdigit() also takes '²' and '٣', which int() refuses or reads
+_DECIMAL = re.compile(r"[0-9]{1,18}(\.[0-9]{0,9})?|\.[0-9]{1,9}")   # float() also reads '1_0', '٣', 'nan', '1e400'
 
 
 def required(params: Mapping[str, str], key: str) -> str:
@@ -76,6 +78,24 @@ def request_id(params: Mapping[str, str]) -> str | None:
     if not _REQUEST_ID.fullmatch(value):
         raise BadRequest("Invalid requestId: use 1 to 128 letters, digits, '_', '.', ':' or '-'")
     return value
+
+
+def activity_limits(params: Mapping[str, str]) -> dict[str, float | int]:
+    """newActivity's own limits for its executions: timeoutS (seconds), memoryMB, maxProcesses; only those given.
+    0: no limit; a missing one is left to the node's default."""
+    limits: dict[str, float | int] = {}
+    for key, (kind, cap) in LIMIT_CAPS.items():
+        raw = (params.get(key) or "").strip()
+        if raw == "":
+            continue
+        unit = "seconds" if kind is float else "a whole number"
+        value = None
+        if (_DECIMAL if kind is float else _DIGITS).fullmatch(raw):
+            value = float(raw) if kind is float else int(raw)
+        if value is None or not 0 <= value <= cap:
+            raise BadRequest(f"Invalid {key} {raw!r}: give {unit} from 0 (no limit) to {cap:.0f}")
+        limits[key] = value
+    return limits
 
 
 def max_attempts(params: Mapping[str, str]) -> int | None:

@@ -17,9 +17,14 @@ def ms(t: float | None) -> int | None:
     return None if t is None else int(round(t * 1000))
 
 
-def activity(record: dict[str, Any]) -> dict[str, Any]:
+def activity(record: dict[str, Any], default_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An activity; with `default_limits` (the answering node's), the limits its executions run with: its own
+    where it set them, else the node's default (None: no limit)."""
     view = {k: record[k] for k in _ACTIVITY_FIELDS if k in record}
     view["createdAt"] = ms(record.get("createdAt"))
+    if default_limits is not None:
+        own = record.get("limits") or {}
+        view["limits"] = {k: (own[k] or None) if k in own else default for k, default in default_limits.items()}
     if "installations" in record:
         view["installations"] = [{k: i[k] for k in _INSTALLATION_FIELDS if k in i} for i in record["installations"]]
     return view

@@ -22,7 +22,8 @@ def script_url(value: str) -> str:
 
 def cmd_activity_create(args: argparse.Namespace, api: Api) -> int:
     body = api.action("newActivity", name=args.name, installationScriptLocation=script_url(args.script),
-                      maxAttempts=args.max_attempts)
+                      maxAttempts=args.max_attempts, timeoutS=args.timeout_s, memoryMB=args.memory_mb,
+                      maxProcesses=args.max_processes)
     if not args.wait:
         emit_json(body) if args.json else say(f"activity {args.name} created; installing "
                                               f"(check with: pod activity status {args.name})")
@@ -66,6 +67,12 @@ def add_activity(sub) -> None:
     p.add_argument("name")
     p.add_argument("--script", required=True, help="install script: http(s):// or file:// URL, or a local file")
     p.add_argument("--max-attempts", type=int, default=None, help="tries per execution (1 to 100)")
+    p.add_argument("--timeout-s", type=float, default=None,
+                   help="each execution is killed (error) after S seconds (0: none; unset: --exec-timeout-s)")
+    p.add_argument("--memory-mb", type=int, default=None,
+                   help="memory limit of each execution, MB (0: none; unset: the node's --exec-memory-mb)")
+    p.add_argument("--max-processes", type=int, default=None,
+                   help="processes and threads per execution (0: none; unset: the node's --exec-max-processes)")
     p.add_argument("--wait", action="store_true", help="wait until approved or rejected")
     p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S seconds")
     p.set_defaults(func=cmd_activity_create)

@@ -26,6 +26,8 @@ def show_activity(act: dict) -> None:
     say(f"activity {act.get('name')}  status {act.get('status')}  id {act.get('id')}  "
         f"maxAttempts {act.get('maxAttempts')}")
     say(f"script    {act.get('installationScriptLocation')}")
+    if act.get("limits"):
+        say("limits    " + "  ".join(f"{k} {'none' if v is None else v}" for k, v in act["limits"].items()))
     insts = act.get("installations") or []
     if insts:
         say("nodes     " + ", ".join(f"{i.get('workerId')} {i.get('status')}" for i in insts))

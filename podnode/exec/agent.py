@@ -9,6 +9,7 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
+from .netguard import guard_metadata
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
-from .sandbox import Sandbox, node_limits, secure_data_dir
+from .sandbox import Limits, Sandbox, node_limits, secure_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Agent:
         self.activities_dir = Path(cfg.data_dir) / "activities"
         self.sandbox = Sandbox.create(node_id=cfg.node_id, run_as=cfg.run_as, cgroups=cfg.cgroups,
                                       defaults=node_limits(cfg))
+        if self.sandbox.run_as is not None:
+            guard_metadata(self.sandbox.run_as.uid)
         secure_data_dir(Path(cfg.data_dir), self.activities_dir, self.sandbox)
         self.runs: dict[int, ExecutionRun] = {}
         self.done: set[tuple[int, int]] = set()
@@ -162,11 +166,14 @@ class Agent:
     # ---- executions -------------------------------------------------------------------------------
     async def _start(self, record: dict[str, Any]) -> None:
         exec_id, attempt = record["id"], record["attempt"]
+        with self.replica.lock:
+            limits = activity_limits(self.replica.state.activities.get(record["activityName"]))
         run = ExecutionRun(
             execution_id=exec_id, attempt=attempt, activity=record["activityName"],
             activity_dir=self.activities_dir / record["activityName"],
             input=record["stdin"],
             output_cap_bytes=self.cfg.output_cap_bytes, kill_grace_s=self.cfg.kill_grace_s, sandbox=self.sandbox,
+            limits=limits,
         )
         self.runs[exec_id] = run
         await run.start()
@@ -220,6 +227,8 @@ class Agent:
                 allow_file_urls=bool(self.cfg.allow_file_urls), fetch_timeout_s=self.cfg.fetch_timeout_s,
                 install_timeout_s=self.cfg.install_timeout_s, max_script_bytes=self.cfg.script_max_bytes,
                 sandbox=self.sandbox,
+                # Its memory and process limits; an install keeps --install-timeout-s, not its executions' timeout.
+                limits=replace(activity_limits(activity), timeout_s=None),
             )
             ok, error = True, None
         except InstallError as exc:
@@ -278,6 +287,14 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.sandbox.close)
+
+
+def activity_limits(activity: dict[str, Any] | None) -> Limits:
+    """An activity's own limits (its record's, checked when it was created): None (unset) takes the node's
+    default (Limits.over), 0 is no limit, which the sandbox treats as such (memory.max and pids.max "max", no
+    rlimit, no timer)."""
+    own = (activity or {}).get("limits") or {}
+    return Limits(timeout_s=own.get("timeoutS"), memory_mb=own.get("memoryMB"), max_processes=own.get("maxProcesses"))
 
 
 def _version() -> str:

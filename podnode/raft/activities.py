@@ -25,9 +25,32 @@ from .lifecycle import (
     can_move,
 )
 from .membership import NodeTable
+from .quotas import activities_full
 from .results import Result, pairs, refuse
 
 DEFAULT_MAX_ATTEMPTS = 3
+# An activity's own limits for its executions (ActivityNew fields): the largest value each may take, and its type.
+# 0: no limit; missing: each node's default (--exec-timeout-s, ...) applies. newActivity needs an admin token.
+LIMIT_CAPS: dict[str, tuple[type, float]] = {
+    "timeoutS": (float, 30 * 24 * 3600.0),   # seconds: 30 days
+    "memoryMB": (int, 1024 * 1024),          # 1 TiB
+    "maxProcesses": (int, 4 * 1024 * 1024),  # the kernel's highest pid_max
+}
+
+
+def activity_limits(cmd: C.ActivityNew) -> dict[str, Any] | str:
+    """The activity's own limits from the command (those it sets; 0: none), or why they are refused."""
+    limits: dict[str, Any] = {}
+    for key, (kind, cap) in LIMIT_CAPS.items():
+        value = getattr(cmd, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= cap:
+            return f"{key} must be a number from 0 (no limit) to {cap:.0f}, not {value!r}"
+        if kind is int and value != int(value):
+            return f"{key} must be a whole number, not {value!r}"
+        limits[key] = kind(value)
+    return limits
 
 
 class ActivityTable:
@@ -70,6 +93,12 @@ class ActivityTable:
         max_attempts = DEFAULT_MAX_ATTEMPTS if cmd.maxAttempts is None else int(cmd.maxAttempts)
         if not 1 <= max_attempts <= 100:
             return refuse("bad_request", f"maxAttempts must be from 1 to 100, not {max_attempts}")
+        limits = activity_limits(cmd)
+        if isinstance(limits, str):
+            return refuse("bad_request", limits)
+        full = activities_full(len(self.activities), cmd.maxActivities)
+        if full:
+            return full
         activity = {
             "id": self.next_activity_id,
             "name": name,
@@ -78,6 +107,8 @@ class ActivityTable:
             "createdAt": cmd.now,
             "maxAttempts": max_attempts,
         }
+        if limits:
+            activity["limits"] = limits
         self.next_activity_id += 1
         self.activities[name] = activity
         self.installations[name] = {}

@@ -235,6 +235,10 @@ class ActivityNew(Command):
     url: str
     now: float
     maxAttempts: int | None = None
+    maxActivities: int | None = None  # the proposer's quota: refused (too_many) when this many activities exist
+    timeoutS: float | None = None     # this activity's own limits for its executions (0: none; None: the node's)
+    memoryMB: int | None = None
+    maxProcesses: int | None = None
 
 
 @command(ACTIVITY_DELETE)
@@ -280,6 +284,8 @@ class ExecNew(Command):
     input: str | None = None
     requestId: str | None = None
     node: str | None = None  # the proposer's placement, re-checked
+    maxWaiting: int | None = None      # the proposer's quotas: refused (too_many) when this many are waiting,
+    maxUnreadBytes: int | None = None  # or when this many bytes of ended executions' output are unread
 
 
 @command(EXEC_PLACE)

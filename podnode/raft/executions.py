@@ -24,6 +24,7 @@ from .lifecycle import (
     can_move,
 )
 from .membership import NodeTable
+from .quotas import output_bytes, unread_full, waiting_full
 from .results import Result, maps_with_hashable_ids, pairs, refuse
 
 
@@ -49,6 +50,9 @@ class ExecutionTable:
         self.executions: dict[int, dict[str, Any]] = {}
         self.request_ids: dict[str, list] = {}
         self.next_execution_id = 1
+        # Counters for the quotas, kept by every transition (_set_status, _set_output, _delete), recomputed on load:
+        self.waiting = 0        # executions waiting
+        self.unread_bytes = 0   # output bytes of ended executions not yet read (forgotten) or expired
         # Executions changed since the owner last took this set (not replicated state: a wake-up hint).
         self.touched: set[int] = set()
 
@@ -56,6 +60,13 @@ class ExecutionTable:
         self.executions = data.get("executions", {})
         self.request_ids = data.get("request_ids", {})
         self.next_execution_id = data.get("next_execution_id", 1)
+        self.waiting, self.unread_bytes = self.count()
+
+    def count(self) -> tuple[int, int]:
+        """The quota counters recomputed from the records (at load; the tests compare them with the kept ones)."""
+        waiting = sum(1 for e in self.executions.values() if e["status"] == WAITING)
+        unread = sum(output_bytes(e) for e in self.executions.values() if e["status"] in TERMINAL)
+        return waiting, unread
 
     def busy_slots(self) -> dict[str, int]:
         """Slots taken on each node: running executions, and terminated ones still being stopped."""
@@ -81,6 +92,9 @@ class ExecutionTable:
             return refuse("not_found", f"Activity {name!r} doesn't exist")
         if activity["status"] not in (VERIFYING, APPROVED):
             return refuse("conflict", f"Activity {name!r} is {activity['status']}; it cannot run executions")
+        full = waiting_full(self.waiting, cmd.maxWaiting) or unread_full(self.unread_bytes, cmd.maxUnreadBytes)
+        if full:
+            return full
         exec_id = self.next_execution_id
         self.next_execution_id += 1
         execution = {
@@ -102,8 +116,9 @@ class ExecutionTable:
             execution["requestId"] = request_id
             self.request_ids[request_id] = [exec_id, now]
         self.executions[exec_id] = execution
+        self.waiting += 1
         node = cmd.node
-        if node is not None and not placement.is_queued(self.executions, besides=exec_id):
+        if node is not None and self.waiting == 1:  # none queued before it (placement.is_queued, counted)
             # The proposer's placement, checked like any other; never ahead of executions already queued.
             self._place(execution, node, self.busy_slots(), now)
         return {"ok": True, "execution": dict(execution)}
@@ -139,7 +154,8 @@ class ExecutionTable:
                 ignored.append(report.id)
                 continue
             execution.pop("outputPending", None)
-            execution.update(
+            self._set_output(
+                execution,
                 exitCode=report.exitCode,
                 stdout=report.stdout or "",
                 stderr=report.stderr or "",
@@ -184,8 +200,7 @@ class ExecutionTable:
             return missing_execution(cmd.id)
         if execution["status"] not in TERMINAL:
             return refuse("conflict", f"Execution {cmd.id} has not ended yet")
-        del self.executions[cmd.id]
-        self.touched.add(cmd.id)
+        self._delete(execution)
         return {"ok": True, "execution": execution}
 
     def exec_expire(self, cmd: C.ExecExpire) -> Result:
@@ -198,8 +213,7 @@ class ExecutionTable:
         for exec_id in ids:
             execution = self.executions.get(exec_id)
             if execution is not None and execution["status"] in TERMINAL:
-                del self.executions[exec_id]
-                self.touched.add(exec_id)
+                self._delete(execution)
                 expired.append(exec_id)
         for rid in old_rids:
             del self.request_ids[rid]
@@ -248,7 +262,23 @@ class ExecutionTable:
         self.touched.add(execution["id"])
         if not can_move(EXECUTION_TRANSITIONS, execution["status"], status):
             raise ValueError(f"execution {execution['id']}: {execution['status']} -> {status} not allowed")
-        execution["status"] = status
+        before, execution["status"] = execution["status"], status
+        self.waiting += (status == WAITING) - (before == WAITING)
+        if (status in TERMINAL) != (before in TERMINAL):
+            self.unread_bytes += output_bytes(execution) if status in TERMINAL else -output_bytes(execution)
+
+    def _set_output(self, execution: dict, **fields: Any) -> None:
+        """Record an attempt's result (exit code, output) and count the output while the execution has ended."""
+        before = output_bytes(execution)
+        execution.update(fields)
+        if execution["status"] in TERMINAL:
+            self.unread_bytes += output_bytes(execution) - before
+
+    def _delete(self, execution: dict) -> None:
+        """An ended execution's record goes: its result was read, or it expired."""
+        del self.executions[execution["id"]]
+        self.unread_bytes -= output_bytes(execution)
+        self.touched.add(execution["id"])
 
     def _end(self, execution: dict, status: str, now: float, reason: str | None = None) -> None:
         self._set_status(execution, status)

@@ -11,8 +11,11 @@ from typing import Any
 Result = dict[str, Any]
 
 
-def refuse(kind: str, message: str) -> Result:
-    return {"error": kind, "message": message}
+def refuse(kind: str, message: str, *, retry_after_s: float | None = None) -> Result:
+    """A refusal; `retry_after_s`: when trying again may succeed (a full quota), recorded as retryAfterS."""
+    if retry_after_s is None:
+        return {"error": kind, "message": message}
+    return {"error": kind, "message": message, "retryAfterS": retry_after_s}
 
 
 def pairs(items: Any) -> list[tuple[Any, Any]]:

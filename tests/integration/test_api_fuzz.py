@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 LINE_CAP = request_limits(NodeConfig(node_id="x").max_input_bytes)["max_line_size"]
 # The parameters each action reads (test_every_action_is_fuzzed keeps this in step with ACTIONS).
 ACTION_PARAMS = {
-    "newActivity": ["name", "installationScriptLocation", "maxAttempts"], "getActivityStatus": ["name"],
+    "newActivity": ["name", "installationScriptLocation", "maxAttempts", "timeoutS", "memoryMB", "maxProcesses"],
+    "getActivityStatus": ["name"],
     "deleteActivity": ["name"], "newExecution": ["name", "input", "requestId"],
     "getExecutionStatus": ["executionId", "wait"], "terminateExecution": ["executionId"], "getAllExecutions": [],
     "newPolicy": ["name", "rules"], "deletePolicy": ["name"], "applyPolicy": ["name"], "getActivePolicy": [],

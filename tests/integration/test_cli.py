@@ -68,6 +68,16 @@ def test_activity_create_wait_is_approved(cluster, scripts):
     assert status.returncode == 0 and "cli-create" in status.stdout and "approved" in status.stdout
 
 
+def test_activity_create_with_its_own_limits(cluster, scripts):
+    url = scripts.add("cli-limits.sh", GREET)
+    res = pod("activity", "create", "cli-limits", "--script", url, "--timeout-s", "2.5", "--memory-mb", "128",
+              "--max-processes", "50", "--wait", url=cluster.urls[0])
+    assert res.returncode == 0, res.stderr
+    assert "limits    timeoutS 2.5  memoryMB 128  maxProcesses 50" in res.stdout
+    bad = pod("activity", "create", "cli-limits-bad", "--script", url, "--memory-mb", "-5", url=cluster.urls[0])
+    assert bad.returncode != 0 and "memoryMB" in bad.stderr
+
+
 def test_activity_create_from_a_local_path(cluster, tmp_path):
     script = tmp_path / "local.sh"
     script.write_text(GREET)
