@@ -60,13 +60,16 @@ def statuses(client: Client) -> list[str]:
 
 
 def clean_up(client: Client) -> None:
-    """Terminate what runs or waits and read every result, so the next test starts from nothing unread."""
-    for exec_id, status in all_executions(client).items():
-        if status in ("waiting", "in progress"):
-            client.call("terminateExecution", executionId=exec_id)
-    for exec_id in all_executions(client):
-        client.call("getExecutionStatus", executionId=exec_id, wait=5)
-    wait_until(lambda: not all_executions(client), what="no execution left")
+    """Terminate what runs or waits and read every result, so the next test starts from nothing unread. A
+    terminated execution's output may still be on its way (a loaded machine): read again until all are gone."""
+    def drained() -> bool:
+        for exec_id, status in all_executions(client).items():
+            if status in ("waiting", "in progress"):
+                client.call("terminateExecution", executionId=exec_id)
+            else:
+                client.call("getExecutionStatus", executionId=exec_id, wait=2)
+        return not all_executions(client)
+    wait_until(drained, timeout_s=60, interval_s=0.5, what="no execution left")
 
 
 def test_waiting_executions_quota(quota_cluster, activities):
