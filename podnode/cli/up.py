@@ -49,7 +49,7 @@ def check_ports(base: int, nodes: list[int]) -> None:
 def lock_data_dir(data_dir: Path) -> int:
     """Hold DATA/pod-up.lock for as long as this `pod up` runs: one `pod up` per data dir, so that the
     podnode processes found there without a running `pod up` are leftovers (see stop_leftovers)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o711)   # see LocalCluster
     fd = os.open(data_dir / "pod-up.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

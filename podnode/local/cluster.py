@@ -40,6 +40,13 @@ def get_json(url: str, timeout_s: float = 2.0, *, token: str | None = None, data
             return err.code, {"error": body.decode(errors="replace")}
 
 
+def open_private_log(path: Path):
+    """A node's log for appending, readable by its owner only (it names activities, URLs and nodes)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 @dataclass
 class LocalNode:
     node_id: str
@@ -82,6 +89,8 @@ class LocalCluster:
                  slots: int | None = None, extra_args: list[str] | None = None, log_dir: str | Path | None = None,
                  quiet: bool = True, secret: str | None = None, tls: bool = False):
         self.data_dir = Path(data_dir)
+        if not self.data_dir.exists():   # others may pass through (executions reach their activity), not list it
+            self.data_dir.mkdir(parents=True, mode=0o711)
         self.tls_dir = self.data_dir.resolve() / "tls" if tls else None
         if self.tls_dir is not None:
             from .certs import make_ca  # cryptography is loaded only by a cluster that serves https
@@ -148,7 +157,7 @@ class LocalCluster:
     def start_node(self, node: LocalNode) -> None:
         node.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_dir / f"{node.node_id}.log", "ab") if self.quiet else None
+        out = open_private_log(self.log_dir / f"{node.node_id}.log") if self.quiet else None
         try:
             node.proc = subprocess.Popen(self.command(node), stdout=out, stderr=subprocess.STDOUT if out else None,
                                          stdin=subprocess.DEVNULL, start_new_session=True, env=self.env())
