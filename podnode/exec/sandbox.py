@@ -174,6 +174,8 @@ class Cgroups:
         self.node_dirs = node_dirs          # the node's own directory in each hierarchy used
         self._free: list[str] = []          # empty cells kept for the next run: no mkdir/rmdir per execution
         self._applied: dict[str, Limits] = {}
+        self._dirs: dict[str, list[Path]] = {}   # each cell's directories, kept with it: no path joins per run
+        self._procs: dict[str, list[str]] = {}   # and its cgroup.procs files, as the spawn's arguments
         self._seq = 0
 
     def acquire(self, limits: Limits) -> tuple[str, list[Path]]:
@@ -183,25 +185,38 @@ class Cgroups:
         else:
             self._seq += 1
             name = f"cell-{self._seq}"
+        before = self._applied.get(name)
+        if before == limits:   # a kept cell with these very limits: nothing to write
+            return name, self._dirs[name]
         try:
-            dirs = self.create(name, limits, self._applied.get(name, Limits()), make=name not in self._applied)
+            dirs = self.create(name, limits, before or Limits(), make=before is None)
         except OSError:
             self._applied.pop(name, None)
+            self._dirs.pop(name, None)
             self.remove([n / name for n in self.node_dirs])
             raise
         self._applied[name] = limits
+        self._dirs[name] = dirs
+        self._procs[name] = [str(f) for f in self.procs_files(dirs)]
         return name, dirs
 
-    def release(self, name: str, dirs: list[Path]) -> bool:
+    def cell_procs(self, name: str) -> list[str]:
+        """The cgroup.procs files of an acquired cell."""
+        return self._procs[name]
+
+    def release(self, name: str, dirs: list[Path], *, empty: bool = False) -> bool:
         """Kill what is left in the cell and keep it for the next run (or remove it, past POOL_MAX); False while
-        a dying process is still in it (call again)."""
-        if self.kill(dirs, signal.SIGKILL):   # some were still there (dying now)
+        a dying process is still in it (call again). `empty`: the caller has just seen it empty (after main's
+        exit nothing can enter it again but a spawn into it), so it is not read again."""
+        if not empty and self.kill(dirs, signal.SIGKILL):   # some were still there (dying now)
             return False
         if len(self._free) < POOL_MAX:
             self._free.append(name)
             return True
         if self.remove(dirs):
             self._applied.pop(name, None)
+            self._dirs.pop(name, None)
+            self._procs.pop(name, None)
             return True
         return False
 
@@ -258,11 +273,14 @@ class CgroupV2(Cgroups):
         return [d]
 
     def kill(self, dirs: list[Path], sig: int = signal.SIGKILL) -> int:
+        pids = read_pids(dirs[0])
+        if not pids:   # empty: nothing can enter it but a spawn into it, so there is nothing to kill
+            return 0
         if sig == signal.SIGKILL:
             with contextlib.suppress(OSError):
                 _write(dirs[0] / "cgroup.kill", "1")
-                return len(read_pids(dirs[0]))
-        return super().kill(dirs, sig)
+                return len(pids)
+        return signal_pids(pids, sig)
 
     def oom_count(self, dirs: list[Path]) -> int:
         return _counter(dirs[0] / "memory.events", "oom_kill")
@@ -321,10 +339,20 @@ def _enable_controllers(d: Path) -> None:
 
 
 def read_pids(d: Path) -> list[int]:
+    """The pids in cgroup directory `d` ([] if none or unreadable). Read with os calls: once or twice per run."""
     try:
-        return [int(p) for p in (d / "cgroup.procs").read_text().split()]
+        fd = os.open(f"{d}/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return [int(p) for p in data.split()]
     except (OSError, ValueError):
         return []
+    finally:
+        os.close(fd)
 
 
 def signal_pids(pids: Iterable[int], sig: int) -> int:
@@ -386,7 +414,7 @@ def detect_cgroups(mode: str, node_dir_name: str, *, mounts_text: str | None = N
 
 # ---------------------------------------------------------------------------------------------------- the wrapper
 
-def wrapper_argv(command: list[str], *, procs_files: list[Path], rlimits: Limits | None,
+def wrapper_argv(command: list[str], *, procs_files: list[Path | str], rlimits: Limits | None,
                  run_as: RunAs | None, setpriv: str | None, as_root: bool) -> list[str]:
     """argv that joins the cgroups (writing its own pid into each cgroup.procs), sets the rlimits, drops to the
     run-as user and execs `command`. Paths and the command are positional arguments, never spliced into the
@@ -409,7 +437,7 @@ def wrapper_argv(command: list[str], *, procs_files: list[Path], rlimits: Limits
     return ["/bin/sh", "-c", "\n".join(lines), "pod-sandbox", *map(str, procs_files), *drop, *command]
 
 
-def helper_argv(command: list[str], *, helper: str, procs_files: list[Path], rlimits: Limits | None,
+def helper_argv(command: list[str], *, helper: str, procs_files: list[Path | str], rlimits: Limits | None,
                 run_as: RunAs | None, as_root: bool) -> list[str]:
     """argv that has `pod-spawn` (spawn.c) do in one exec what `wrapper_argv`'s sh and setpriv do in two: join
     the cgroups, set the rlimits, drop to the run-as user, exec `command`. Just `command` when there is nothing
@@ -546,6 +574,7 @@ class Cell:
         self.dirs: list[Path] = []
         self.pgid: int | None = None
         self._oom_before = 0
+        self._seen_empty = False   # a SIGKILL found the cgroup empty: close() need not look again
         cg = sandbox.cgroups
         if cg is not None:
             self.cgroup, self.dirs = cg.acquire(limits)
@@ -554,7 +583,7 @@ class Cell:
 
     def argv(self, command: list[str]) -> list[str]:
         sb = self.sandbox
-        files = sb.cgroups.procs_files(self.dirs) if sb.cgroups is not None else []
+        files = sb.cgroups.cell_procs(self.cgroup) if sb.cgroups is not None and self.dirs else []
         rlimits = None if sb.cgroups is not None else self.limits
         if sb.helper is not None:
             return helper_argv(command, helper=sb.helper, procs_files=files, rlimits=rlimits, run_as=sb.run_as,
@@ -567,12 +596,14 @@ class Cell:
         self.pgid = pid
         self.sandbox.reaper_note("+", pid)
 
-    def signal(self, sig: int, *, thorough: bool = False) -> None:
+    def signal(self, sig: int, *, thorough: bool = False, exited: bool = False) -> None:
         """Signal every process of the cell: its cgroup, else its session (`thorough`: and every descendant of
         main still in the process tree, and their groups; a walk of /proc, so for terminate and timeouts, not
-        for every exit)."""
+        for every exit). `exited`: main has exited (and was reaped): a cgroup found empty now stays empty (only
+        main's own spawn could enter it), so close() need not read it again."""
         if self.sandbox.cgroups is not None and self.dirs:
-            self.sandbox.cgroups.kill(self.dirs, sig)
+            n = self.sandbox.cgroups.kill(self.dirs, sig)
+            self._seen_empty = exited and n == 0
         elif thorough and self.pgid is not None:
             signal_pids(session_members({self.pgid}), sig)
         if self.pgid is not None:
@@ -596,9 +627,10 @@ class Cell:
             self.pgid = None
         if not self.dirs:
             return True
-        if self.sandbox.cgroups.release(self.cgroup, self.dirs):
+        if self.sandbox.cgroups.release(self.cgroup, self.dirs, empty=self._seen_empty):
             self.dirs = []
             return True
+        self._seen_empty = False
         return False
 
 
