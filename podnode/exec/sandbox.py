@@ -478,17 +478,21 @@ def _find_or_build_helper() -> tuple[str | None, str]:
         return None, f"sh + setpriv wrapper (no pod-spawn source: {exc})"
     name = f"pod-spawn-{hashlib.sha256(source).hexdigest()[:16]}-{platform.machine() or 'unknown'}"
     reasons = []
-    for d in _helper_dirs():
+    dirs = _helper_dirs()
+    for d in dirs:   # built before (by this node's user, or at an earlier start)
         path = d / name
         if path.exists():
             why = _unsafe(path) or _smoke_test(path)
             if why is None:
                 return str(path), f"pod-spawn helper {path}"
             reasons.append(why)
-            continue
-        compiler = next((c for c in map(shutil.which, COMPILERS) if c), None)
-        if compiler is None:
-            return None, "sh + setpriv wrapper (no C compiler to build pod-spawn: install cc or gcc)"
+    compiler = next((c for c in map(shutil.which, COMPILERS) if c), None)
+    if compiler is None:
+        return None, "sh + setpriv wrapper (no C compiler to build pod-spawn: install cc or gcc)"
+    for d in dirs:
+        path = d / name
+        if path.exists():
+            continue   # there but unusable (above)
         why = _build(compiler, d, path)
         if why is None:
             why = _unsafe(path) or _smoke_test(path)
@@ -502,8 +506,12 @@ def _find_or_build_helper() -> tuple[str | None, str]:
 def _helper_dirs() -> list[Path]:
     """Where pod-spawn is kept: beside the package's bytecode, else in the user's cache directory. The node runs
     it as root: both are its user's own (checked after building, `_unsafe`)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "podnode"
-    return [SPAWN_SOURCE.parent / "__pycache__", cache]
+    dirs = [SPAWN_SOURCE.parent / "__pycache__"]
+    try:
+        dirs.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "podnode")
+    except (RuntimeError, KeyError):   # no home directory
+        pass
+    return dirs
 
 
 def _build(compiler: str, d: Path, path: Path) -> str | None:

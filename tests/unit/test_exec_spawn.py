@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from podnode.exec import sandbox
 from podnode.exec.reaper import cleanup
 from podnode.exec.sandbox import (
     SANE_PATH,
     SPAWN_ENV,
+    SPAWN_SOURCE,
     WRAPPER_FAILED,
     Limits,
     RunAs,
@@ -102,3 +104,16 @@ def test_a_cell_joins_its_cgroups_and_drops_to_the_run_as_user(spawn, tmp_path, 
     finally:
         if sandbox.cgroups is not None:
             cleanup(sandbox.cgroups.node_dirs, set())
+
+
+def test_without_a_c_compiler_the_wrapper_is_used_and_says_why(tmp_path, monkeypatch):
+    source = tmp_path / "spawn.c"   # a version not built anywhere yet: it would have to be compiled
+    source.write_text(SPAWN_SOURCE.read_text() + "\n/* unbuilt */\n")
+    monkeypatch.setattr(sandbox, "SPAWN_SOURCE", source)
+    monkeypatch.setattr(sandbox, "_helper_cache", {})
+    monkeypatch.setenv("PATH", str(tmp_path))            # no cc, gcc or clang on it
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert spawn_helper() == (None, "sh + setpriv wrapper (no C compiler to build pod-spawn: install cc or gcc)")
+    sb = Sandbox(helper=None, spawn=spawn_helper()[1])
+    assert sb.description.endswith("spawned by sh + setpriv wrapper (no C compiler to build pod-spawn: install cc "
+                                   "or gcc)")
