@@ -4,6 +4,7 @@ cgroups, sets the rlimits, drops to the run-as user and execs the command, or fa
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -20,7 +21,10 @@ from podnode.exec.sandbox import (
     Limits,
     RunAs,
     Sandbox,
+    cgroup_name,
+    detect_cgroups,
     helper_argv,
+    resolve_run_as,
     spawn_helper,
 )
 
@@ -83,8 +87,12 @@ def test_a_cell_joins_its_cgroups_and_drops_to_the_run_as_user(spawn, tmp_path, 
         monkeypatch.setenv(SPAWN_ENV, "wrapper")
     elif spawn_helper()[0] is None:
         pytest.skip(f"no pod-spawn here: {spawn_helper()[1]}")
-    sandbox = Sandbox.create(node_id=f"spawn-{uuid.uuid4().hex[:8]}", run_as="pod", cgroups="auto",
-                             defaults=Limits(), reaper=False)
+    # Built by hand rather than with Sandbox.create, which sweeps every `pod-*-PID` cgroup whose PID is no node:
+    # those of other test runs on this machine too.
+    backend, _ = detect_cgroups("auto", cgroup_name(f"spawn{uuid.uuid4().hex[:8]}", os.getpid()))
+    helper, spawn_how = spawn_helper()
+    sandbox = Sandbox(run_as=resolve_run_as("pod"), cgroups=backend, helper=helper, spawn=spawn_how,
+                      setpriv=shutil.which("setpriv", path=SANE_PATH))
     try:
         assert (sandbox.helper is not None) == (spawn == "helper"), sandbox.spawn
         assert sandbox.spawn.startswith("pod-spawn" if spawn == "helper" else "sh + setpriv"), sandbox.spawn
