@@ -274,7 +274,7 @@ class ExecutionRun:
             if self._timer is not None:
                 self._timer.cancel()
             # Background children that closed their pipes must not outlive us.
-            self._signal_group(signal.SIGKILL)
+            self._signal_group(signal.SIGKILL, exited=True)
             self._group_gone = True  # its id may be reused from now on: never signal it again
             if self._error is None and self._proc.returncode != 0 and self._cell.oom_killed():
                 self._error = f"killed: over its memory limit of {self.limits.memory_mb} MB"
@@ -309,8 +309,9 @@ class ExecutionRun:
                 return
             await asyncio.sleep(0.02)
 
-    def _signal_group(self, sig: signal.Signals, *, thorough: bool = False) -> None:
-        """Send ``sig`` to every process of the execution (its cgroup, its session), ignoring vanished ones."""
+    def _signal_group(self, sig: signal.Signals, *, thorough: bool = False, exited: bool = False) -> None:
+        """Send ``sig`` to every process of the execution (its cgroup, its session), ignoring vanished ones.
+        `exited`: main.sh has exited and been reaped (see Cell.signal)."""
         if self._proc is None or self._group_gone:
             return
-        self._cell.signal(sig, thorough=thorough)
+        self._cell.signal(sig, thorough=thorough, exited=exited)

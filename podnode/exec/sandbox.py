@@ -5,11 +5,14 @@ backend (v2 where it has the memory and pids controllers, else v1 pids + memory,
 plus rlimits) and the node-wide default `Limits`. Each execution or install gets a `Cell`: its cgroup, created
 before the spawn, and the argv that puts the process into it.
 
-The spawn stays on Popen's fast (vfork) path: no preexec_fn, no user=. Instead the argv is a small root `sh`
-wrapper that writes its own pid into the cell's cgroup.procs (and sets rlimits where there is no cgroup), then
-execs `setpriv` to drop to the run-as user, which execs main.sh. The wrapper joins before main.sh exists, so
-nothing main.sh starts can escape the cgroup. Spawning this way costs the node's event loop what a plain spawn
-does; the extra execs run in the child.
+The spawn stays on Popen's fast (vfork) path: no preexec_fn, no user= (Popen falls back to fork() for those, a
+copy of the node's page tables on its event loop). Instead the argv starts with `pod-spawn` (spawn.c, built
+on first use with the machine's C compiler): it writes its own pid into the cell's cgroup.procs (or sets
+rlimits where there is no cgroup), drops to the run-as user (setgroups, setresgid, setresuid, no_new_privs) and
+execs main.sh: one exec more than main.sh alone. Where it cannot be built (no compiler), the argv is a root
+`sh` wrapper that does the same and execs `setpriv`, which execs main.sh: two execs more, about 1.5 ms of CPU
+more per execution than the helper. Either joins before main.sh exists, so nothing main.sh starts can escape
+the cgroup, nor runs as root.
 
 A node SIGKILLed cannot clean up, so `Sandbox.create` starts one reaper per node (exec/reaper.py) that waits
 for the node's death and then kills every process in the node's cgroups.
@@ -18,11 +21,14 @@ for the node's death and then kills every process in the node's cgroups.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import platform
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -35,7 +41,11 @@ log = logging.getLogger(__name__)
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_RUN_AS = "pod"
-WRAPPER_FAILED = 125   # the wrapper's exit code when it could not join the cgroup or set a limit
+WRAPPER_FAILED = 125   # the wrapper's (and pod-spawn's) exit code when it could not join the cgroup or set a limit
+SPAWN_SOURCE = Path(__file__).with_name("spawn.c")
+SPAWN_ENV = "POD_SANDBOX_SPAWN"   # "wrapper": use the sh + setpriv wrapper even where pod-spawn builds
+COMPILERS = ("cc", "gcc", "clang")
+COMPILE_TIMEOUT_S = 120.0
 CGROUP_MODES = ("auto", "v2", "v1", "none")
 POOL_MAX = 64          # empty cells a node keeps for reuse
 V2_CONTROLLERS = ("memory", "pids")
@@ -164,6 +174,8 @@ class Cgroups:
         self.node_dirs = node_dirs          # the node's own directory in each hierarchy used
         self._free: list[str] = []          # empty cells kept for the next run: no mkdir/rmdir per execution
         self._applied: dict[str, Limits] = {}
+        self._dirs: dict[str, list[Path]] = {}   # each cell's directories, kept with it: no path joins per run
+        self._procs: dict[str, list[str]] = {}   # and its cgroup.procs files, as the spawn's arguments
         self._seq = 0
 
     def acquire(self, limits: Limits) -> tuple[str, list[Path]]:
@@ -173,25 +185,38 @@ class Cgroups:
         else:
             self._seq += 1
             name = f"cell-{self._seq}"
+        before = self._applied.get(name)
+        if before == limits:   # a kept cell with these very limits: nothing to write
+            return name, self._dirs[name]
         try:
-            dirs = self.create(name, limits, self._applied.get(name, Limits()), make=name not in self._applied)
+            dirs = self.create(name, limits, before or Limits(), make=before is None)
         except OSError:
             self._applied.pop(name, None)
+            self._dirs.pop(name, None)
             self.remove([n / name for n in self.node_dirs])
             raise
         self._applied[name] = limits
+        self._dirs[name] = dirs
+        self._procs[name] = [str(f) for f in self.procs_files(dirs)]
         return name, dirs
 
-    def release(self, name: str, dirs: list[Path]) -> bool:
+    def cell_procs(self, name: str) -> list[str]:
+        """The cgroup.procs files of an acquired cell."""
+        return self._procs[name]
+
+    def release(self, name: str, dirs: list[Path], *, empty: bool = False) -> bool:
         """Kill what is left in the cell and keep it for the next run (or remove it, past POOL_MAX); False while
-        a dying process is still in it (call again)."""
-        if self.kill(dirs, signal.SIGKILL):   # some were still there (dying now)
+        a dying process is still in it (call again). `empty`: the caller has just seen it empty (after main's
+        exit nothing can enter it again but a spawn into it), so it is not read again."""
+        if not empty and self.kill(dirs, signal.SIGKILL):   # some were still there (dying now)
             return False
         if len(self._free) < POOL_MAX:
             self._free.append(name)
             return True
         if self.remove(dirs):
             self._applied.pop(name, None)
+            self._dirs.pop(name, None)
+            self._procs.pop(name, None)
             return True
         return False
 
@@ -248,11 +273,14 @@ class CgroupV2(Cgroups):
         return [d]
 
     def kill(self, dirs: list[Path], sig: int = signal.SIGKILL) -> int:
+        pids = read_pids(dirs[0])
+        if not pids:   # empty: nothing can enter it but a spawn into it, so there is nothing to kill
+            return 0
         if sig == signal.SIGKILL:
             with contextlib.suppress(OSError):
                 _write(dirs[0] / "cgroup.kill", "1")
-                return len(read_pids(dirs[0]))
-        return super().kill(dirs, sig)
+                return len(pids)
+        return signal_pids(pids, sig)
 
     def oom_count(self, dirs: list[Path]) -> int:
         return _counter(dirs[0] / "memory.events", "oom_kill")
@@ -311,10 +339,20 @@ def _enable_controllers(d: Path) -> None:
 
 
 def read_pids(d: Path) -> list[int]:
+    """The pids in cgroup directory `d` ([] if none or unreadable). Read with os calls: once or twice per run."""
     try:
-        return [int(p) for p in (d / "cgroup.procs").read_text().split()]
+        fd = os.open(f"{d}/cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return [int(p) for p in data.split()]
     except (OSError, ValueError):
         return []
+    finally:
+        os.close(fd)
 
 
 def signal_pids(pids: Iterable[int], sig: int) -> int:
@@ -376,7 +414,7 @@ def detect_cgroups(mode: str, node_dir_name: str, *, mounts_text: str | None = N
 
 # ---------------------------------------------------------------------------------------------------- the wrapper
 
-def wrapper_argv(command: list[str], *, procs_files: list[Path], rlimits: Limits | None,
+def wrapper_argv(command: list[str], *, procs_files: list[Path | str], rlimits: Limits | None,
                  run_as: RunAs | None, setpriv: str | None, as_root: bool) -> list[str]:
     """argv that joins the cgroups (writing its own pid into each cgroup.procs), sets the rlimits, drops to the
     run-as user and execs `command`. Paths and the command are positional arguments, never spliced into the
@@ -399,6 +437,139 @@ def wrapper_argv(command: list[str], *, procs_files: list[Path], rlimits: Limits
     return ["/bin/sh", "-c", "\n".join(lines), "pod-sandbox", *map(str, procs_files), *drop, *command]
 
 
+def helper_argv(command: list[str], *, helper: str, procs_files: list[Path | str], rlimits: Limits | None,
+                run_as: RunAs | None, as_root: bool) -> list[str]:
+    """argv that has `pod-spawn` (spawn.c) do in one exec what `wrapper_argv`'s sh and setpriv do in two: join
+    the cgroups, set the rlimits, drop to the run-as user, exec `command`. Just `command` when there is nothing
+    to do."""
+    args: list[str] = []
+    for f in procs_files:
+        args += ["-c", str(f)]
+    if rlimits is not None and rlimits.memory_mb:
+        args += ["-v", str(rlimits.memory_mb * 1024)]
+    if rlimits is not None and rlimits.max_processes and (run_as is not None or not as_root):
+        args += ["-p", str(rlimits.max_processes)]
+    if run_as is not None:
+        args += ["-u", str(run_as.uid), "-g", str(run_as.gid)]
+    if not args:
+        return command
+    return [helper, *args, "--", *command]
+
+
+_helper_cache: dict[str, tuple[str | None, str]] = {}
+
+
+def spawn_helper() -> tuple[str | None, str]:
+    """The path of `pod-spawn`, built from spawn.c on first use (once per machine and version of spawn.c), and
+    a sentence saying how executions are spawned; (None, why) where it cannot be had: then the sh + setpriv
+    wrapper does the same in two execs. $POD_SANDBOX_SPAWN=wrapper keeps the wrapper (for comparisons)."""
+    mode = os.environ.get(SPAWN_ENV, "auto")
+    if mode == "wrapper":
+        return None, f"sh + setpriv wrapper (${SPAWN_ENV}=wrapper)"
+    if mode not in _helper_cache:
+        _helper_cache[mode] = _find_or_build_helper()
+    return _helper_cache[mode]
+
+
+def _find_or_build_helper() -> tuple[str | None, str]:
+    try:
+        source = SPAWN_SOURCE.read_bytes()
+    except OSError as exc:
+        return None, f"sh + setpriv wrapper (no pod-spawn source: {exc})"
+    name = f"pod-spawn-{hashlib.sha256(source).hexdigest()[:16]}-{platform.machine() or 'unknown'}"
+    reasons = []
+    dirs = _helper_dirs()
+    for d in dirs:   # built before (by this node's user, or at an earlier start)
+        path = d / name
+        if path.exists():
+            why = _unsafe(path) or _smoke_test(path)
+            if why is None:
+                return str(path), f"pod-spawn helper {path}"
+            reasons.append(why)
+    compiler = next((c for c in map(shutil.which, COMPILERS) if c), None)
+    if compiler is None:
+        return None, "sh + setpriv wrapper (no C compiler to build pod-spawn: install cc or gcc)"
+    for d in dirs:
+        path = d / name
+        if path.exists():
+            continue   # there but unusable (above)
+        why = _build(compiler, d, path)
+        if why is None:
+            why = _unsafe(path) or _smoke_test(path)
+        if why is None:
+            log.info("built %s with %s", path, compiler)
+            return str(path), f"pod-spawn helper {path}, built now"
+        reasons.append(why)
+    return None, f"sh + setpriv wrapper (pod-spawn unusable: {'; '.join(reasons)})"
+
+
+def _helper_dirs() -> list[Path]:
+    """Where pod-spawn is kept: beside the package's bytecode, else in the user's cache directory. The node runs
+    it as root: both are its user's own (checked after building, `_unsafe`)."""
+    dirs = [SPAWN_SOURCE.parent / "__pycache__"]
+    try:
+        dirs.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "podnode")
+    except (RuntimeError, KeyError):   # no home directory
+        pass
+    return dirs
+
+
+def _build(compiler: str, d: Path, path: Path) -> str | None:
+    """Compile spawn.c to `path` (statically where the C library allows: one exec less to link it); None on
+    success, else why not. Built under a temporary name and renamed: nodes starting together may both build."""
+    tmp = d / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as exc:
+        return f"cannot create {d}: {exc}"
+    err = ""
+    try:
+        for static in (["-static"], []):
+            try:
+                proc = subprocess.run([compiler, "-O2", *static, "-o", str(tmp), str(SPAWN_SOURCE)],
+                                      capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S,
+                                      stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"{compiler} failed: {exc}"
+            if proc.returncode == 0:
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, path)
+                return None
+            err = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            err = err[0]
+        return f"{compiler} could not build {SPAWN_SOURCE.name}: {err}"
+    except OSError as exc:
+        return f"cannot write {path}: {exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _unsafe(path: Path) -> str | None:
+    """Why `path` may not be run by the node (as root), or None: it and its directory must belong to the node's
+    user (or root) and be writable by no one else."""
+    for p in (path, path.parent):
+        try:
+            st = os.lstat(p)
+        except OSError as exc:
+            return f"{p}: {exc}"
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or \
+                (p == path and not stat.S_ISREG(st.st_mode)):
+            return f"{p} is not the node user's own, or is writable by others"
+    return None
+
+
+def _smoke_test(path: Path) -> str | None:
+    """Run the helper once (`pod-spawn -- true`): a build that cannot run is not used."""
+    true = shutil.which("true", path=SANE_PATH) or "/bin/true"
+    try:
+        proc = subprocess.run([str(path), "--", true], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, env={"PATH": SANE_PATH})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{path} does not run: {exc}"
+    return None if proc.returncode == 0 else f"{path} does not run: exit {proc.returncode} {proc.stderr.strip()}"
+
+
 # ---------------------------------------------------------------------------------------------------- the sandbox
 
 class Cell:
@@ -411,6 +582,7 @@ class Cell:
         self.dirs: list[Path] = []
         self.pgid: int | None = None
         self._oom_before = 0
+        self._seen_empty = False   # a SIGKILL found the cgroup empty: close() need not look again
         cg = sandbox.cgroups
         if cg is not None:
             self.cgroup, self.dirs = cg.acquire(limits)
@@ -419,21 +591,27 @@ class Cell:
 
     def argv(self, command: list[str]) -> list[str]:
         sb = self.sandbox
-        files = sb.cgroups.procs_files(self.dirs) if sb.cgroups is not None else []
-        return wrapper_argv(command, procs_files=files, rlimits=None if sb.cgroups is not None else self.limits,
-                            run_as=sb.run_as, setpriv=sb.setpriv, as_root=os.geteuid() == 0)
+        files = sb.cgroups.cell_procs(self.cgroup) if sb.cgroups is not None and self.dirs else []
+        rlimits = None if sb.cgroups is not None else self.limits
+        if sb.helper is not None:
+            return helper_argv(command, helper=sb.helper, procs_files=files, rlimits=rlimits, run_as=sb.run_as,
+                               as_root=os.geteuid() == 0)
+        return wrapper_argv(command, procs_files=files, rlimits=rlimits, run_as=sb.run_as, setpriv=sb.setpriv,
+                            as_root=os.geteuid() == 0)
 
     def started(self, pid: int) -> None:
         """main's pid (the leader of its own session)."""
         self.pgid = pid
         self.sandbox.reaper_note("+", pid)
 
-    def signal(self, sig: int, *, thorough: bool = False) -> None:
+    def signal(self, sig: int, *, thorough: bool = False, exited: bool = False) -> None:
         """Signal every process of the cell: its cgroup, else its session (`thorough`: and every descendant of
         main still in the process tree, and their groups; a walk of /proc, so for terminate and timeouts, not
-        for every exit)."""
+        for every exit). `exited`: main has exited (and was reaped): a cgroup found empty now stays empty (only
+        main's own spawn could enter it), so close() need not read it again."""
         if self.sandbox.cgroups is not None and self.dirs:
-            self.sandbox.cgroups.kill(self.dirs, sig)
+            n = self.sandbox.cgroups.kill(self.dirs, sig)
+            self._seen_empty = exited and n == 0
         elif thorough and self.pgid is not None:
             signal_pids(session_members({self.pgid}), sig)
         if self.pgid is not None:
@@ -457,9 +635,10 @@ class Cell:
             self.pgid = None
         if not self.dirs:
             return True
-        if self.sandbox.cgroups.release(self.cgroup, self.dirs):
+        if self.sandbox.cgroups.release(self.cgroup, self.dirs, empty=self._seen_empty):
             self.dirs = []
             return True
+        self._seen_empty = False
         return False
 
 
@@ -467,11 +646,14 @@ class Sandbox:
     """The node's sandbox: who runs executions, in which cgroups, with which default limits."""
 
     def __init__(self, *, run_as: RunAs | None = None, cgroups: Cgroups | None = None,
-                 defaults: Limits = Limits(), setpriv: str | None = None, lang: str | None = None):
+                 defaults: Limits = Limits(), setpriv: str | None = None, lang: str | None = None,
+                 helper: str | None = None, spawn: str = "sh + setpriv wrapper"):
         self.run_as = run_as
         self.cgroups = cgroups
         self.defaults = defaults
         self.setpriv = setpriv
+        self.helper = helper   # pod-spawn's path; None: the sh + setpriv wrapper
+        self.spawn = spawn     # how executions are spawned, in words (the log, /status)
         self.lang = lang
         self._reaper: subprocess.Popen | None = None
 
@@ -479,26 +661,27 @@ class Sandbox:
     def description(self) -> str:
         who = f"as user {self.run_as.name} (uid {self.run_as.uid})" if self.run_as else f"as uid {os.geteuid()}"
         where = f"cgroup {self.cgroups.version}" if self.cgroups else "own session + rlimits"
-        return f"executions run {who}, {where}"
+        return f"executions run {who}, {where}, spawned by {self.spawn}"
 
     @classmethod
     def create(cls, *, node_id: str, run_as: str | None, cgroups: str, defaults: Limits,
                reaper: bool = True) -> Sandbox:
         """Detect and set up the node's sandbox (logging which); start its reaper."""
         user = resolve_run_as(run_as)
+        helper, spawn = spawn_helper()
         setpriv = None
-        if user is not None:
+        if user is not None and helper is None:
             setpriv = shutil.which("setpriv", path=SANE_PATH)
             if setpriv is None:
-                raise SystemExit("podnode: running as root needs setpriv (util-linux) to run executions as "
-                                 f"{user.name}; install it")
+                raise SystemExit(f"podnode: running as root needs setpriv (util-linux) to run executions as "
+                                 f"{user.name} without pod-spawn ({spawn}); install one of them")
         backend, why = detect_cgroups(cgroups, cgroup_name(node_id, os.getpid())) if os.geteuid() == 0 or \
             cgroups != "auto" else (None, "not root: no cgroups of its own")
         if cgroups in ("v1", "v2") and (backend is None or backend.version != cgroups):
             raise SystemExit(f"podnode: --cgroups {cgroups} is not available here: {why}")
         if backend is not None:
             sweep_stale(backend.node_dirs)
-        sb = cls(run_as=user, cgroups=backend, defaults=defaults, setpriv=setpriv)
+        sb = cls(run_as=user, cgroups=backend, defaults=defaults, setpriv=setpriv, helper=helper, spawn=spawn)
         log.info("sandbox: %s (%s); default limits %s", sb.description, why, defaults)
         if reaper:
             sb.start_reaper()

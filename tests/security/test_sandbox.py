@@ -177,3 +177,25 @@ def test_without_cgroups_terminate_and_a_sigkill_still_reach_a_setsid_child(one_
     os.kill(node.proc.pid, signal.SIGKILL)
     node.proc.wait()
     wait_until(lambda: gone(f"{m}{second}"), timeout_s=3, interval_s=0.05, what="the SIGKILLed node's processes gone")
+
+
+@ROOT_ONLY
+def test_the_sh_and_setpriv_fallback_still_sandboxes(tmp_path, scripts, monkeypatch):
+    """Where pod-spawn cannot be built (no C compiler), the wrapper does its work: forced here by the variable."""
+    monkeypatch.setenv("POD_SANDBOX_SPAWN", "wrapper")
+    cluster = start_cluster(tmp_path, nodes=1, slots=1, extra_args=FAST_RAFT)
+    try:
+        client = Client(cluster.urls)
+        m = new_marker()
+        body = f"id -u; (setsid sleep {m} &)\nsleep {m}\n"
+        approved(client, "fallback", scripts.add(f"wrapper-{m}.sh", install_script(body)))
+        exec_id = client.ok("newExecution", name="fallback")["execution"]["id"]
+        wait_until(lambda: len(marked(m)) >= 2, what="both sleeps running")
+        assert client.ok("terminateExecution", executionId=exec_id)["execution"]["status"] == "terminated"
+        wait_until(lambda: gone(m), timeout_s=5, what="every process of the execution gone")
+        rec = client.ok("getExecutionStatus", executionId=exec_id)["execution"]
+        assert rec["stdout"].split()[0] not in ("", "0"), rec
+        assert any("spawned by sh + setpriv wrapper" in p.read_text(errors="replace")
+                   for p in cluster.log_dir.glob("*.log")), "the node's log does not say which spawn it uses"
+    finally:
+        cluster.stop()

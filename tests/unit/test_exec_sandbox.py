@@ -150,3 +150,17 @@ def test_cells_are_reused_and_limits_rewritten_only_when_they_change(tmp_path):
     assert not cg.release(name, dirs)
     other, _ = cg.acquire(Limits())
     assert other != name
+
+
+def test_an_empty_v2_cell_is_not_killed_and_one_seen_empty_is_kept_without_reading_again(tmp_path):
+    node = tmp_path / "pod-n1-1"
+    node.mkdir()
+    cg = CgroupV2([node])
+    name, dirs = cg.acquire(Limits())
+    assert cg.cell_procs(name) == [str(dirs[0] / "cgroup.procs")]
+    (dirs[0] / "cgroup.procs").write_text("")
+    assert cg.kill(dirs) == 0 and not (dirs[0] / "cgroup.kill").exists()   # nothing in it: nothing written
+    (dirs[0] / "cgroup.procs").write_text("999999999\n")
+    assert not cg.release(name, dirs)                  # looked, and a process is still there
+    assert cg.release(name, dirs, empty=True)          # the caller saw it empty after main's exit: kept as is
+    assert cg.acquire(Limits()) == (name, dirs)        # same limits: reused without writing or joining paths
