@@ -610,10 +610,15 @@ class Cell:
         for every exit). `exited`: main has exited (and was reaped): a cgroup found empty now stays empty (only
         main's own spawn could enter it), so close() need not read it again."""
         if self.sandbox.cgroups is not None and self.dirs:
+            self._killpg(sig)   # main's group first: main ends by the signal, not by seeing its child killed
             n = self.sandbox.cgroups.kill(self.dirs, sig)
             self._seen_empty = exited and n == 0
-        elif thorough and self.pgid is not None:
+            return
+        if thorough and self.pgid is not None:   # main's descendants are found through main: it goes last
             signal_pids(session_members({self.pgid}), sig)
+        self._killpg(sig)
+
+    def _killpg(self, sig: int) -> None:
         if self.pgid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pgid, sig)

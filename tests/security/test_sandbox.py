@@ -185,7 +185,7 @@ def test_the_sh_and_setpriv_fallback_still_sandboxes(tmp_path, scripts, monkeypa
     monkeypatch.setenv("POD_SANDBOX_SPAWN", "wrapper")
     cluster = start_cluster(tmp_path, nodes=1, slots=1, extra_args=FAST_RAFT)
     try:
-        client = Client(cluster.urls)
+        client = Client(cluster.urls, cluster.token)
         m = new_marker()
         body = f"id -u; (setsid sleep {m} &)\nsleep {m}\n"
         approved(client, "fallback", scripts.add(f"wrapper-{m}.sh", install_script(body)))
