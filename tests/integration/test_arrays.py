@@ -4,6 +4,9 @@ getExecutionResults (by ids and by activity, each result handed over once), and 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -13,6 +16,7 @@ from podnode.api.array_actions import MAX_ARRAY
 from podnode.local.cluster import LocalCluster, get_json
 
 from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
+from .test_cli import pod
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +199,69 @@ def test_the_waiting_quota_refuses_the_whole_array(quota_cluster, scripts):
     assert code == 200 and len(body["executionIds"]) == 5, body
     for exec_id in all_ids(client):
         client.call("terminateExecution", executionId=exec_id)
+
+
+# ---- the CLI ---------------------------------------------------------------------------------------------------
+def test_pod_run_inputs_prints_json_lines_and_exits_with_the_worst_code(cluster, scripts, tmp_path):
+    client = Client(cluster.urls, cluster.token)
+    approved(client, "arr-cli", scripts.add("arr-cli.sh", install_script('echo "got $1"; exit "${1#code}"')))
+    lines = ["code0", "code0", "code3", "code0", "code5"]
+    source = tmp_path / "inputs.txt"
+    source.write_text("\n".join(lines) + "\n")
+    res = pod("run", "arr-cli", "--inputs", str(source), "--timeout", "60", url=cluster.urls[0], token=cluster.token)
+    assert res.returncode == 5, res.stderr
+    records = [json.loads(line) for line in res.stdout.splitlines()]
+    assert sorted(r["index"] for r in records) == list(range(len(lines)))
+    for r in records:
+        assert r["stdin"] == lines[r["index"]] and r["stdout"] == f"got {lines[r['index']]}\n"
+        assert r["exitCode"] == int(lines[r["index"]][4:])
+    assert "5 executions of arr-cli: 2 error, 3 finished" in res.stderr
+    # every result was read: nothing of them is left
+    assert not {r["id"] for r in records} & set(all_ids(client))
+
+
+def test_pod_run_inputs_from_stdin_into_a_directory(cluster, scripts, tmp_path):
+    client = Client(cluster.urls, cluster.token)
+    approved(client, "arr-out", scripts.add("arr-out.sh", ECHO))
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "podnode.cli", "--url", cluster.urls[1], "run", "arr-out", "--inputs", "-",
+           "--out", str(out)]
+    res = subprocess.run(cmd, input="one\ntwo\r\nthree", capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "POD_TOKEN": cluster.token})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    metas = sorted((json.loads(p.read_text()) for p in out.glob("*.json")), key=lambda m: m["index"])
+    assert [m["stdin"] for m in metas] == ["one", "two", "three"]
+    for m in metas:
+        assert m["status"] == "finished" and "stdout" not in m
+        assert (out / f"{m['id']}.stdout").read_text() == f"out {m['stdin']}\n"
+        assert (out / f"{m['id']}.stderr").read_text() == f"err {m['stdin']}\n"
+
+
+def test_pod_execution_list_pages_through_every_execution(cluster, scripts):
+    client = Client(cluster.urls, cluster.token)
+    approved(client, "arr-list", scripts.add("arr-list.sh", install_script("exec sleep 600")))
+    code, body = submit(cluster, "arr-list", [str(i) for i in range(7)])
+    assert code == 200, body
+    ids = body["executionIds"]
+    try:
+        res = pod("execution", "list", "--activity", "arr-list", "--limit", "2", "--json", url=cluster.urls[2],
+                  token=cluster.token)
+        assert res.returncode == 0, res.stderr
+        listed = json.loads(res.stdout)
+        assert [e["id"] for e in listed["executions"]] == ids
+        page = client.ok("getAllExecutions", limit=2, activity="arr-list")
+        if "nextCursor" in page:   # a node that pages (the new contract): counts per status come with each page
+            assert len(page["executions"]) == 2 and page["nextCursor"]
+            assert sum(listed["counts"].values()) == len(ids)
+        res = pod("execution", "list", "--activity", "arr-list", "--status", "waiting", "--limit", "2",
+                  url=cluster.urls[0], token=cluster.token)
+        assert res.returncode == 0, res.stderr
+        rows = [line.split() for line in res.stdout.splitlines()[1:-1]]
+        assert rows, res.stdout   # 7 sleepers on 6 slots: one waits at least
+        assert all(int(r[0]) in ids and r[2] == "waiting" for r in rows), res.stdout
+        assert res.stdout.splitlines()[-1].startswith(f"{len(rows)} listed")
+    finally:
+        for exec_id in ids:
+            client.call("terminateExecution", executionId=exec_id)
+        read_all(cluster, ids)
