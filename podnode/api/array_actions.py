@@ -136,7 +136,7 @@ async def _results_by_ids(node: NodeApi, ids: list[int], wait_s: float) -> dict[
     records = await _read_all(node, ids)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    while not any(_ready(r) for r in records.values()) and loop.time() < deadline:
+    while not any(isinstance(r, dict) for r in records.values()) and loop.time() < deadline:
         pending = [i for i in ids if records[i] is not None][:32]
         if not pending:
             break
@@ -146,23 +146,38 @@ async def _results_by_ids(node: NodeApi, ids: list[int], wait_s: float) -> dict[
         finally:
             for w in waits:
                 w.cancel()
-        records = node.read(lambda s: {i: s.execution(i) for i in ids})
-    ready, deferred = _budget([records[i] for i in ids if _ready(records[i])])
+        records = node.read(lambda s: _look(s, ids))
+    ready, deferred = _budget([r for r in records.values() if isinstance(r, dict)])
     handed, gone = await _forget(node, ready)
     handed_ids = {e["id"] for e in handed}
     return {"executions": handed,
-            "pending": [{"id": i, "status": records[i]["status"]} for i in ids
-                        if records[i] is not None and not _ready(records[i])],
-            "notFound": [i for i in ids if records[i] is None or i in gone and i not in handed_ids],
+            "pending": [{"id": i, "status": r} for i, r in records.items() if isinstance(r, str)],
+            "notFound": [i for i, r in records.items() if r is None or i in gone and i not in handed_ids],
             "deferred": [r["id"] for r in deferred]}
 
 
-async def _read_all(node: NodeApi, ids: list[int]) -> dict[int, dict[str, Any] | None]:
-    """The records of the ids; if one is missing that this node may not have applied yet, catch up first."""
-    records, next_id = node.read(lambda s: ({i: s.execution(i) for i in ids}, s.next_execution_id))
+def _look(state: Any, ids: list[int]) -> dict[int, dict[str, Any] | str | None]:
+    """Each id's record if it is ready to hand over, else its status if it exists, else None (under the lock:
+    only the ready ones are copied)."""
+    executions = state.executions
+    found: dict[int, dict[str, Any] | str | None] = {}
+    for exec_id in ids:
+        record = executions.get(exec_id)
+        if record is None:
+            found[exec_id] = None
+        elif record["status"] in TERMINAL and not record.get("outputPending"):
+            found[exec_id] = dict(record)
+        else:
+            found[exec_id] = record["status"]
+    return found
+
+
+async def _read_all(node: NodeApi, ids: list[int]) -> dict[int, dict[str, Any] | str | None]:
+    """_look at the ids; if one is missing that this node may not have applied yet, catch up first."""
+    records, next_id = node.read(lambda s: (_look(s, ids), s.next_execution_id))
     if any(r is None and i >= next_id for i, r in records.items()):
         await node.caught_up()
-        records = node.read(lambda s: {i: s.execution(i) for i in ids})
+        records = node.read(lambda s: _look(s, ids))
     return records
 
 

@@ -18,6 +18,7 @@ from .output import exit_code_of, warn
 MAX_ARRAY = 10_000     # the node's per-request maximum (api/array_actions.MAX_ARRAY)
 CHUNK_BYTES = 8 * 1024 * 1024  # keep each array's JSON body well under the node's 16 MiB cap
 POLL_WAIT_S = 20.0     # each bulk read waits up to this long, server side, for one of them to end
+READ_INTERVAL_S = 0.25  # at most one bulk read per this long: each gathers what ended meanwhile
 
 
 def read_inputs(source: str) -> list[str]:
@@ -141,7 +142,10 @@ def cmd_run_inputs(args: argparse.Namespace, api: Api) -> int:
             if left <= 0:
                 warn(f"gave up after {args.timeout:g} s; {run.summary()}")
                 return EXIT_TIMEOUT
+            began = time.monotonic()
             run.collect(wait_s=min(POLL_WAIT_S, left))
+            if run.pending:
+                time.sleep(max(0.0, READ_INTERVAL_S - (time.monotonic() - began)))
     except KeyboardInterrupt:
         warn(f"interrupted; {run.summary()}; the executions not ended go on")
         return EXIT_INTERRUPTED
