@@ -19,6 +19,8 @@ MAX_ARRAY = 10_000     # the node's per-request maximum (api/array_actions.MAX_A
 CHUNK_BYTES = 8 * 1024 * 1024  # keep each array's JSON body well under the node's 16 MiB cap
 POLL_WAIT_S = 20.0     # each bulk read waits up to this long, server side, for one of them to end
 READ_INTERVAL_S = 0.25  # at most one bulk read per this long: each gathers what ended meanwhile
+WINDOW = 2 * MAX_ARRAY  # submit the next array only while fewer than this many are not read: a long file does
+                        # not fill the cluster's queue (and its waiting quota) all at once
 
 
 def read_inputs(source: str) -> list[str]:
@@ -120,6 +122,18 @@ class ArrayRun:
         return f"{sum(self.statuses.values()) + len(self.pending)} executions of {self.name}: {done or 'none'}{left}"
 
 
+def _collect_paced(run: ArrayRun, deadline: float | None) -> bool:
+    """One bulk read, then a pause so reads come at most every READ_INTERVAL_S; False at the deadline."""
+    left = POLL_WAIT_S if deadline is None else deadline - time.monotonic()
+    if left <= 0:
+        return False
+    began = time.monotonic()
+    run.collect(wait_s=min(POLL_WAIT_S, left))
+    if run.pending:
+        time.sleep(max(0.0, READ_INTERVAL_S - (time.monotonic() - began)))
+    return True
+
+
 def cmd_run_inputs(args: argparse.Namespace, api: Api) -> int:
     """Exit 0 if every execution finished; else the worst (largest) of their exit codes as `pod run --wait` gives
     them (main.sh's code, 143 terminated, 1 error without a code or a result lost); 124 at --timeout, 130 on Ctrl-C."""
@@ -135,17 +149,17 @@ def cmd_run_inputs(args: argparse.Namespace, api: Api) -> int:
     try:
         first = 0
         for k, chunk in enumerate(chunks(inputs)):
+            while run.pending and len(run.pending) + len(chunk) > WINDOW:
+                if not _collect_paced(run, deadline):
+                    warn(f"gave up after {args.timeout:g} s; {run.summary()}; {len(inputs) - first} inputs "
+                         "were not submitted")
+                    return EXIT_TIMEOUT
             run.submit(chunk, first, f"{run_id}-{k}")
             first += len(chunk)
         while run.pending:
-            left = POLL_WAIT_S if deadline is None else deadline - time.monotonic()
-            if left <= 0:
+            if not _collect_paced(run, deadline):
                 warn(f"gave up after {args.timeout:g} s; {run.summary()}")
                 return EXIT_TIMEOUT
-            began = time.monotonic()
-            run.collect(wait_s=min(POLL_WAIT_S, left))
-            if run.pending:
-                time.sleep(max(0.0, READ_INTERVAL_S - (time.monotonic() - began)))
     except KeyboardInterrupt:
         warn(f"interrupted; {run.summary()}; the executions not ended go on")
         return EXIT_INTERRUPTED
