@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from podnode.api.array_actions import MAX_ARRAY
+from podnode.api.array_actions import MAX_ARRAY, MAX_JSON_BODY_BYTES
 from podnode.local.cluster import LocalCluster, get_json
 
 from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
@@ -120,6 +120,10 @@ def test_over_the_per_request_maximum_is_a_413_with_the_limit(cluster, echo):
     assert code == 413 and str(MAX_ARRAY) in body["error"].replace(",", ""), body
     code, body = post_json(cluster, {"action": "getExecutionResults", "executionIds": list(range(1, MAX_ARRAY + 2))})
     assert code == 413, body
+    huge = json.dumps({"action": "newExecutions", "name": echo, "inputs": ["x" * 1000] * (MAX_JSON_BODY_BYTES // 1000)})
+    code, body = get_json(f"{cluster.urls[0]}/POD/", timeout_s=60.0, token=cluster.token, data=huge.encode(),
+                          headers={"Content-Type": "application/json"})
+    assert code == 413 and str(MAX_JSON_BODY_BYTES) in body["error"], body
 
 
 def test_results_by_activity_are_handed_out_once(cluster, scripts):
