@@ -39,6 +39,8 @@ ACTION_SCOPES: dict[str, str] = {
     "newExecution": "submit",
     "getExecutionStatus": "submit",      # reading an ended execution consumes its result
     "terminateExecution": "submit",
+    "newExecutions": "submit",
+    "getExecutionResults": "submit",     # consumes the results it reads
     "newActivity": "admin",
     "deleteActivity": "admin",
     "newPolicy": "admin",

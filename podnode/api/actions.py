@@ -14,6 +14,7 @@ from ..raft.lifecycle import TERMINAL
 from ..raft.state import missing_execution
 from . import params as P
 from . import views
+from .array_actions import ARRAY_ACTIONS
 from .cluster_actions import CLUSTER_ACTIONS
 from .node_api import NodeApi
 from .token_actions import TOKEN_ACTIONS
@@ -128,4 +129,5 @@ ACTIONS: dict[str, Action] = {
     "getAllExecutions": get_all_executions,
     **CLUSTER_ACTIONS,
     **TOKEN_ACTIONS,
+    **ARRAY_ACTIONS,
 }

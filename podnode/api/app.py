@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..tokens import STATUS_SCOPE, action_scope
 from .actions import ACTIONS
+from .array_actions import MAX_JSON_BODY_BYTES
 from .auth import Authenticator, require
 from .auth import middleware as auth_middleware
 from .node_api import NodeApi
@@ -77,7 +78,7 @@ async def request_params(request: web.Request) -> dict[str, str]:
     BadRequest (a TooLarge over the size limit), never an internal error; file parts are ignored."""
     params = dict(request.query)
     if request.method == "POST":
-        params.update(await _form(request))
+        params.update(await (_json_body(request) if request.content_type == "application/json" else _form(request)))
     for key, value in params.items():
         if not _is_text(key) or not _is_text(value):
             raise BadRequest(f"Parameter {key!r} is not valid Unicode text (it holds a lone surrogate)")
@@ -93,6 +94,28 @@ def _is_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+async def _json_body(request: web.Request) -> dict[str, str]:
+    """A JSON object body's members as parameters: a string as it is, any other value as its JSON text (a list
+    of inputs, a number), null as missing. Capped at MAX_JSON_BODY_BYTES (413), its own limit, above the form's."""
+    too_large = TooLarge(f"request too large: a JSON body may hold up to {MAX_JSON_BODY_BYTES} bytes")
+    if (request.content_length or 0) > MAX_JSON_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    try:
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > MAX_JSON_BODY_BYTES:
+                raise too_large
+            chunks.append(chunk)
+        body = json.loads(b"".join(chunks))
+    except _MALFORMED_BODY as exc:  # ValueError: not JSON, or not UTF-8
+        raise BadRequest(f"Malformed application/json body: {str(exc)[:300]}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("a JSON body must be an object of parameters, e.g. {\"name\": ..., \"inputs\": [...]}")
+    return {key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in body.items() if value is not None}
 
 
 async def _form(request: web.Request) -> dict[str, str]:

@@ -56,7 +56,9 @@ EXIT_CODES = """exit codes:
   124  gave up waiting (--timeout)
   130  interrupted (Ctrl-C)
   N    pod run --wait and pod execution status of an ended execution: main.sh's exit code N
-       (128+S if a signal S ended it), 143 if it was terminated"""
+       (128+S if a signal S ended it), 143 if it was terminated;
+       pod run --inputs: 0 if every execution finished, else the largest of their codes (1: an error
+       without a code, or a result lost)"""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,8 +78,16 @@ class Api:
             return self.get_json(f"{self.url}/POD/", timeout_s, data.encode())
         return self.get_json(f"{self.url}/POD/?{data}", timeout_s)
 
-    def get_json(self, url: str, timeout_s: float, body: bytes | None = None) -> dict:
+    def post_json(self, action: str, body: dict[str, Any], *, timeout_s: float = 30.0) -> dict:
+        """POST the action with a JSON object body (lists such as newExecutions' inputs go as they are)."""
+        return self.get_json(f"{self.url}/POD/", timeout_s, json.dumps({"action": action, **body}).encode(),
+                             content_type="application/json")
+
+    def get_json(self, url: str, timeout_s: float, body: bytes | None = None, *,
+                 content_type: str | None = None) -> dict:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
             with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
                                         timeout=timeout_s, context=self.ssl_context) as resp:

@@ -7,13 +7,16 @@ import sys
 import time
 import uuid
 
-from .client import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_TIMEOUT, Api, retrying
-from .output import TERMINAL, emit_json, say, show_execution, table, warn
+from .arrays import cmd_run_inputs
+from .client import EXIT_INTERRUPTED, EXIT_SERVER, EXIT_TIMEOUT, Api, CliError, retrying
+from .output import TERMINAL, emit_json, exit_code_of, say, show_execution, table, warn
 
 POLL_WAIT_S = 30
 
 
 def cmd_run(args: argparse.Namespace, api: Api) -> int:
+    if args.inputs is not None:
+        return cmd_run_inputs(args, api)
     request_id = uuid.uuid4().hex
     body = retrying(lambda: api.action("newExecution", post=True, name=args.name, input=args.input,
                                        requestId=request_id))
@@ -48,17 +51,6 @@ def wait_execution(api: Api, exec_id: int, timeout_s: float | None) -> dict:
             return ex
 
 
-def exit_code_of(ex: dict) -> int:
-    """An ended execution as a process exit code: main.sh's own (128+N after signal N), 143 when terminated,
-    1 for an error without one (it could not start, or its node was lost too often)."""
-    code = ex.get("exitCode")
-    if ex.get("status") == "terminated":
-        return EXIT_TERMINATED
-    if code is None:
-        return 0 if ex.get("status") == "finished" else 1
-    return 128 - code if code < 0 else code
-
-
 def finish_run(ex: dict, as_json: bool) -> int:
     if as_json:
         emit_json({"execution": ex})
@@ -89,18 +81,48 @@ def cmd_execution_terminate(args: argparse.Namespace, api: Api) -> int:
 
 
 def cmd_execution_list(args: argparse.Namespace, api: Api) -> int:
-    body = api.action("getAllExecutions")
-    executions = [e for e in body["executions"] if args.activity in (None, e.get("activityName"))]
+    """Page through getAllExecutions (limit, cursor; until nextCursor is null), filtered by the node; a node that
+    sends no nextCursor (an older one) answers everything at once, and the filters are applied here."""
+    query = {"limit": args.limit, "status": args.status, "activity": args.activity}
+    executions: list[dict] = []
+    counts = None
+    cursor, seen = None, set()
+    while True:
+        body = retrying(lambda: api.action("getAllExecutions", cursor=cursor, **query))
+        page = body.get("executions", [])
+        paged = "nextCursor" in body
+        if not paged:
+            page = [e for e in page if args.activity in (None, e.get("activityName"))
+                    and args.status in (None, e.get("status"))]
+        executions += page
+        counts = body.get("counts", counts)
+        cursor = body.get("nextCursor") if paged else None
+        if cursor is None:
+            break
+        if cursor in seen:
+            raise CliError(f"the node answered the cursor {cursor!r} twice; stopping", EXIT_SERVER)
+        seen.add(cursor)
     if args.json:
-        emit_json({"executions": executions})
-    elif not executions:
-        say("no executions" + (f" of {args.activity}" if args.activity else ""))
+        emit_json({"executions": executions, **({"counts": counts} if counts is not None else {})})
+        return 0
+    if not executions:
+        say("no executions" + (f" of {args.activity}" if args.activity else "") +
+            (f" {args.status}" if args.status else ""))
     else:
         table([["ID", "ACTIVITY", "STATUS", "WORKER", "ATTEMPTS", "EXIT"]] +
               [[str(e["id"]), str(e.get("activityName")), str(e.get("status")), str(e.get("workerId") or "-"),
                 str(e.get("attempts", 0)), "-" if e.get("exitCode") is None else str(e["exitCode"])]
                for e in executions])
+    say(summary_line(len(executions), counts))
     return 0
+
+
+def summary_line(listed: int, counts: dict | None) -> str:
+    """`N listed; by status: waiting 3, in progress 2, ...` (the counts as the node gives them, if it does)."""
+    line = f"{listed} listed"
+    if counts:
+        line += "; by status: " + ", ".join(f"{status} {n}" for status, n in counts.items())
+    return line
 
 
 def add_run(sub) -> None:
@@ -108,7 +130,13 @@ def add_run(sub) -> None:
     p.add_argument("name")
     p.add_argument("input", nargs="?", default=None, help="the execution's input (main.sh gets it as $1)")
     p.add_argument("--wait", action="store_true", help="wait for the end; print its output; exit with its code")
-    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after S seconds (exit 124)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="with --wait or --inputs: give up after S seconds (exit 124)")
+    p.add_argument("--inputs", default=None, metavar="FILE",
+                   help="run one execution per line of FILE (- for stdin), submitted in arrays; print each result "
+                        "as a JSON line as it ends; exit 0 if all finished, else the worst exit code")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="with --inputs: write ID.stdout, ID.stderr and ID.json per execution into DIR instead")
     p.set_defaults(func=cmd_run)
 
 
@@ -117,6 +145,9 @@ def add_execution(sub) -> None:
     esub = sub.add_subparsers(ex, "execution_command")
     p = esub.add_parser("list", help="the executions the cluster holds (without output; reading none)")
     p.add_argument("--activity", default=None, metavar="NAME", help="only this activity's")
+    p.add_argument("--status", default=None, choices=["waiting", "in progress", "finished", "error", "terminated"],
+                   help="only those in this status")
+    p.add_argument("--limit", type=int, default=1000, metavar="N", help="executions per request (default 1000)")
     p.set_defaults(func=cmd_execution_list)
     p = esub.add_parser("status", help="an execution's status and output (an ended one is then deleted)",
                         description="Print an execution's status and output. An ended execution is then deleted. "

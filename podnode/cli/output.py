@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Any
 
+from .client import EXIT_TERMINATED
+
 TERMINAL = ("finished", "error", "terminated")
 
 
@@ -20,6 +22,17 @@ def say(text: str = "") -> None:
 def warn(text: str) -> None:
     """To stderr, every line as `pod: ...`."""
     print("\n".join(f"pod: {line}" for line in text.splitlines() or [""]), file=sys.stderr, flush=True)
+
+
+def exit_code_of(ex: dict) -> int:
+    """An ended execution as a process exit code: main.sh's own (128+N after signal N), 143 when terminated,
+    1 for an error without one (it could not start, or its node was lost too often)."""
+    code = ex.get("exitCode")
+    if ex.get("status") == "terminated":
+        return EXIT_TERMINATED
+    if code is None:
+        return 0 if ex.get("status") == "finished" else 1
+    return 128 - code if code < 0 else code
 
 
 def show_activity(act: dict) -> None:

@@ -56,6 +56,8 @@ BATCH = "batch"
 NODE_LAUNCH_REF = "node_launch_ref"
 TOKEN_NEW = "token_new"
 TOKEN_DELETE = "token_delete"
+EXEC_NEW_MANY = "exec_new_many"
+EXEC_FORGET_MANY = "exec_forget_many"
 
 Wire = dict[str, Any]
 
@@ -385,4 +387,26 @@ class TokenNew(Command):
 class TokenDelete(Command):
     """Delete an API token by name (the birth admin token's name is "admin")."""
     name: str
+    now: float | None = None
+
+
+# ---- arrays of executions (raft/arrays.py) ---------------------------------------------------------------------
+@command(EXEC_NEW_MANY)
+class ExecNewMany(Command):
+    """newExecutions: many inputs of one activity, all or none. Each becomes an execution as ExecNew makes it;
+    with a requestId, input i is recorded under the request id `requestId#i` (a newExecution requestId cannot
+    hold '#')."""
+    name: str
+    now: float
+    inputs: list[str] | None = None
+    requestId: str | None = None
+    node: str | None = None            # the proposer's placement, re-checked for each execution
+    maxWaiting: int | None = None      # the proposer's quotas, for all the inputs at once
+    maxUnreadBytes: int | None = None
+
+
+@command(EXEC_FORGET_MANY)
+class ExecForgetMany(Command):
+    """getExecutionResults: delete many read executions in one entry; each id as ExecForget would."""
+    ids: list[int] | None = None
     now: float | None = None

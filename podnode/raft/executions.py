@@ -338,3 +338,11 @@ class ExecutionTable:
         """Keep each activity's mean run time and each node's last work time, for scaling."""
         self._activities.note_runtime(execution["activityName"], execution["startTime"], now)
         self._nodes.note_work(execution["workerId"], now)
+
+    def ended_ids(self, activity: str | None, limit: int) -> list[int]:
+        """The ids of up to `limit` ended executions (of `activity`, or of any), oldest first."""
+        # placeholder: helper-d's index replaces it
+        ended = [e for e in self.executions.values()
+                 if e["status"] in TERMINAL and (activity is None or e["activityName"] == activity)]
+        ended.sort(key=lambda e: (e.get("finishTime") or 0.0, e["id"]))
+        return [e["id"] for e in ended[:max(0, limit)]]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
+from . import arrays
 from . import commands as C
 from .activities import ActivityTable
 from .executions import ExecutionTable, missing_execution
@@ -84,6 +85,8 @@ class State:
             C.Batch: self._batch,
             C.TokenNew: self.token_table.token_new,
             C.TokenDelete: self.token_table.token_delete,
+            C.ExecNewMany: lambda cmd: arrays.exec_new_many(activities, executions, cmd),
+            C.ExecForgetMany: lambda cmd: arrays.exec_forget_many(executions, cmd),
         }
         assert set(cases) == set(C.TYPES.values()), "a command type without its apply case"
         self._cases: dict[str, tuple[Callable[[dict], Any], Callable[[Any], Result]]] = {

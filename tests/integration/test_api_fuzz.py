@@ -36,6 +36,8 @@ ACTION_PARAMS = {
     "newPolicy": ["name", "rules"], "deletePolicy": ["name"], "applyPolicy": ["name"], "getActivePolicy": [],
     "getPolicies": [], "resetPolicies": [], "getWorkers": [], "drainWorker": ["workerId", "deadline"],
     "newToken": ["name", "scope"], "getTokens": [], "deleteToken": ["name"],
+    "newExecutions": ["name", "inputs", "requestId"],
+    "getExecutionResults": ["executionIds", "activity", "limit", "wait"],
 }
 TOKEN = b"@TOKEN@"   # in a generated request: the node's admin token, put in by send()
 # The Authorization header of a generated request: mostly the valid token, else missing or broken.
@@ -141,6 +143,10 @@ def _utf8(text: str) -> bytes:
 texts = st.one_of(st.sampled_from(NASTY), st.text(max_size=40), st.integers().map(str)).filter(_safe)
 values = st.one_of(texts.map(_utf8), st.binary(max_size=20).filter(lambda b: _safe(b.decode("latin-1"))))
 names = st.one_of(st.sampled_from(PARAM_NAMES), st.text(max_size=12)).map(_utf8)
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), texts),
+                           lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                   st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+                           max_leaves=8)
 FLAWS = ["none", "empty_name", "no_name", "nul_name", "non_utf8", "bad_charset", "bad_transfer_encoding", "nested",
          "file", "cut", "no_boundary", "wrong_boundary"]
 
@@ -160,13 +166,19 @@ def _malformed(draw) -> tuple[str, bytes, bool]:
     params = [(b"action", _utf8(action))] + own + draw(st.lists(st.tuples(names, values), max_size=3))
     params = draw(st.permutations(params))
     how = draw(st.sampled_from(["get", "urlencoded", "multipart", "raw", "cut_body", "long_line", "long_header",
-                                "many_headers", "charset"]))
+                                "many_headers", "charset", "json"]))
     query = urlencode(params)
     if how == "get":
         return how, request(draw(st.sampled_from(["GET", "POST", "PUT", "HEAD"])), b"/POD/?" + query), False
     if how == "urlencoded":
         ctype = b"application/x-www-form-urlencoded"
         return how, request("POST", b"/POD/", headers=[(b"Content-Type", ctype)], body=query), False
+    if how == "json":   # a JSON object body (newExecutions' form): members of any JSON type, or not an object
+        members = {k.decode("utf-8", "replace"): draw(json_values) for k, _ in params}
+        body = draw(st.sampled_from([json.dumps(members).encode()] * 4 + [b"", b"{", b"[1]", b"null", b'"x"',
+                                                                          b"\xff\xfe{}", b"[" * 5000]))
+        ctype = b"application/json" + draw(st.sampled_from([b"", b"; charset=utf-8", b"; charset=nope"]))
+        return how, request("POST", b"/POD/", headers=[(b"Content-Type", ctype)], body=body), False
     if how == "charset":
         ctype = b"application/x-www-form-urlencoded; charset=" + draw(st.sampled_from([b"nope", b"latin-1", b"utf-16",
                                                                                      b"ascii", b"unicode_escape",

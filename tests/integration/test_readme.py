@@ -127,8 +127,9 @@ EXPECTED: list[tuple[str, Callable[[Step], object]]] = [
     ("pod activity status greet", lambda s: "activity greet  status approved  id 1" in s.stdout
      and re.search(r"^nodes\s+n1 installed, n2 installed, n3 installed$", s.stdout, re.M)),
     ("pod run greet POD --wait", lambda s: s.stdout == "hello POD\n" and s.stderr == "input was 3 characters\n"),
-    ("pod execution list --activity alphabet", lambda s: len(s.stdout.splitlines()) == 2
-     and _row(s.stdout, "2")[:3] == ["2", "alphabet", "terminated"]),
+    ("pod execution list --activity alphabet", lambda s: len(s.stdout.splitlines()) == 3
+     and _row(s.stdout, "2")[:3] == ["2", "alphabet", "terminated"]
+     and s.stdout.splitlines()[-1].startswith("1 listed")),
     ("pod execution status 2", lambda s: s.stdout.startswith("execution 2  activity alphabet  status terminated")
      and "--- stdout\na\nb\n" in s.stdout and "deleted this execution's record" in s.stdout),
     ('echo "exit code $?"', lambda s: s.stdout == "exit code 143\n"),
