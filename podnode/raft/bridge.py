@@ -17,6 +17,7 @@ from pysyncobj import FAIL_REASON
 
 from ..errors import Unavailable, from_result
 from . import commands as C
+from .compat import chunk_safe
 from .replica import Replica
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class CommandBridge:
             futs = [f for _, f in group]
             token = next(self._tokens)
             self._inflight[token] = futs
-            payload = C.encode(cmds[0] if len(cmds) == 1 else C.batch(cmds))
+            payload = chunk_safe(cmds[0] if len(cmds) == 1 else C.batch(cmds), C.encode)
             single = len(cmds) == 1
 
             def on_result(res: Any, err: int, token=token, single=single) -> None:  # Raft thread

@@ -130,3 +130,30 @@ def pickle_protocol() -> int:
 
 def set_pickle_protocol(protocol: int) -> None:
     setattr(pysyncobj_pickle, PICKLE_PROTOCOL_GLOBAL, protocol)
+
+
+# ---- pysyncobj's chunking of a large entry ------------------------------------------------------------------
+CHUNK_BYTES = 2 ** 16      # SyncObjConf.appendEntriesBatchSizeBytes (its default; replica.py keeps it)
+PICKLE_MARGIN_BYTES = 96   # more than pickling (payload, index, term) ever adds to the payload's length
+
+
+def chunking_breaks(payload_len: int, *, chunk_bytes: int = CHUNK_BYTES, margin: int = PICKLE_MARGIN_BYTES) -> bool:
+    """Would pysyncobj cut this entry wrongly? An entry of chunk_bytes or more goes to followers pickled, in
+    chunks; SyncObj.__sendAppendEntries marks as the last the first chunk that reaches the *payload's* length,
+    not the pickled entry's. When a chunk boundary falls between the two lengths, a chunk before the last is
+    marked 'finish', the follower unpickles a cut-off buffer, and it can never take that entry (pysyncobj
+    0.3.x). True when a multiple of chunk_bytes lies in [payload_len, payload_len + margin)."""
+    if payload_len < chunk_bytes:
+        return False
+    return (-payload_len) % chunk_bytes < margin
+
+
+def chunk_safe(wire: dict[str, Any], encode: Callable[[dict[str, Any]], bytes]) -> bytes:
+    """The entry `wire` encoded so that pysyncobj chunks it right: when its length falls where it would not
+    (chunking_breaks), a `pad` field, which no apply case reads, moves it past the chunk boundary."""
+    payload = encode(wire)
+    pad = 0
+    while chunking_breaks(len(payload)):
+        pad += PICKLE_MARGIN_BYTES
+        payload = encode({**wire, "pad": "." * pad})
+    return payload
