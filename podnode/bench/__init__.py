@@ -3,6 +3,7 @@
     python -m podnode.bench            throughput and latency (throughput.py)
     python -m podnode.bench.failover   recovery after a SIGKILL (failover.py)
     python -m podnode.bench.scaling    time to a launched node taking work (scaling.py)
+    python -m podnode.bench.nodes      many nodes: leader CPU per execution, memory per node, joining (nodes.py)
 
 loadclient.py is the lean HTTP client the throughput benchmark drives the cluster with.
 """

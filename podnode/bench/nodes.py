@@ -1,0 +1,303 @@
+"""Benchmark: a cluster of many nodes on this machine: what the leader spends, what a node weighs, how fast one joins.
+
+    python -m podnode.bench.nodes [--nodes 20] [--executions 600] [--concurrency 16] [--slots 1]
+
+In one run:
+  - throughput of a trivial execution against a 3-node cluster (the reference), then against N nodes
+    (3 seeds, the rest joined: up to --max-voters of them vote, the others are observers);
+  - the leader's CPU per execution: utime+stime of the leader's process (/proc/PID/stat, all its threads,
+    not its executions' processes) over a measured batch, divided by the executions; and the executions/s
+    that implies for one leader core. The load goes to the other nodes only, so the figure is the cost of
+    leading (planning, committing, replicating to every node, hearing observers), not of serving the client;
+  - the leader's CPU while the cluster is idle (Raft heartbeats to every node, observers' /internal/alive);
+  - resident memory (VmRSS) per node;
+  - the time for a new node to join and take work: from the start of its process to its first finished
+    execution (its HTTP API answering, registered, the activity installed on it, one execution run there).
+
+With --profile FILE, py-spy (if installed) samples the leader during the measured batch and writes its
+stacks to FILE (speedscope JSON; --profile-format raw for collapsed stacks). Figures, not assertions: the
+machine is shared, so the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..local.cluster import LocalCluster, LocalNode
+from .loadclient import LoadClient
+
+MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
+INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
+TERMINAL = {"finished", "error", "terminated"}
+CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+GOAL_LEADER_MS = 0.25
+
+
+# ---- measuring processes ------------------------------------------------------------------------------------
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S    # utime, stime: fields 14 and 15 of stat
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# ---- the action API ---------------------------------------------------------------------------------------
+async def call(client: LoadClient, url: str, **params) -> dict:
+    status, body = await client.get_json(url, "/POD/", params)
+    if status != 200:
+        raise RuntimeError(f"{params.get('action')} at {url}: HTTP {status} {body}")
+    return body
+
+
+async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
+    """Submit through one node, read the result through the next; seconds from submit to result read."""
+    start = time.perf_counter()
+    submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
+    exec_id = (await call(client, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
+    while True:
+        e = (await call(client, read_url, action="getExecutionStatus", executionId=str(exec_id), wait="10"))
+        if e["execution"]["status"] in TERMINAL:
+            if e["execution"]["stdout"] != f"hello {i}\n":
+                raise RuntimeError(f"wrong output {e}")
+            return time.perf_counter() - start
+
+
+async def run_pool(n: int, concurrency: int, urls: list[str], client: LoadClient, first: int = 0) -> float:
+    """n executions, `concurrency` at a time; the seconds they took."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def guarded(i: int) -> float:
+        async with sem:
+            return await one_execution(client, urls, i)
+    start = time.perf_counter()
+    await asyncio.gather(*(guarded(first + i) for i in range(n)))
+    return time.perf_counter() - start
+
+
+async def install_everywhere(client: LoadClient, urls: list[str], script: Path, nodes: int) -> None:
+    await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=script.as_uri())
+    while True:
+        act = (await call(client, urls[-1], action="getActivityStatus", name="bench"))["activity"]
+        done = [i for i in act["installations"] if i["status"] == "installed"]
+        if act["status"] == "approved" and len(done) >= nodes:
+            return
+        await asyncio.sleep(0.2)
+
+
+# ---- the cluster --------------------------------------------------------------------------------------------
+def node_args(slots: int, max_voters: int) -> list[str]:
+    return ["--slots", str(slots), "--max-voters", str(max_voters), "--no-announce"]
+
+
+def registered(cluster: LocalCluster, via: LocalNode) -> dict[str, str]:
+    from ..local.cluster import get_json
+    try:
+        code, body = get_json(f"{via.url}/POD/?action=getWorkers", timeout_s=10, token=cluster.token)
+    except OSError:
+        return {}
+    return {w["id"]: w["status"] for w in body.get("workers", [])} if code == 200 else {}
+
+
+def wait_up(cluster: LocalCluster, nodes: list[LocalNode], timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is not None:
+                raise RuntimeError(f"{node.node_id} exited; see {cluster.log_dir / (node.node_id + '.log')}")
+        leader = cluster.leader()
+        if leader is not None and all(registered(cluster, leader).get(n.node_id) == "up" for n in nodes):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{[n.node_id for n in nodes]} not all up within {timeout_s} s")
+
+
+def grow(cluster: LocalCluster, total: int, max_voters: int) -> None:
+    """Join nodes until there are `total`: those that will vote one at a time (a join decides its role), then
+    the observers all at once."""
+    while len(cluster.nodes) < min(total, max_voters):
+        node = cluster.add_node(join=cluster.nodes[0].url)
+        wait_up(cluster, [node])
+    joined = [cluster.add_node(join=cluster.nodes[0].url) for _ in range(total - len(cluster.nodes))]
+    if joined:
+        wait_up(cluster, joined)
+
+
+def roles(cluster: LocalCluster) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in cluster.nodes:
+        role = (cluster.status(node) or {}).get("role", "?")
+        counts[role] = counts.get(role, 0) + 1
+    return counts
+
+
+def pids(cluster: LocalCluster) -> dict[str, int]:
+    return {n.node_id: (cluster.status(n) or {}).get("pid") or n.proc.pid for n in cluster.nodes}
+
+
+# ---- the measurements ---------------------------------------------------------------------------------------
+def profiler(pid: int, out: str | None, fmt: str) -> subprocess.Popen | None:
+    if not out:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("  (--profile: py-spy is not installed; pip install py-spy)")
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--output", out, "--format", fmt, "--rate", "200",
+                             "--nonblocking", "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, concurrency: int, label: str,
+                  profile: str | None = None, profile_format: str = "speedscope") -> dict[str, float]:
+    """Install the activity, warm up, then a measured batch through every node but the leader."""
+    leader = cluster.leader()
+    assert leader is not None
+    leader_pid = pids(cluster)[leader.node_id]
+    others = [n.url for n in cluster.nodes if n is not leader]
+    script = workdir / f"install-{label}.sh"
+    script.write_text(INSTALL)
+    async with LoadClient(timeout_s=120, token=cluster.token) as client:
+        await install_everywhere(client, cluster.urls, script, len(cluster.nodes))
+        await run_pool(min(100, executions), concurrency, others, client, first=-1000)   # warm-up
+        idle_s = 3.0
+        before = cpu_s(leader_pid)
+        await asyncio.sleep(idle_s)
+        idle_cpu = (cpu_s(leader_pid) - before) / idle_s
+        spy = profiler(leader_pid, profile, profile_format)
+        client_before, before = time.process_time(), cpu_s(leader_pid)
+        elapsed = await run_pool(executions, concurrency, others, client)
+        leader_cpu, client_cpu = cpu_s(leader_pid) - before, time.process_time() - client_before
+    if spy is not None:
+        spy.terminate()
+        spy.wait(timeout=30)
+    return {"rate": executions / elapsed, "leader_ms": leader_cpu / executions * 1000,
+            "leader_busy_ms": (leader_cpu - idle_cpu * elapsed) / executions * 1000,
+            "idle_pct": idle_cpu * 100, "client_ms": client_cpu / executions * 1000, "elapsed": elapsed}
+
+
+def report(label: str, m: dict[str, float], executions: int, concurrency: int) -> None:
+    per_core = 1000 / m["leader_ms"] if m["leader_ms"] > 0 else float("inf")
+    print(f"{label}: {executions} executions, concurrency {concurrency}: {m['rate']:7.1f} executions/s"
+          f"   (load average {load_average()})")
+    print(f"  leader CPU per execution: {m['leader_ms']:.3f} ms  -> {per_core:,.0f} executions/s per leader core"
+          f"   (goal < {GOAL_LEADER_MS} ms)")
+    print(f"    of which above its idle cost: {m['leader_busy_ms']:.3f} ms;"
+          f"   the leader idle: {m['idle_pct']:.1f} % of a core")
+    print(f"  (the load generator used {m['client_ms']:.2f} ms of CPU per execution on the same cores)")
+
+
+def join_and_take_work(cluster: LocalCluster, timeout_s: float = 120.0) -> dict[str, float]:
+    """Start one more node; seconds from its process start to: its API answering, registered up, the
+    activity installed on it, its first execution finished (submitted through it: a node places new work
+    on itself when it can)."""
+    from ..local.cluster import get_json
+    leader = cluster.leader()
+    assert leader is not None
+    start = time.monotonic()
+    node = cluster.add_node(join=leader.url)
+    marks: dict[str, float] = {}
+    deadline = start + timeout_s
+    i = 0
+    while time.monotonic() < deadline and "first execution" not in marks:
+        if node.proc is not None and node.proc.poll() is not None:
+            raise RuntimeError(f"{node.node_id} exited; see {cluster.log_dir / (node.node_id + '.log')}")
+        try:
+            code, body = get_json(f"{node.url}/health", timeout_s=5)
+        except OSError:
+            time.sleep(0.02)
+            continue
+        marks.setdefault("HTTP answering", time.monotonic() - start)
+        if "registered up" not in marks and registered(cluster, leader).get(node.node_id) == "up":
+            marks["registered up"] = time.monotonic() - start
+        i += 1
+        try:
+            code, body = get_json(f"{node.url}/POD/?action=newExecution&name=bench&input=j{i}", timeout_s=10,
+                                  token=cluster.token)
+        except OSError:
+            code = 0
+        if code != 200:
+            time.sleep(0.05)
+            continue
+        exec_id = body["execution"]["id"]
+        while time.monotonic() < deadline:
+            code, body = get_json(f"{node.url}/POD/?action=getExecutionStatus&executionId={exec_id}&wait=10",
+                                  timeout_s=15, token=cluster.token)
+            if code == 200 and body["execution"]["status"] in TERMINAL:
+                break
+            time.sleep(0.02)
+        if body.get("execution", {}).get("workerId") == node.node_id:
+            marks["first execution"] = time.monotonic() - start
+        else:
+            time.sleep(0.05)
+    if "first execution" not in marks:
+        raise TimeoutError(f"{node.node_id} took no work within {timeout_s} s")
+    return marks
+
+
+def run(a: argparse.Namespace, tmp: Path) -> None:
+    print(f"machine: {os.cpu_count()} cores, load average {load_average()}")
+    args = node_args(a.slots, a.max_voters)
+    with LocalCluster(tmp / "three", nodes=3, extra_args=args) as three:
+        three.start(timeout_s=120)
+        small = asyncio.run(measure(three, tmp, executions=a.executions, concurrency=a.concurrency, label="three"))
+    report(f"3 nodes x {a.slots} slots", small, a.executions, a.concurrency)
+
+    with LocalCluster(tmp / "many", nodes=3, extra_args=args) as cluster:
+        started = time.monotonic()
+        cluster.start(timeout_s=120)
+        grow(cluster, a.nodes, a.max_voters)
+        print(f"{a.nodes} nodes up in {time.monotonic() - started:.1f} s: {roles(cluster)}")
+        big = asyncio.run(measure(cluster, tmp, executions=a.executions, concurrency=a.concurrency, label="many",
+                                  profile=a.profile, profile_format=a.profile_format))
+        report(f"{a.nodes} nodes x {a.slots} slots", big, a.executions, a.concurrency)
+        if a.profile:
+            print(f"  py-spy profile of the leader during the batch: {a.profile}")
+        leader = cluster.leader()
+        rss = {n: rss_mb(p) for n, p in pids(cluster).items()}
+        print(f"resident memory per node (VmRSS): median {statistics.median(rss.values()):.0f} MB,"
+              f" min {min(rss.values()):.0f} MB, max {max(rss.values()):.0f} MB,"
+              f" leader {rss.get(leader.node_id if leader else '', 0):.0f} MB")
+        joins = [join_and_take_work(cluster) for _ in range(a.joins)]
+        for k, marks in enumerate(joins):
+            print(f"node {a.nodes + k + 1} joining: " + ", ".join(f"{what} {s:.2f} s" for what, s in marks.items())
+                  + "   (from the start of its process)")
+    print(f"load average at the end: {load_average()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m podnode.bench.nodes", description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=20, help="nodes in the large cluster (3 seeds, the rest join)")
+    ap.add_argument("--executions", type=int, default=600, help="executions in each measured batch")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--slots", type=int, default=1, help="slots per node (small: every node shares 2 cores)")
+    ap.add_argument("--max-voters", type=int, default=5)
+    ap.add_argument("--joins", type=int, default=1, help="nodes joined one after another at the end, each timed")
+    ap.add_argument("--profile", default=None, help="py-spy the leader during the large cluster's batch into FILE")
+    ap.add_argument("--profile-format", default="speedscope", choices=("speedscope", "raw", "flamegraph"))
+    a = ap.parse_args(argv)
+    if a.nodes < 3:
+        ap.error("--nodes must be at least 3")
+    with tempfile.TemporaryDirectory(prefix="pod-nodes-") as tmp:
+        run(a, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
