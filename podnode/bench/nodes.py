@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,10 +44,20 @@ GOAL_LEADER_MS = 0.25
 
 
 # ---- measuring processes ------------------------------------------------------------------------------------
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far, all its threads (not its children's)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of a process so far, all its threads (not its children's); or of one thread."""
+    stat = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    fields = Path(stat).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S    # utime, stime: fields 14 and 15 of stat
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of the process's main thread: a node's asyncio loop (HTTP, manager, agent). The rest is
+    pysyncobj's Raft thread (and short-lived helper threads)."""
+    try:
+        return cpu_s(pid, pid)
+    except FileNotFoundError:
+        return 0.0
 
 
 def rss_mb(pid: int) -> float:
@@ -68,9 +79,8 @@ async def call(client: LoadClient, url: str, **params) -> dict:
     return body
 
 
-async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
-    """Submit through one node, read the result through the next; seconds from submit to result read."""
-    start = time.perf_counter()
+async def one_execution(client: LoadClient, urls: list[str], i: int) -> str:
+    """Submit through one node, read the result through the next; the node it ran on."""
     submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
     exec_id = (await call(client, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
     while True:
@@ -78,19 +88,20 @@ async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
         if e["execution"]["status"] in TERMINAL:
             if e["execution"]["stdout"] != f"hello {i}\n":
                 raise RuntimeError(f"wrong output {e}")
-            return time.perf_counter() - start
+            return e["execution"]["workerId"]
 
 
-async def run_pool(n: int, concurrency: int, urls: list[str], client: LoadClient, first: int = 0) -> float:
-    """n executions, `concurrency` at a time; the seconds they took."""
+async def run_pool(n: int, concurrency: int, urls: list[str], client: LoadClient,
+                   first: int = 0) -> tuple[float, list[str]]:
+    """n executions, `concurrency` at a time; the seconds they took and the nodes they ran on."""
     sem = asyncio.Semaphore(concurrency)
 
-    async def guarded(i: int) -> float:
+    async def guarded(i: int) -> str:
         async with sem:
             return await one_execution(client, urls, i)
     start = time.perf_counter()
-    await asyncio.gather(*(guarded(first + i) for i in range(n)))
-    return time.perf_counter() - start
+    workers = await asyncio.gather(*(guarded(first + i) for i in range(n)))
+    return time.perf_counter() - start, list(workers)
 
 
 async def install_everywhere(client: LoadClient, urls: list[str], script: Path, nodes: int) -> None:
@@ -154,7 +165,7 @@ def pids(cluster: LocalCluster) -> dict[str, int]:
 
 
 # ---- the measurements ---------------------------------------------------------------------------------------
-def profiler(pid: int, out: str | None, fmt: str) -> subprocess.Popen | None:
+def profiler(pid: int, out: str | None, fmt: str, gil: bool = False) -> subprocess.Popen | None:
     if not out:
         return None
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -162,11 +173,41 @@ def profiler(pid: int, out: str | None, fmt: str) -> subprocess.Popen | None:
         print("  (--profile: py-spy is not installed; pip install py-spy)")
         return None
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--output", out, "--format", fmt, "--rate", "200",
-                             "--nonblocking", "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--nonblocking", "--threads", *(["--gil"] if gil else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+SYSCALLS = ("sendto", "recvfrom", "poll", "epoll_wait", "write", "read")
+
+
+def syscall_counter(pid: int, on: bool) -> subprocess.Popen | None:
+    """perf counting the leader's system calls of each kind, when asked and perf can."""
+    perf = shutil.which("perf")
+    if not on or perf is None:
+        if on:
+            print("  (--syscalls: perf is not installed)")
+        return None
+    events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS) + ",raw_syscalls:sys_enter"
+    return subprocess.Popen([perf, "stat", "-x", ",", "-e", events, "-p", str(pid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def syscall_counts(perf: subprocess.Popen | None) -> dict[str, int]:
+    if perf is None:
+        return {}
+    perf.send_signal(signal.SIGINT)
+    _, err = perf.communicate(timeout=30)
+    counts = {}
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].isdigit():
+            counts[parts[2].rpartition(":")[2].replace("sys_enter_", "").replace("sys_enter", "all")] = int(parts[0])
+    return counts
 
 
 async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, concurrency: int, label: str,
-                  profile: str | None = None, profile_format: str = "speedscope") -> dict[str, float]:
+                  profile: str | None = None, profile_format: str = "speedscope", profile_gil: bool = False,
+                  syscalls: bool = False) -> dict[str, float]:
     """Install the activity, warm up, then a measured batch through every node but the leader."""
     leader = cluster.leader()
     assert leader is not None
@@ -181,16 +222,24 @@ async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, conc
         before = cpu_s(leader_pid)
         await asyncio.sleep(idle_s)
         idle_cpu = (cpu_s(leader_pid) - before) / idle_s
-        spy = profiler(leader_pid, profile, profile_format)
-        client_before, before = time.process_time(), cpu_s(leader_pid)
-        elapsed = await run_pool(executions, concurrency, others, client)
+        spy = profiler(leader_pid, profile, profile_format, profile_gil)
+        perf = syscall_counter(leader_pid, syscalls)
+        index_before = (cluster.status(leader) or {}).get("commitIndex") or 0
+        client_before, before, main_before = time.process_time(), cpu_s(leader_pid), main_thread_cpu_s(leader_pid)
+        elapsed, workers = await run_pool(executions, concurrency, others, client)
         leader_cpu, client_cpu = cpu_s(leader_pid) - before, time.process_time() - client_before
+        main_cpu = main_thread_cpu_s(leader_pid) - main_before
+        counts = syscall_counts(perf)
+        entries = ((cluster.status(leader) or {}).get("commitIndex") or 0) - index_before
     if spy is not None:
-        spy.terminate()
-        spy.wait(timeout=30)
+        spy.send_signal(signal.SIGINT)     # py-spy writes its output when interrupted
+        spy.wait(timeout=60)
     return {"rate": executions / elapsed, "leader_ms": leader_cpu / executions * 1000,
             "leader_busy_ms": (leader_cpu - idle_cpu * elapsed) / executions * 1000,
-            "idle_pct": idle_cpu * 100, "client_ms": client_cpu / executions * 1000, "elapsed": elapsed}
+            "main_ms": main_cpu / executions * 1000, "idle_pct": idle_cpu * 100,
+            "client_ms": client_cpu / executions * 1000, "elapsed": elapsed, "entries": entries / executions,
+            "on_leader": sum(1 for w in workers if w == leader.node_id) / executions * 100,
+            "peers": len(cluster.nodes) - 1, **{f"sys_{k}": v / executions for k, v in counts.items()}}
 
 
 def report(label: str, m: dict[str, float], executions: int, concurrency: int) -> None:
@@ -199,8 +248,13 @@ def report(label: str, m: dict[str, float], executions: int, concurrency: int) -
           f"   (load average {load_average()})")
     print(f"  leader CPU per execution: {m['leader_ms']:.3f} ms  -> {per_core:,.0f} executions/s per leader core"
           f"   (goal < {GOAL_LEADER_MS} ms)")
-    print(f"    of which above its idle cost: {m['leader_busy_ms']:.3f} ms;"
-          f"   the leader idle: {m['idle_pct']:.1f} % of a core")
+    print(f"    its asyncio thread (HTTP, manager, agent) {m['main_ms']:.3f} ms, its Raft thread and others"
+          f" {m['leader_ms'] - m['main_ms']:.3f} ms; above its idle cost {m['leader_busy_ms']:.3f} ms")
+    print(f"    the leader idle: {m['idle_pct']:.1f} % of a core;  {m['entries']:.2f} Raft log entries per execution,"
+          f" each sent to {m['peers']} other nodes;  {m['on_leader']:.0f} % of the executions ran on the leader")
+    if "sys_all" in m:
+        print("    leader system calls per execution: " + ", ".join(
+            f"{k[4:]} {v:.1f}" for k, v in m.items() if k.startswith("sys_")))
     print(f"  (the load generator used {m['client_ms']:.2f} ms of CPU per execution on the same cores)")
 
 
@@ -257,7 +311,8 @@ def run(a: argparse.Namespace, tmp: Path) -> None:
     args = node_args(a.slots, a.max_voters)
     with LocalCluster(tmp / "three", nodes=3, extra_args=args) as three:
         three.start(timeout_s=120)
-        small = asyncio.run(measure(three, tmp, executions=a.executions, concurrency=a.concurrency, label="three"))
+        small = asyncio.run(measure(three, tmp, executions=a.executions, concurrency=a.concurrency, label="three",
+                                    syscalls=a.syscalls))
     report(f"3 nodes x {a.slots} slots", small, a.executions, a.concurrency)
 
     with LocalCluster(tmp / "many", nodes=3, extra_args=args) as cluster:
@@ -266,7 +321,8 @@ def run(a: argparse.Namespace, tmp: Path) -> None:
         grow(cluster, a.nodes, a.max_voters)
         print(f"{a.nodes} nodes up in {time.monotonic() - started:.1f} s: {roles(cluster)}")
         big = asyncio.run(measure(cluster, tmp, executions=a.executions, concurrency=a.concurrency, label="many",
-                                  profile=a.profile, profile_format=a.profile_format))
+                                  profile=a.profile, profile_format=a.profile_format, syscalls=a.syscalls,
+                                  profile_gil=a.profile_gil))
         report(f"{a.nodes} nodes x {a.slots} slots", big, a.executions, a.concurrency)
         if a.profile:
             print(f"  py-spy profile of the leader during the batch: {a.profile}")
@@ -291,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-voters", type=int, default=5)
     ap.add_argument("--joins", type=int, default=1, help="nodes joined one after another at the end, each timed")
     ap.add_argument("--profile", default=None, help="py-spy the leader during the large cluster's batch into FILE")
+    ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only samples holding the GIL")
+    ap.add_argument("--syscalls", action="store_true", help="count the leader's system calls with perf (if installed)")
     ap.add_argument("--profile-format", default="speedscope", choices=("speedscope", "raw", "flamegraph"))
     a = ap.parse_args(argv)
     if a.nodes < 3:
