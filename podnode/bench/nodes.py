@@ -51,6 +51,11 @@ def cpu_s(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) * CLOCK_TICK_S    # utime, stime: fields 14 and 15 of stat
 
 
+def system_cpu_s(pid: int) -> float:
+    """The system (kernel) part of cpu_s: sockets, polling, forks."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[12]) * CLOCK_TICK_S
+
+
 def main_thread_cpu_s(pid: int) -> float:
     """CPU seconds of the process's main thread: a node's asyncio loop (HTTP, manager, agent). The rest is
     pysyncobj's Raft thread (and short-lived helper threads)."""
@@ -219,16 +224,20 @@ async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, conc
         await install_everywhere(client, cluster.urls, script, len(cluster.nodes))
         await run_pool(min(100, executions), concurrency, others, client, first=-1000)   # warm-up
         idle_s = 3.0
-        before = cpu_s(leader_pid)
+        node_pids = [p for n, p in pids(cluster).items() if n != leader.node_id]
+        before, others_before = cpu_s(leader_pid), sum(cpu_s(p) for p in node_pids)
         await asyncio.sleep(idle_s)
         idle_cpu = (cpu_s(leader_pid) - before) / idle_s
+        others_idle = (sum(cpu_s(p) for p in node_pids) - others_before) / idle_s / len(node_pids)
         spy = profiler(leader_pid, profile, profile_format, profile_gil)
         perf = syscall_counter(leader_pid, syscalls)
         index_before = (cluster.status(leader) or {}).get("commitIndex") or 0
         client_before, before, main_before = time.process_time(), cpu_s(leader_pid), main_thread_cpu_s(leader_pid)
+        system_before = system_cpu_s(leader_pid)
         elapsed, workers = await run_pool(executions, concurrency, others, client)
         leader_cpu, client_cpu = cpu_s(leader_pid) - before, time.process_time() - client_before
         main_cpu = main_thread_cpu_s(leader_pid) - main_before
+        system_cpu = system_cpu_s(leader_pid) - system_before
         counts = syscall_counts(perf)
         entries = ((cluster.status(leader) or {}).get("commitIndex") or 0) - index_before
     if spy is not None:
@@ -237,6 +246,7 @@ async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, conc
     return {"rate": executions / elapsed, "leader_ms": leader_cpu / executions * 1000,
             "leader_busy_ms": (leader_cpu - idle_cpu * elapsed) / executions * 1000,
             "main_ms": main_cpu / executions * 1000, "idle_pct": idle_cpu * 100,
+            "system_ms": system_cpu / executions * 1000, "others_idle_pct": others_idle * 100,
             "client_ms": client_cpu / executions * 1000, "elapsed": elapsed, "entries": entries / executions,
             "on_leader": sum(1 for w in workers if w == leader.node_id) / executions * 100,
             "peers": len(cluster.nodes) - 1, **{f"sys_{k}": v / executions for k, v in counts.items()}}
@@ -250,8 +260,10 @@ def report(label: str, m: dict[str, float], executions: int, concurrency: int) -
           f"   (goal < {GOAL_LEADER_MS} ms)")
     print(f"    its asyncio thread (HTTP, manager, agent) {m['main_ms']:.3f} ms, its Raft thread and others"
           f" {m['leader_ms'] - m['main_ms']:.3f} ms; above its idle cost {m['leader_busy_ms']:.3f} ms")
-    print(f"    the leader idle: {m['idle_pct']:.1f} % of a core;  {m['entries']:.2f} Raft log entries per execution,"
-          f" each sent to {m['peers']} other nodes;  {m['on_leader']:.0f} % of the executions ran on the leader")
+    print(f"    in the kernel (sockets, polling, forks) {m['system_ms']:.3f} ms")
+    print(f"    idle: the leader {m['idle_pct']:.1f} % of a core, another node {m['others_idle_pct']:.1f} %")
+    print(f"    {m['entries']:.2f} Raft log entries per execution, each sent to {m['peers']} other nodes;"
+          f"  {m['on_leader']:.0f} % of the executions ran on the leader")
     if "sys_all" in m:
         print("    leader system calls per execution: " + ", ".join(
             f"{k[4:]} {v:.1f}" for k, v in m.items() if k.startswith("sys_")))
