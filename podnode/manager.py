@@ -90,7 +90,8 @@ class Manager:
         now = time.monotonic()
         with self.replica.lock:
             observers = {n for n, rec in self.replica.state.nodes.items()
-                         if rec.get("role") == "observer" and rec.get("status") != NODE_LEFT_STATUS}
+                         if rec.get("role") == "observer" and rec.get("status") != NODE_LEFT_STATUS
+                         and n != self.cfg.node_id}
         for n in [n for n in self._heard if n not in observers]:
             del self._heard[n]
         for n in observers:
@@ -122,7 +123,7 @@ class Manager:
         while True:
             started = loop.time()
             pause_s = self.alive_interval_s()
-            if self.replica.observer and self._peers is not None:
+            if self._peers is not None and self._observing():
                 url = self._leader_url()
                 try:
                     if url is None:
@@ -137,6 +138,16 @@ class Manager:
                     log.debug("could not tell the leader (%s) this node is alive: %r", url, exc)
                     pause_s = self.cfg.retry_first_s
             await asyncio.sleep(max(0.0, started + pause_s - loop.time()))
+
+    def _observing(self) -> bool:
+        """Does the leader count on this node's word that it is alive: an observer, or a node promoted that has
+        yet to register again as a voter (until then the leader still keeps its observer clock)."""
+        if self.replica.observer:
+            return True
+        if self.replica.is_leader():
+            return False
+        with self.replica.lock:
+            return self.replica.state.nodes.get(self.cfg.node_id, {}).get("role") == "observer"
 
     def _leader_url(self) -> str | None:
         leader = self.replica.leader_addr()
