@@ -101,9 +101,10 @@ class Manager:
         """On the leader: observer `node` says it is alive (a signed /internal/alive); this is what feeds its
         silent_s. Unavailable on a node that does not lead (the observer asks the leader it knows again);
         NotFound for a node that is no observer of the state (yet: it has not registered)."""
-        self._track_observers()
-        if not self._leading:
+        if not self.replica.is_leader():
             raise Unavailable("this node is not the leader; ask the leader", retry_after_s=self.alive_interval_s())
+        if not self._leading or node not in self._heard:   # just took over, or the node registered since
+            self._track_observers()
         if node not in self._heard:
             raise NotFound(f"{node!r} is not an observer of this cluster")
         self._heard[node] = time.monotonic()
