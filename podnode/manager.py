@@ -1,7 +1,13 @@
 """The leader's loop: plan with the pure scheduler, commit the plan, repeat on every change.
 
 The scaling policy runs in a loop of its own (Autoscaler.run, started here), and every call to a provider is
-a task of its own: a slow or failing cloud never delays placements, lost-node detection or Raft membership."""
+a task of its own: a slow or failing cloud never delays placements, lost-node detection or Raft membership.
+
+Observers are not Raft peers, so Raft cannot tell the leader they are alive: each observer says so itself
+(say_alive: a signed POST /internal/alive to the leader its replica knows, every alive_interval_s), and the
+leader keeps one clock per observer (observer_alive), which feeds silent_s like Raft's answer times do for
+voters. The leader sends nothing to its observers for this: its cost per observer is one small request
+every alive_interval_s."""
 
 from __future__ import annotations
 
