@@ -48,6 +48,10 @@ case "$cmd" in
     ensure_venv ""
     exec "$VENV/bin/python" -m podnode.bench.scaling "$@"
     ;;
+  bench-nodes)
+    ensure_venv ""
+    exec "$VENV/bin/python" -m podnode.bench.nodes "$@"
+    ;;
   *)
     ensure_venv ""
     exec "$VENV/bin/pod" "$cmd" "$@"

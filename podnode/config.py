@@ -100,7 +100,8 @@ class NodeConfig:
     announce_stop_timeout_s: float = 3.0          # unregistering from zeroconf at stop gives up after this
     http_shutdown_timeout_s: float = 2.0          # open HTTP requests are given this long at stop
     stale_kill_timeout_s: float = 5.0             # at start, an earlier run's leftover processes must be gone by then
-    observer_poll_s: float = 0.25                 # the leader polls every observer's /health this often
+    alive_interval_s: float = 0.5                 # an observer tells the leader it is alive this often (at most
+                                                  # node_lost_after_s / 4)
     leader_retry_s: float = 0.2                   # the leader retries an uncommitted plan or a Raft membership change
     plan_failure_pause_s: float = 1.0             # ...and pauses this long after the scheduler failed (a bug)
     reconcile_interval_s: float = 1.0             # the agent compares the state with what runs here at least this often

@@ -1,7 +1,13 @@
 """The leader's loop: plan with the pure scheduler, commit the plan, repeat on every change.
 
 The scaling policy runs in a loop of its own (Autoscaler.run, started here), and every call to a provider is
-a task of its own: a slow or failing cloud never delays placements, lost-node detection or Raft membership."""
+a task of its own: a slow or failing cloud never delays placements, lost-node detection or Raft membership.
+
+Observers are not Raft peers, so Raft cannot tell the leader they are alive: each observer says so itself
+(say_alive: a signed POST /internal/alive to the leader its replica knows, every alive_interval_s), and the
+leader keeps one clock per observer (observer_alive), which feeds silent_s like Raft's answer times do for
+voters. The leader sends nothing to its observers for this: its cost per observer is one small request
+every alive_interval_s."""
 
 from __future__ import annotations
 
@@ -16,12 +22,12 @@ from pysyncobj import FAIL_REASON
 from . import scheduler
 from .changes import Changes
 from .config import NodeConfig
-from .errors import Unavailable
+from .errors import NotFound, Unavailable
 from .raft.bridge import CommandBridge
 from .raft.lifecycle import NODE_LEFT_STATUS
 from .raft.replica import Replica
 from .scaling.autoscaler import Autoscaler
-from .server.peers import post_status
+from .server.peers import PEER_ERRORS, PeerClient, post_status
 from .tls import peer_context
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,7 @@ log = logging.getLogger(__name__)
 
 class Manager:
     def __init__(self, cfg: NodeConfig, replica: Replica, bridge: CommandBridge, changes: Changes,
-                 autoscaler: Autoscaler | None = None):
+                 autoscaler: Autoscaler | None = None, peers: PeerClient | None = None):
         self.cfg = cfg
         self.replica = replica
         self.bridge = bridge
@@ -38,20 +44,23 @@ class Manager:
         self.last_plan: dict = {}
         self._next_expiry = 0.0  # monotonic time of the next expiry scan
         self.autoscaler = autoscaler
-        self._observer_ok: dict[str, float] = {}  # observer -> monotonic time its /health last answered
-        self._ssl = peer_context(cfg)             # how other nodes' https certificates are checked
+        self._heard: dict[str, float] = {}  # on the leader: observer -> monotonic time it last said it is alive
+        self._leading = False               # did this node lead when _track_observers last looked?
+        self._peers = peers                 # an observer's requests to the leader (/internal/alive)
+        self._ssl = peer_context(cfg)       # how other nodes' https certificates are checked
 
     def live_nodes(self) -> set[str]:
         """Nodes this node reaches right now (itself included). Voters: over Raft, and on the leader they must
         also have answered lately (a frozen one keeps its connection but stops answering). Observers are not
-        Raft peers: the leader polls their /health instead."""
+        Raft peers: on the leader, they must have said they are alive lately (/internal/alive, see say_alive)."""
         nodes = self.replica.state.nodes
         ages = self.replica.response_ages()
         quiet_s = max(0.5, 10 * self.cfg.timing.heartbeat_s)
+        observer_quiet_s = max(quiet_s, 2 * self.alive_interval_s())   # one push may be missed or late
         observer_ages = self._observer_ages()
         return {n for n, rec in nodes.items()
                 if n == self.cfg.node_id
-                or (rec.get("role") == "observer" and observer_ages.get(n, quiet_s) < quiet_s)
+                or (rec.get("role") == "observer" and observer_ages.get(n, observer_quiet_s) < observer_quiet_s)
                 or (self.replica.peer_connected(rec["raftAddr"]) and ages.get(rec["raftAddr"], 0.0) < quiet_s)}
 
     def silent_s(self) -> dict[str, float]:
@@ -61,38 +70,99 @@ class Manager:
         nodes = self.replica.state.nodes
         silent = {n: ages[rec["raftAddr"]] for n, rec in nodes.items()
                   if n != self.cfg.node_id and rec.get("role") != "observer" and rec["raftAddr"] in ages}
+        self._track_observers()
         return silent | self._observer_ages()
 
+    def alive_interval_s(self) -> float:
+        """How often an observer tells the leader it is alive: a few times within node_lost_after_s."""
+        return min(self.cfg.alive_interval_s, self.cfg.node_lost_after_s / 4)
+
     def _observer_ages(self) -> dict[str, float]:
+        if not self._leading:
+            return {}
         now = time.monotonic()
-        return {n: now - t for n, t in self._observer_ok.items()}
+        return {n: now - t for n, t in self._heard.items()}
+
+    def _track_observers(self) -> None:
+        """Keep one clock per observer on the leader, started when this node took over (or when the observer
+        appeared in the state), and none elsewhere. Cheap: no I/O, one pass over the node records."""
+        if not self.replica.is_leader():
+            self._leading = False
+            self._heard.clear()
+            return
+        if not self._leading:            # took over: every observer's clock starts now
+            self._heard.clear()
+            self._leading = True
+        now = time.monotonic()
+        with self.replica.lock:
+            observers = {n for n, rec in self.replica.state.nodes.items()
+                         if rec.get("role") == "observer" and rec.get("status") != NODE_LEFT_STATUS
+                         and n != self.cfg.node_id}
+        for n in [n for n in self._heard if n not in observers]:
+            del self._heard[n]
+        for n in observers:
+            self._heard.setdefault(n, now)
+
+    def observer_alive(self, node: str) -> None:
+        """On the leader: observer `node` says it is alive (a signed /internal/alive); this is what feeds its
+        silent_s. Unavailable on a node that does not lead (the observer asks the leader it knows again);
+        NotFound for a node that is no observer of the state (yet: it has not registered)."""
+        if not self.replica.is_leader():
+            raise Unavailable("this node is not the leader; ask the leader", retry_after_s=self.alive_interval_s())
+        if not self._leading or node not in self._heard:   # just took over, or the node registered since
+            self._track_observers()
+        if node not in self._heard:
+            raise NotFound(f"{node!r} is not an observer of this cluster")
+        self._heard[node] = time.monotonic()
 
     async def _watch_observers(self) -> None:
-        """On the leader: poll every observer's /health (they are not Raft peers, so Raft cannot tell)."""
-        timeout = aiohttp.ClientTimeout(total=max(0.5, self.cfg.node_lost_after_s / 3))
-        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            while True:
-                if not self.replica.is_leader():
-                    self._observer_ok.clear()
-                else:
-                    with self.replica.lock:
-                        observers = {n: rec["httpUrl"] for n, rec in self.replica.state.nodes.items()
-                                     if rec.get("role") == "observer" and rec.get("status") != NODE_LEFT_STATUS}
-                    for n in list(self._observer_ok):
-                        if n not in observers:
-                            del self._observer_ok[n]
-                    await asyncio.gather(*(self._poll_observer(session, n, url) for n, url in observers.items()))
-                await asyncio.sleep(self.cfg.observer_poll_s)
+        """On the leader: start the observers' clocks (at takeover, or when one registers) and drop those of
+        observers that left, even while none of them says anything."""
+        while True:
+            self._track_observers()
+            await asyncio.sleep(self.alive_interval_s() / 2)
 
-    async def _poll_observer(self, session: aiohttp.ClientSession, node: str, url: str) -> None:
-        self._observer_ok.setdefault(node, time.monotonic())  # the clock starts when this leader first looks
-        try:
-            async with session.get(f"{url}/health") as resp:
-                if resp.status == 200:
-                    self._observer_ok[node] = time.monotonic()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            pass
+    async def say_alive(self) -> None:
+        """On an observer: tell the leader every alive_interval_s that this node is alive (observers are not
+        Raft peers, so Raft cannot tell it). The leader is the one this node's replica knows; a request that
+        finds no leader (a leader change) is retried shortly after, asking the replica again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            pause_s = self.alive_interval_s()
+            if self._peers is not None and self._observing():
+                url = self._leader_url()
+                try:
+                    if url is None:
+                        raise Unavailable("no leader known yet")
+                    _, code = await self._peers.post(url, "/internal/alive", {"node": self.cfg.node_id},
+                                                     timeout_s=max(pause_s, self.cfg.node_lost_after_s / 3))
+                    if code == 503:          # it does not lead (any more): ask the replica again soon
+                        pause_s = self.cfg.retry_first_s
+                    elif code != 200:
+                        log.debug("the leader at %s answered /internal/alive with HTTP %s", url, code)
+                except (*PEER_ERRORS, Unavailable) as exc:
+                    log.debug("could not tell the leader (%s) this node is alive: %r", url, exc)
+                    pause_s = self.cfg.retry_first_s
+            await asyncio.sleep(max(0.0, started + pause_s - loop.time()))
+
+    def _observing(self) -> bool:
+        """Does the leader count on this node's word that it is alive: an observer, or a node promoted that has
+        yet to register again as a voter (until then the leader still keeps its observer clock)."""
+        if self.replica.observer:
+            return True
+        if self.replica.is_leader():
+            return False
+        with self.replica.lock:
+            return self.replica.state.nodes.get(self.cfg.node_id, {}).get("role") == "observer"
+
+    def _leader_url(self) -> str | None:
+        leader = self.replica.leader_addr()
+        if leader is None:
+            return None
+        with self.replica.lock:
+            return next((rec.get("httpUrl") for rec in self.replica.state.nodes.values()
+                         if rec.get("raftAddr") == leader), None)
 
     async def _promote_if_needed(self) -> None:
         """Keep max_voters voters: drop a lost voter from Raft and promote an observer in its place."""
@@ -155,7 +225,8 @@ class Manager:
             log.warning("removing %s from the Raft cluster timed out; will retry", raft_addr)
 
     async def run(self) -> None:
-        helpers = [asyncio.create_task(self._watch_observers(), name="observers")]
+        helpers = [asyncio.create_task(self._watch_observers(), name="observers"),
+                   asyncio.create_task(self.say_alive(), name="alive")]
         if self.autoscaler is not None:
             helpers.append(asyncio.create_task(self.autoscaler.run(), name="autoscaler"))
         try:

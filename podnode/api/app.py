@@ -210,6 +210,14 @@ def build_app(node: NodeApi) -> web.Application:
         await node.caught_up()
         return _json({"node": node.cfg.node_id})
 
+    async def alive(request: web.Request) -> web.Response:
+        """An observer tells the leader it is alive (observers are not Raft peers): what keeps it from being
+        declared lost. One signature check and one clock update; nothing is committed."""
+        await check_peer(request)
+        params = await request_params(request)
+        node.observer_alive(params.get("node", ""))
+        return _json({"ok": True})
+
     async def prove(request: web.Request) -> web.Response:
         """A node about to join (found this one over zeroconf) checks it knows the cluster secret: the answer is
         an HMAC of its challenge, this node's id and URL; the secret itself is never sent, and nothing changes."""
@@ -231,5 +239,6 @@ def build_app(node: NodeApi) -> web.Application:
     app.router.add_post("/internal/sync", sync)
     app.router.add_post("/internal/join", join)
     app.router.add_post("/internal/promote", promote)
+    app.router.add_post("/internal/alive", alive)
     app.router.add_post("/internal/prove", prove)
     return app

@@ -60,6 +60,10 @@ class NodeApi(Protocol):
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         """Output so far of an execution running on this node; None if it does not run here."""
 
+    def observer_alive(self, node: str) -> None:
+        """On the leader: observer `node` says it is alive (Unavailable if this node does not lead, NotFound if
+        the node is no observer)."""
+
     def is_observer(self) -> bool: ...
 
     def members(self) -> list[str]:

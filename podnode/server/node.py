@@ -75,8 +75,9 @@ class PodNode:
             destroy_lost_after_s=cfg.destroy_lost_after_s, backoff_first_s=cfg.launch_backoff_first_s,
             backoff_max_s=cfg.launch_backoff_max_s, drain_deadline_s=cfg.scale_in_drain_deadline_s,
             provider_timeout_s=cfg.provider_timeout_s)
-        self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler)
         self._peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s, ssl_context=peer_context(cfg))
+        self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler,
+                               peers=self._peers)
         self.reads = Reads(node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, changes=self.changes,
                            peers=self._peers, local_output=self.agent.output_of,
                            execution_arrival_s=cfg.execution_arrival_s)
@@ -193,6 +194,9 @@ class PodNode:
     # ---- the internal routes ------------------------------------------------------------------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         return self.agent.output_of(exec_id)
+
+    def observer_alive(self, node: str) -> None:
+        self.manager.observer_alive(node)
 
     def is_observer(self) -> bool:
         return self.replica.observer
