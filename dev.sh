@@ -48,6 +48,10 @@ case "$cmd" in
     ensure_venv ""
     exec "$VENV/bin/python" -m podnode.bench.scaling "$@"
     ;;
+  bench-depth)
+    ensure_venv ""
+    exec "$VENV/bin/python" -m podnode.bench.depth "$@"
+    ;;
   *)
     ensure_venv ""
     exec "$VENV/bin/pod" "$cmd" "$@"

@@ -127,7 +127,7 @@ class ExecutionTable:
         execution = {
             "id": exec_id,
             "activityId": activity["id"],
-            "activityName": name,
+            "activityName": activity.get("name", name),   # the activity's own string: one object for all
             "stdin": cmd.input or "",
             "status": WAITING,
             "submitTime": now,
