@@ -52,6 +52,10 @@ case "$cmd" in
     ensure_venv ""
     exec "$VENV/bin/python" -m podnode.bench.nodes "$@"
     ;;
+  bench-depth)
+    ensure_venv ""
+    exec "$VENV/bin/python" -m podnode.bench.depth "$@"
+    ;;
   *)
     ensure_venv ""
     exec "$VENV/bin/pod" "$cmd" "$@"

@@ -16,13 +16,16 @@ preferred one (the leader: it learns of commits first), then the first by name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from .raft.lifecycle import APPROVED, IN_PROGRESS, INSTALLED, NODE_UP_STATUS, VERIFYING, WAITING
 
 Records = Mapping[Any, dict[str, Any]]                      # id -> record (nodes, activities, executions)
 Installations = Mapping[str, Mapping[str, dict[str, Any]]]   # activity name -> node -> installation
+Queues = Mapping[str, Sequence[int]]   # activity name -> ids of its waiting executions, increasing (first in first out)
 
 
 def takes_work(record: dict[str, Any]) -> bool:
@@ -65,14 +68,37 @@ def is_installed(installations: Installations, activity: str, node: str) -> bool
     return installations.get(activity, {}).get(node, {}).get("status") == INSTALLED
 
 
-def is_queued(executions: Records, *, besides: Any = None) -> bool:
-    """Whether an execution (other than `besides`) is waiting: a new one must not start ahead of it."""
-    return any(e["status"] == WAITING for i, e in executions.items() if i != besides)
-
-
 def waiting_in_order(executions: Records) -> list[int]:
-    """Ids of the waiting executions, first in first out."""
+    """Ids of the waiting executions, first in first out (a scan: the state keeps the queues, see `queues`)."""
     return sorted(i for i, e in executions.items() if e["status"] == WAITING)
+
+
+def queues(executions: Records) -> dict[str, list[int]]:
+    """The queues recomputed from the records by a scan (the state machine keeps them in its index)."""
+    out: dict[str, list[int]] = {}
+    for exec_id in waiting_in_order(executions):
+        out.setdefault(executions[exec_id]["activityName"], []).append(exec_id)
+    return out
+
+
+def oldest_first(queues: Queues, runnable: Callable[[str], bool]) -> Iterator[tuple[int, str]]:
+    """(id, activity) of waiting executions, first in first out across the activities' queues, skipping the
+    activities that are not `runnable` (asked again before each one: the caller uses up free slots as it goes).
+    An activity found not runnable is dropped for the rest of the walk, so its queue is never walked: the cost
+    is O((taken + activities) log activities), whatever the queues' lengths."""
+    heap = [(ids[0], name, 0) for name, ids in queues.items() if len(ids)]
+    heapq.heapify(heap)
+    while heap:
+        exec_id, name, pos = heap[0]
+        if not runnable(name):
+            heapq.heappop(heap)
+            continue
+        yield exec_id, name
+        ids = queues[name]
+        if pos + 1 < len(ids):
+            heapq.heapreplace(heap, (ids[pos + 1], name, pos + 1))
+        else:
+            heapq.heappop(heap)
 
 
 # ---- the state machine's checks: why a proposed placement is refused, None when it is allowed ----------
@@ -136,19 +162,23 @@ def plan_installs(*, activities: Records, installations: Installations, nodes: R
     return assignments
 
 
-def plan_placements(*, executions: Records, installations: Installations, nodes: Records, live: list[str],
+def plan_placements(*, queues: Queues, installations: Installations, nodes: Records, live: list[str],
                     busy: Mapping[str, int], prefer: str | None) -> list[list[Any]]:
     """[execution id, node] pairs: waiting executions first in first out, each on the best live node with a
     free slot and a finished install; one whose activity is installed on no such node keeps waiting without
-    holding back those behind it."""
+    holding back those behind it. O((free slots + activities) log activities), not O(queue)."""
     free = free_slots(nodes, live, busy)
     placements: list[list[Any]] = []
     if not free:
         return placements
-    for exec_id in waiting_in_order(executions):
-        node = best_node(installations, executions[exec_id]["activityName"], free, prefer)
-        if node is None:
-            continue
+    choice: dict[str, str | None] = {}
+
+    def runnable(activity: str) -> bool:
+        choice[activity] = best_node(installations, activity, free, prefer)
+        return choice[activity] is not None
+
+    for exec_id, activity in oldest_first(queues, runnable):
+        node = choice[activity]
         placements.append([exec_id, node])
         free[node] -= 1
         if free[node] == 0:
@@ -158,26 +188,24 @@ def plan_placements(*, executions: Records, installations: Installations, nodes:
     return placements
 
 
-def place_new(activity: str, *, executions: Records, installations: Installations, nodes: Records,
-              live: list[str], prefer: str | None) -> str | None:
-    """The node a new execution of `activity` should start on at once, or None when it must queue."""
-    if is_queued(executions):
+def place_new(activity: str, *, queued: int, installations: Installations, nodes: Records,
+              live: list[str], busy: Mapping[str, int], prefer: str | None) -> str | None:
+    """The node a new execution of `activity` should start on at once, or None when it must queue (queued:
+    how many executions wait)."""
+    if queued:
         return None  # first in, first out: the queue goes first
-    return best_node(installations, activity, free_slots(nodes, live, busy_slots(nodes, executions)), prefer)
+    return best_node(installations, activity, free_slots(nodes, live, busy), prefer)
 
 
-def pull(node: str, *, executions: Records, installations: Installations, nodes: Records,
+def pull(node: str, *, queues: Queues, installations: Installations, nodes: Records,
          busy: Mapping[str, int]) -> list[int]:
     """The waiting executions `node` should start in the slots it just freed: the oldest it can run, first in
-    first out, as many as it has free slots (none if it does not take work)."""
+    first out, as many as it has free slots (none if it does not take work). O(room log activities)."""
     record = nodes.get(node)
     if record is None or not takes_work(record):
         return []
     room = record["slots"] - busy[node]
-    chosen: list[int] = []
-    for exec_id in waiting_in_order(executions):
-        if len(chosen) >= room:
-            break
-        if is_installed(installations, executions[exec_id]["activityName"], node):
-            chosen.append(exec_id)
-    return chosen
+    if room <= 0:
+        return []
+    mine = {name: ids for name, ids in queues.items() if is_installed(installations, name, node)}
+    return [exec_id for exec_id, _ in islice(oldest_first(mine, lambda name: True), room)]

@@ -18,7 +18,6 @@ from .raft.lifecycle import (
     NODE_LOST_STATUS,
     NODE_TRANSITIONS,
     NODE_UP_STATUS,
-    TERMINAL,
     can_move,
 )
 from .raft.state import State
@@ -30,6 +29,7 @@ class Retention:
     result_ttl_s: float = 24 * 3600.0       # a finished result nobody read is dropped after this long
     request_id_ttl_s: float = 24 * 3600.0   # how long a newExecution requestId is remembered
     expiry_interval_s: float = 5.0          # the leader looks for expired records this often
+    expire_batch: int = 5000                # at most this many results expire per command (the rest next time)
     departed_grace_s: float = 2.0           # a static node that left goes out of Raft when it disconnects, or
                                             # this long after it left (it must learn it left first); below the
                                             # leader's fallback time, so a 2-voter cluster keeps its leader
@@ -46,7 +46,7 @@ def plan(state: State, now: float, *, live_nodes: Iterable[str], prefer: str | N
                                        nodes=state.nodes, live=live, busy=busy, prefer=prefer)
     if installs:
         cmds.append(C.InstallAssign(assignments=installs, now=now))
-    placements = placement.plan_placements(executions=state.executions, installations=state.installations,
+    placements = placement.plan_placements(queues=state.execution_table.queues(), installations=state.installations,
                                            nodes=state.nodes, live=live, busy=busy, prefer=prefer)
     if placements:
         cmds.append(C.ExecPlace(placements=placements, now=now))
@@ -155,17 +155,21 @@ def plan_departed(state: State, now: float, *, members: Collection[str], connect
 def place_new(state: State, activity: str, *, live_nodes: Iterable[str], prefer: str | None = None) -> str | None:
     """Where a new execution should start at once, proposed with newExecution itself so that an idle
     cluster needs no separate placement entry; None when it must queue (the state re-checks either way)."""
-    return placement.place_new(activity, executions=state.executions, installations=state.installations,
-                               nodes=state.nodes, live=up_nodes(state, live_nodes), prefer=prefer)
+    table = state.execution_table
+    return placement.place_new(activity, queued=table.waiting, installations=state.installations,
+                               nodes=state.nodes, live=up_nodes(state, live_nodes),
+                               busy=table.busy_slots() if not table.waiting else {}, prefer=prefer)
 
 
 def plan_expiry(state: State, now: float, retention: Retention) -> C.ExecExpire | None:
-    """Drop results nobody read within the time-to-live, and forget old request ids."""
+    """Drop results nobody read within the time-to-live (the oldest, at most retention.expire_batch per
+    command), and forget old request ids. Reads the index of unread results by age and the oldest request id:
+    O(batch), whatever the number of executions."""
     horizon = now - retention.result_ttl_s
-    ids = [i for i, e in state.executions.items()
-           if e["status"] in TERMINAL and (e["finishTime"] or now) < horizon and not e.get("outputPending")]
+    ids = state.execution_table.index.oldest_ready(horizon, retention.expire_batch)
     rid_horizon = now - retention.request_id_ttl_s
-    old_rids = any(t < rid_horizon for _, t in state.request_ids.values())
+    oldest_rid = next(iter(state.request_ids.values()), None)
+    old_rids = oldest_rid is not None and oldest_rid[1] < rid_horizon
     if not ids and not old_rids:
         return None
     return C.ExecExpire(ids=ids, requestIdsBefore=rid_horizon if old_rids else None, now=now)

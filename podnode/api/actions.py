@@ -109,14 +109,28 @@ async def terminate_execution(node: NodeApi, p: Params) -> dict[str, Any]:
 
 
 async def get_all_executions(node: NodeApi, p: Params) -> dict[str, Any]:
+    """A page of executions by increasing id (limit, cursor; filters status and activity), without output, and
+    the counts per status (of the activity when filtered). O(limit) per page, read from the state's index.
+    The first page of an unfiltered call is the old answer (`executions`), for the clients that predate pages."""
+    limit, after = P.page_limit(p), P.page_cursor(p)
+    status, activity = P.execution_status(p), P.activity_filter(p)
     await node.caught_up()  # the list reflects every write made before, through any node
-    records = node.read(lambda s: [s.execution(i) for i in sorted(s.executions)])
-    listed = []
-    for record in records:  # without output: read an execution for that
-        view = views.execution(record)
+    page = node.read(lambda s: execution_page(s, activity=activity, status=status, after=after, limit=limit))
+    for view in page["executions"]:   # without output: read an execution for that
         del view["stdout"], view["stderr"]
-        listed.append(view)
-    return {"executions": listed}
+    return page
+
+
+def execution_page(state: Any, *, activity: str | None, status: str | None, after: int, limit: int) -> dict[str, Any]:
+    """One page (views with output) from the state: ids above `after`, at most `limit`; nextCursor when more
+    follow, else None; counts per status."""
+    table = state.execution_table
+    ids = table.page(activity, status, after, limit + 1)
+    more = len(ids) > limit
+    ids = ids[:limit]
+    return {"executions": [views.execution(state.execution(i)) for i in ids],
+            "nextCursor": P.cursor_of(ids[-1]) if more else None,
+            "counts": table.counts(activity)}
 
 
 ACTIONS: dict[str, Action] = {

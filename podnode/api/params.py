@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from ..config import NAME_PATTERN
 from ..errors import BadRequest, TooLarge
 from ..raft.activities import LIMIT_CAPS
+from ..raft.executions import EXECUTION_STATUSES
 
 _NAME = re.compile(NAME_PATTERN)
 MAX_URL_CHARS = 2048
@@ -105,3 +106,49 @@ def max_attempts(params: Mapping[str, str]) -> int | None:
     if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 100:
         raise BadRequest(f"Invalid maxAttempts {raw!r}: a whole number from 1 to 100")
     return int(raw)
+
+
+# ---- getAllExecutions' pages ----------------------------------------------------------------------------
+PAGE_DEFAULT = 1000
+PAGE_MAX = 10_000
+_CURSOR = re.compile(r"i([0-9]{1,18})")   # opaque to clients: the last id of the page before
+
+
+def page_limit(params: Mapping[str, str]) -> int:
+    raw = (params.get("limit") or "").strip()
+    if raw == "":
+        return PAGE_DEFAULT
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= PAGE_MAX:
+        raise BadRequest(f"Invalid limit {raw!r}: a whole number from 1 to {PAGE_MAX}")
+    return int(raw)
+
+
+def cursor_of(last_id: int) -> str:
+    return f"i{last_id}"
+
+
+def page_cursor(params: Mapping[str, str]) -> int:
+    """The id after which the page starts (0: the first page)."""
+    raw = (params.get("cursor") or "").strip()
+    if raw == "":
+        return 0
+    match = _CURSOR.fullmatch(raw)
+    if match is None:
+        raise BadRequest(f"Invalid cursor {raw!r}: pass the nextCursor of the page before, as it came")
+    return int(match.group(1))
+
+
+def execution_status(params: Mapping[str, str]) -> str | None:
+    raw = params.get("status")
+    if raw is None or raw == "":
+        return None
+    if raw not in EXECUTION_STATUSES:
+        raise BadRequest(f"Invalid status {raw!r}: one of " + ", ".join(repr(s) for s in EXECUTION_STATUSES))
+    return raw
+
+
+def activity_filter(params: Mapping[str, str]) -> str | None:
+    """An optional activity name (getAllExecutions' filter)."""
+    if (params.get("activity") or "") == "":
+        return None
+    return name(params, "activity", "activity")

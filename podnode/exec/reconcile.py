@@ -38,12 +38,16 @@ def reconcile(state: State, node: str, *, running: dict[int, int], done: set[tup
     report is on its way, so they are not started again. incarnation: this run of the node; an attempt
     placed on an earlier run (before a crash or restart) is not started again but reported lost, so that
     it is retried under the activity's maxAttempts like any other lost attempt.
+
+    Reads only this node's executions (the state's index of slots by node), never all of them: its cost is
+    O(slots + running + activities), however long the queue.
     """
     out = Instructions()
     for exec_id, attempt in running.items():
         if not wanted_here(state.executions.get(exec_id), node, attempt):
             out.stop.append(exec_id)
-    for exec_id, record in state.executions.items():
+    for exec_id in sorted(state.execution_table.on_node(node)):
+        record = state.executions[exec_id]
         if (record["status"] == IN_PROGRESS and record["workerId"] == node and exec_id not in running
                 and (exec_id, record["attempt"]) not in done):
             if record.get("workerIncarnation", "") == incarnation:

@@ -5,12 +5,12 @@ every placement is checked with the placement rules (podnode/placement.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from .. import placement
 from . import commands as C
 from .activities import ActivityTable
+from .execution_index import ExecutionIndex
 from .lifecycle import (
     APPROVED,
     ERROR,
@@ -26,6 +26,8 @@ from .lifecycle import (
 from .membership import NodeTable
 from .quotas import output_bytes, unread_full, waiting_full
 from .results import Result, maps_with_hashable_ids, pairs, refuse
+
+EXECUTION_STATUSES = tuple(EXECUTION_TRANSITIONS)   # the five status words, in lifecycle order
 
 
 def _reports(wire: Any) -> list[C.Report]:
@@ -55,12 +57,15 @@ class ExecutionTable:
         self.unread_bytes = 0   # output bytes of ended executions not yet read (forgotten) or expired
         # Executions changed since the owner last took this set (not replicated state: a wake-up hint).
         self.touched: set[int] = set()
+        # Queues, slots by node, unread results by age, ids by activity and status: derived, rebuilt on load.
+        self.index = ExecutionIndex()
 
     def load(self, data: dict[str, Any]) -> None:
         self.executions = data.get("executions", {})
         self.request_ids = data.get("request_ids", {})
         self.next_execution_id = data.get("next_execution_id", 1)
         self.waiting, self.unread_bytes = self.count()
+        self.index.rebuild(self.executions.values())
 
     def count(self) -> tuple[int, int]:
         """The quota counters recomputed from the records (at load; the tests compare them with the kept ones)."""
@@ -70,7 +75,29 @@ class ExecutionTable:
 
     def busy_slots(self) -> dict[str, int]:
         """Slots taken on each node: running executions, and terminated ones still being stopped."""
-        return placement.busy_slots(self._nodes.nodes, self.executions)
+        on_node = self.index.on_node
+        return {node: len(on_node.get(node, ())) for node in self._nodes.nodes}
+
+    def on_node(self, node: Any) -> list[int]:
+        """Ids of the executions holding a slot on the node (running there, or terminated and being stopped)."""
+        return list(self.index.on_node.get(node, ()))
+
+    def queues(self) -> dict[str, Any]:
+        """activity -> ids of its waiting executions, first in first out (sorted lists; non-empty only)."""
+        return self.index.queues()
+
+    def ended_ids(self, activity: str | None, limit: int) -> list[int]:
+        """Ids of ended executions whose result is ready and not yet read (of the activity, or of all), oldest
+        first (by finish time, then id), at most `limit`: O(limit)."""
+        return self.index.ended(activity, limit)
+
+    def counts(self, activity: str | None = None) -> dict[str, int]:
+        """Executions per status (of the activity, or of all), from the index: O(statuses)."""
+        return {status: self.index.count(activity, status) for status in EXECUTION_STATUSES}
+
+    def page(self, activity: str | None, status: str | None, after: int, limit: int) -> list[int]:
+        """Up to `limit` ids above `after`, increasing, of the activity and status given (None: any)."""
+        return self.index.page(activity, status, after, limit)
 
     # ---- apply cases ----------------------------------------------------------------------------
     def exec_new(self, cmd: C.ExecNew) -> Result:
@@ -100,7 +127,7 @@ class ExecutionTable:
         execution = {
             "id": exec_id,
             "activityId": activity["id"],
-            "activityName": name,
+            "activityName": activity.get("name", name),   # the activity's own string: one object for all
             "stdin": cmd.input or "",
             "status": WAITING,
             "submitTime": now,
@@ -116,6 +143,7 @@ class ExecutionTable:
             execution["requestId"] = request_id
             self.request_ids[request_id] = [exec_id, now]
         self.executions[exec_id] = execution
+        self.index.add(execution)
         self.waiting += 1
         node = cmd.node
         if node is not None and self.waiting == 1:  # none queued before it (placement.is_queued, counted)
@@ -153,7 +181,7 @@ class ExecutionTable:
             elif not execution.get("outputPending"):
                 ignored.append(report.id)
                 continue
-            execution.pop("outputPending", None)
+            self._set_pending(execution, False)
             self._set_output(
                 execution,
                 exitCode=report.exitCode,
@@ -178,7 +206,7 @@ class ExecutionTable:
                 continue
             if execution["status"] == IN_PROGRESS:
                 self._lose_attempt(execution, now, reason)
-            elif execution.pop("outputPending", None):
+            elif self._set_pending(execution, False):
                 self._output_lost(execution, reason)
             else:
                 continue
@@ -209,7 +237,7 @@ class ExecutionTable:
         for exec_id in ids:  # check them all before the first changes anything
             hash(exec_id)
         horizon = cmd.requestIdsBefore
-        old_rids = [] if horizon is None else [rid for rid, (_, t) in self.request_ids.items() if t < horizon]
+        old_rids = [] if horizon is None else self._old_request_ids(horizon)
         for exec_id in ids:
             execution = self.executions.get(exec_id)
             if execution is not None and execution["status"] in TERMINAL:
@@ -225,13 +253,12 @@ class ExecutionTable:
         maxAttempts), and the output of the terminated ones it was stopping will never come. The ids of the
         executions that were running there."""
         moved = []
-        for execution in self.executions.values():
-            if execution["workerId"] != node:
-                continue
+        for exec_id in sorted(self.index.on_node.get(node, ())):   # the slots it held
+            execution = self.executions[exec_id]
             if execution["status"] == IN_PROGRESS:
                 self._lose_attempt(execution, now, reason)
-                moved.append(execution["id"])
-            elif execution.pop("outputPending", None):
+                moved.append(exec_id)
+            elif self._set_pending(execution, False):
                 self._output_lost(execution, reason)
         return moved
 
@@ -246,8 +273,22 @@ class ExecutionTable:
             self._end(execution, ERROR, now, reason)
 
     # ---- transitions ----------------------------------------------------------------------------
-    def _unended(self, activity: str) -> Iterator[dict[str, Any]]:
-        return (e for e in self.executions.values() if e["activityName"] == activity and e["status"] not in TERMINAL)
+    def _unended(self, activity: str) -> list[dict[str, Any]]:
+        """The activity's executions that have not ended (waiting or running), by id."""
+        ids = sorted([*self.index.page(activity, WAITING, 0, self.index.count(activity, WAITING)),
+                      *self.index.page(activity, IN_PROGRESS, 0, self.index.count(activity, IN_PROGRESS))])
+        return [self.executions[i] for i in ids]
+
+    def _old_request_ids(self, horizon: Any) -> list[str]:
+        """Request ids remembered since before `horizon`, from the oldest (they are kept in the order they came,
+        which is the order of their times up to the proposers' clock differences: one a little out of order
+        is dropped with the next expiry)."""
+        old = []
+        for rid, (_, t) in self.request_ids.items():
+            if not t < horizon:
+                break
+            old.append(rid)
+        return old
 
     def _current_attempt(self, report: C.Report) -> dict[str, Any] | None:
         """The execution a node's report is about, if the report is from its current attempt on that node
@@ -262,7 +303,9 @@ class ExecutionTable:
         self.touched.add(execution["id"])
         if not can_move(EXECUTION_TRANSITIONS, execution["status"], status):
             raise ValueError(f"execution {execution['id']}: {execution['status']} -> {status} not allowed")
+        self.index.remove(execution)
         before, execution["status"] = execution["status"], status
+        self.index.add(execution)
         self.waiting += (status == WAITING) - (before == WAITING)
         if (status in TERMINAL) != (before in TERMINAL):
             self.unread_bytes += output_bytes(execution) if status in TERMINAL else -output_bytes(execution)
@@ -277,12 +320,30 @@ class ExecutionTable:
     def _delete(self, execution: dict) -> None:
         """An ended execution's record goes: its result was read, or it expired."""
         del self.executions[execution["id"]]
+        self.index.remove(execution)
         self.unread_bytes -= output_bytes(execution)
         self.touched.add(execution["id"])
 
+    def _set_pending(self, execution: dict, pending: bool) -> bool:
+        """Mark a terminated execution's output as still coming from its node (it holds the slot meanwhile), or
+        no longer; whether it was."""
+        was = bool(execution.get("outputPending"))
+        self.index.remove(execution)
+        if pending:
+            execution["outputPending"] = True
+        else:
+            execution.pop("outputPending", None)
+        self.index.add(execution)
+        return was
+
     def _end(self, execution: dict, status: str, now: float, reason: str | None = None) -> None:
-        self._set_status(execution, status)
-        execution["finishTime"] = now
+        finished_before = execution["finishTime"]
+        execution["finishTime"] = now   # first: the index orders ended executions by it
+        try:
+            self._set_status(execution, status)
+        except ValueError:
+            execution["finishTime"] = finished_before
+            raise
         if reason:
             execution["errorDescription"] = reason
 
@@ -290,7 +351,7 @@ class ExecutionTable:
         was_running = execution["status"] == IN_PROGRESS
         self._end(execution, TERMINATED, now, reason)
         if was_running:
-            execution["outputPending"] = True
+            self._set_pending(execution, True)
 
     def _lose_attempt(self, execution: dict, now: float, reason: str) -> None:
         """An attempt died with its node: queue the execution again, or give up after maxAttempts."""
@@ -318,9 +379,14 @@ class ExecutionTable:
 
     def _start(self, execution: dict, node: Any, busy: dict[str, int], now: float) -> None:
         """A new attempt of the execution on the node, which the placement rules allowed."""
-        self._set_status(execution, IN_PROGRESS)
-        execution.update(workerId=node, attempt=execution["attempt"] + 1, startTime=now,
-                         workerIncarnation=self._nodes.nodes[node].get("incarnation", ""))
+        incarnation = self._nodes.nodes[node].get("incarnation", "")
+        worker_before, execution["workerId"] = execution["workerId"], node   # first: the index reads it
+        try:
+            self._set_status(execution, IN_PROGRESS)
+        except ValueError:
+            execution["workerId"] = worker_before
+            raise
+        execution.update(attempt=execution["attempt"] + 1, startTime=now, workerIncarnation=incarnation)
         self._nodes.note_work(node, now)
         busy[node] += 1
 
@@ -328,7 +394,7 @@ class ExecutionTable:
         """The reporting node refills the slots it just freed with the oldest waiting executions it can run
         (placement.pull), so a busy queue drains without a placement entry per slot."""
         busy = self.busy_slots()
-        chosen = placement.pull(node, executions=self.executions, installations=self._activities.installations,
+        chosen = placement.pull(node, queues=self.index.queues(), installations=self._activities.installations,
                                 nodes=self._nodes.nodes, busy=busy)
         for exec_id in chosen:
             self._start(self.executions[exec_id], node, busy, now)
@@ -339,10 +405,3 @@ class ExecutionTable:
         self._activities.note_runtime(execution["activityName"], execution["startTime"], now)
         self._nodes.note_work(execution["workerId"], now)
 
-    def ended_ids(self, activity: str | None, limit: int) -> list[int]:
-        """The ids of up to `limit` ended executions (of `activity`, or of any), oldest first."""
-        # placeholder: helper-d's index replaces it
-        ended = [e for e in self.executions.values()
-                 if e["status"] in TERMINAL and (activity is None or e["activityName"] == activity)]
-        ended.sort(key=lambda e: (e.get("finishTime") or 0.0, e["id"]))
-        return [e["id"] for e in ended[:max(0, limit)]]

@@ -11,12 +11,15 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import SERIALIZER_STATE, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 
@@ -62,6 +65,7 @@ class Replica(SyncObj):
             journalFile=os.path.join(data_dir, "raft.journal"),
             fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
             serializer=self._save_snapshot,
+            serializeChecker=self._snapshot_progress,
             deserializer=self._load_snapshot,
             # AppendEntries go out once per Raft tick, carrying everything new (see _after_tick), instead
             # of pysyncobj's unbatched mode, which sends one message per peer per command and per apply.
@@ -83,6 +87,9 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
         self._sent = (0, 0)  # (last log index, commit index) the leader last sent its peers
+        self._snapshot_child: tuple[int, float, str] | None = None   # (pid, start, file) of the writing child
+        self._snapshot_aborted = False
+        self.snapshot_pauses_s: list[float] = []   # how long each snapshot held the Raft thread (the last 20)
         super().__init__(self_addr, peers, conf)
         try:
             compat.check(self)
@@ -120,6 +127,7 @@ class Replica(SyncObj):
 
     def destroy_synchronous(self) -> None:
         super().destroy_synchronous()
+        self._abort_snapshot()   # a snapshot half written is never put in place
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -141,22 +149,83 @@ class Replica(SyncObj):
         return result
 
     # ---- snapshots (called from the Raft thread) --------------------------------------------------
-    def _save_snapshot(self, filename: str, raft_data: tuple) -> None:
+    # Packing 100,000 executions takes a quarter of a second and more, and pysyncobj calls the serializer on
+    # its Raft thread, which applies the entries: packing there (or in a thread of ours: msgpack holds the GIL
+    # for a whole packb) would stop the cluster that long. So the Raft thread only forks: the child has a
+    # copy-on-write image of the state as of the last applied entry (only the Raft thread changes the state,
+    # and it is busy forking), packs it, writes FILE.fork.tmp and fsyncs it, while the parent goes on applying;
+    # once the child has exited, the Raft thread renames it over FILE (every rename of FILE happens on the Raft
+    # thread: one received from the leader cannot be overwritten by an older one). The pause is the fork
+    # (copying page tables: milliseconds per 100 MB).
+    #
+    # pysyncobj's async serializer protocol (serializeChecker): it calls the serializer with its own temporary
+    # name and then renames that to FILE at once; we never create it, so that rename fails (pysyncobj catches
+    # the error) and can never put a half-written file in FILE's place. Whether the snapshot is done is
+    # then only what _snapshot_progress says: SERIALIZING until the child exits, then SUCCESS (pysyncobj drops
+    # the log entries it covers) or FAILED (it tries again later).
+    def _save_snapshot(self, tmp_name: str, raft_data: tuple) -> None:
         last, prev, cluster = raft_data
-        with self.lock:
-            packed = msgpack.packb({
-                "version": SNAPSHOT_VERSION,
-                "state": self.state.to_dict(),
-                "last": list(last),
-                "prev": list(prev),
-                "cluster": sorted(node.id for node in cluster if node is not None),
-            }, use_bin_type=True)
-        with open(filename, "wb") as f:
-            f.write(packed)
-            f.flush()
-            os.fsync(f.fileno())
+        filename = tmp_name[:-len(".tmp")] if tmp_name.endswith(".tmp") else tmp_name + ".snapshot"
+        header = {"version": SNAPSHOT_VERSION, "last": list(last), "prev": list(prev),
+                  "cluster": sorted(node.id for node in cluster if node is not None)}
+        start = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # 3.12+: fork with threads; the child only packs
+            pid = os.fork()
+        if pid == 0:   # the child: no locks, no logging (another thread may have held them at the fork)
+            code = 1
+            try:
+                _write_snapshot(filename + ".fork.tmp", {**header, "state": self.state.to_dict()})
+                code = 0
+            finally:
+                os._exit(code)
+        pause = time.monotonic() - start
+        self._snapshot_child = (pid, start, filename)
+        self.snapshot_pauses_s = [*self.snapshot_pauses_s[-19:], pause]
+        log.info("snapshot: the apply thread paused %.1f ms (fork of child %d)", pause * 1000, pid)
+
+    def _snapshot_progress(self) -> int:
+        """pysyncobj's serializeChecker: the state of the snapshot being written by a child, if any."""
+        child = self._snapshot_child
+        if child is None:
+            if self._snapshot_aborted:   # pysyncobj still waits for the one we abandoned
+                self._snapshot_aborted = False
+                return SERIALIZER_STATE.FAILED
+            return SERIALIZER_STATE.NOT_SERIALIZING
+        pid, start, filename = child
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, -1
+        if done == 0:
+            return SERIALIZER_STATE.SERIALIZING
+        self._snapshot_child = None
+        if status == 0:
+            try:
+                os.replace(filename + ".fork.tmp", filename)
+            except OSError as exc:
+                log.warning("snapshot: could not put it in place: %s", exc)
+                return SERIALIZER_STATE.FAILED
+            log.info("snapshot: %d bytes written in %.2f s", os.path.getsize(filename), time.monotonic() - start)
+            return SERIALIZER_STATE.SUCCESS
+        log.warning("snapshot: the child writing it failed (wait status %s); it is tried again later", status)
+        return SERIALIZER_STATE.FAILED
+
+    def _abort_snapshot(self) -> None:
+        """Stop the child writing a snapshot, if any; its file is never put in place."""
+        child, self._snapshot_child = self._snapshot_child, None
+        if child is None:
+            return
+        self._snapshot_aborted = True
+        with contextlib.suppress(OSError):
+            os.kill(child[0], signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(child[0], 0)
+        with contextlib.suppress(OSError):
+            os.unlink(child[2] + ".fork.tmp")
 
     def _load_snapshot(self, filename: str) -> tuple:
+        self._abort_snapshot()   # one received from the leader replaces ours: ours must not overwrite it
         with open(filename, "rb") as f:
             data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
         with self.lock:
@@ -208,6 +277,15 @@ class Replica(SyncObj):
 
     def peer_connected(self, addr: str) -> bool:
         return self.isNodeConnected(_tcp_node(addr))
+
+
+def _write_snapshot(filename: str, data: dict[str, Any]) -> None:
+    """Pack and write a snapshot, fsynced (the Raft thread renames it into place)."""
+    packed = msgpack.packb(data, use_bin_type=True)
+    with open(filename, "wb") as f:
+        f.write(packed)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @functools.lru_cache(maxsize=1024)

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import Unavailable
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
-from ..raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS, WAITING
+from ..raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, NODE_LOST_STATUS, NODE_UP_STATUS
 from ..raft.membership import is_held
 from ..raft.replica import Replica
 from .policy import Decision, NodeView, Situation, decide
@@ -42,7 +42,9 @@ def runtime_estimate_s(state, activity: str, now: float) -> float:
     mean = state.activities.get(activity, {}).get("meanRuntimeS")
     if mean is not None:
         return float(mean)
-    running = [now - e["startTime"] for e in state.executions.values()
+    table = state.execution_table
+    mine = (table.executions[i] for node in list(table.index.on_node) for i in table.on_node(node))  # slots held
+    running = [now - e["startTime"] for e in mine
                if e["activityName"] == activity and e["status"] == IN_PROGRESS and e["startTime"] is not None]
     return max([1.0, *running])
 
@@ -188,8 +190,9 @@ class Autoscaler:
             up.append(NodeView(id=node, slots=rec["slots"], busy=busy.get(node, 0), idle_for_s=idle,
                                is_leader=node == self.node_id, removable=bool(rec.get("removable")),
                                hourly_price=price, voter=rec["raftAddr"] in members))
-        queue = tuple(runtime_estimate_s(state, e["activityName"], now)
-                      for e in state.executions.values() if e["status"] == WAITING)
+        queue: tuple[float, ...] = ()   # one estimate per waiting execution, from the queues' lengths (no scan)
+        for activity, ids in sorted(state.execution_table.queues().items()):
+            queue += (runtime_estimate_s(state, activity, now),) * len(ids)
         return Situation(now_s=now, nodes=tuple(up), launching=len(state.launches), queue_runtime_s=queue,
                          last_action_s=self.last_action_s, idle_readings=dict(self.idle_readings),
                          new_node_price=self.price or 0.0, new_node_slots=self.slots, seed_nodes=seeds,

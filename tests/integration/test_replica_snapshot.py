@@ -101,3 +101,35 @@ def test_snapshot_restores_the_state(tmp_path):
     port = free_port()
     before = _first_run(tmp_path, port, snapshot=True)
     _restart_and_check(tmp_path, port, before)
+
+
+def test_entries_applied_while_the_snapshot_is_written_are_kept(tmp_path):
+    """The snapshot is written by a forked child while the replica goes on applying: what it holds is the state
+    at the fork, the entries after it stay in the journal, and a restart brings back all of it."""
+    import msgpack
+
+    port = free_port()
+    first = _replica(str(tmp_path), port, [])
+    try:
+        wait_until(first.is_leader, timeout_s=15, what="single member elected")
+        _fill(first)
+        for i in range(100):   # something to pack
+            _apply(first, {"t": C.EXEC_NEW, "name": "a", "input": f"x{i}", "now": time.time()})
+        first.forceLogCompaction()
+        wait_until(lambda: first.snapshot_pauses_s, timeout_s=15, what="the snapshot started")
+        for i in range(10):    # applied while the child packs, or after
+            _apply(first, {"t": C.EXEC_NEW, "name": "a", "input": f"late{i}", "now": time.time()})
+        wait_until(lambda: os.path.exists(tmp_path / "raft.snapshot"), timeout_s=15, what="snapshot written")
+        before = _state_data(first)
+    finally:
+        first.destroy_synchronous()
+    with open(tmp_path / "raft.snapshot", "rb") as f:
+        written = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)["state"]
+    assert written["next_execution_id"] - 1 == len(written["executions"])   # one consistent state
+    assert 103 <= len(written["executions"]) <= 113
+    assert not os.path.exists(tmp_path / "raft.snapshot.fork.tmp")
+    again = _replica(str(tmp_path), port, [])
+    try:
+        wait_until(lambda: _state_data(again) == before, timeout_s=15, what="state restored")
+    finally:
+        again.destroy_synchronous()

@@ -77,9 +77,9 @@ def test_the_most_free_slots_win_then_the_preferred_node_then_the_name():
 def test_a_new_execution_never_starts_ahead_of_the_queue():
     nodes, installations = {"n1": node(2)}, {"a": {"n1": INSTALLED}}
     kw = dict(installations=installations, nodes=nodes, live=["n1"], prefer=None)
-    assert placement.place_new("a", executions={}, **kw) == "n1"
-    assert placement.place_new("a", executions={1: execution("b")}, **kw) is None   # even of another activity
-    assert placement.is_queued({1: execution()}, besides=1) is False
+    assert placement.place_new("a", queued=0, busy={"n1": 0}, **kw) == "n1"
+    assert placement.place_new("a", queued=1, busy={"n1": 0}, **kw) is None   # even one of another activity
+    assert placement.place_new("a", queued=0, busy={"n1": 2}, **kw) is None   # no free slot
 
 
 def test_pull_takes_the_oldest_waiting_it_can_run_as_many_as_it_has_free_slots():
@@ -88,10 +88,35 @@ def test_pull_takes_the_oldest_waiting_it_can_run_as_many_as_it_has_free_slots()
     executions = {5: execution(), 2: execution("b"), 3: execution(), 1: execution(status="in progress", worker="n1"),
                   4: execution(), 9: execution()}
     busy = placement.busy_slots(nodes, executions)
-    kw = dict(executions=executions, installations=installations, nodes=nodes, busy=busy)
+    queues = placement.queues(executions)
+    assert queues == {"a": [3, 4, 5, 9], "b": [2]}
+    kw = dict(queues=queues, installations=installations, nodes=nodes, busy=busy)
     assert placement.pull("n1", **kw) == [3, 4]   # 2 slots free; 2 is not installed there
     assert placement.pull("n2", **kw) == []       # draining
     assert placement.pull("n9", **kw) == []
+
+
+def test_the_queues_merge_first_in_first_out_and_an_activity_that_cannot_run_is_dropped():
+    queues = {"a": [1, 4, 5, 9], "b": [2, 3, 10], "c": [], "d": [6]}
+    assert list(placement.oldest_first(queues, lambda name: True)) == [
+        (1, "a"), (2, "b"), (3, "b"), (4, "a"), (5, "a"), (6, "d"), (9, "a"), (10, "b")]
+    asked = []
+
+    def runnable(name):
+        asked.append(name)
+        return name != "a"
+    assert [i for i, _ in placement.oldest_first(queues, runnable)] == [2, 3, 6, 10]
+    assert asked.count("a") == 1   # dropped at once: its queue is never walked
+
+
+def test_plan_placements_fills_the_free_slots_oldest_first_and_skips_what_cannot_run():
+    nodes = {"n1": node(2), "n2": node(1)}
+    installations = {"a": {"n1": INSTALLED}, "b": {"n2": INSTALLED}, "c": {}}
+    queues = {"a": [1, 2, 3], "b": [4, 5], "c": [0]}
+    kw = dict(installations=installations, nodes=nodes, live=["n1", "n2"], prefer=None)
+    assert placement.plan_placements(queues=queues, busy={"n1": 0, "n2": 0}, **kw) == [[1, "n1"], [2, "n1"],
+                                                                                       [4, "n2"]]
+    assert placement.plan_placements(queues=queues, busy={"n1": 2, "n2": 1}, **kw) == []
 
 
 # ---- the scheduler and the state machine agree ------------------------------------------------------

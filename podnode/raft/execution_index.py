@@ -1,0 +1,125 @@
+"""Indexes over the executions, kept by the state machine so that no entry, plan or page costs work in proportion
+to the number of executions (Nomad's memdb indexes, by hand).
+
+Derived data: never in the snapshot, rebuilt once when one is loaded, updated in the few places an execution's
+status, node or pending output changes (ExecutionTable._set_status, _set_pending, exec_new, _delete). Every order
+is a function of the records alone (ids, finish times), never of the history that built it, so a node that
+loaded a snapshot orders exactly like one that applied every entry.
+
+- ids by (activity or None, status or None): sorted lists, for pages and counts; the (activity, waiting) lists
+  are the queues, first in first out (by id, as placement orders);
+- ids holding a slot on each node (running, or terminated and still being stopped);
+- ended executions whose result is ready and unread, by age (finish time, then id), per activity and in all:
+  for expiry and bulk reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from ..placement import holds_slot
+from .lifecycle import TERMINAL, WAITING
+
+Key = tuple[Any, Any]   # (activity name or None, status or None)
+
+
+def result_ready(execution: dict[str, Any]) -> bool:
+    """Ended, with its output recorded (not still coming from a terminated run)."""
+    return execution["status"] in TERMINAL and not execution.get("outputPending")
+
+
+def age(execution: dict[str, Any]) -> tuple[float, int]:
+    """Sort key of an ended execution: its finish time (a malformed one counts as the oldest), then its id."""
+    t = execution.get("finishTime")
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or t != t:
+        t = 0.0
+    return (float(t), execution["id"])
+
+
+class ExecutionIndex:
+    def __init__(self) -> None:
+        self.ids: dict[Key, SortedList] = {}               # (activity|None, status|None) -> ids, increasing
+        self.on_node: dict[Any, dict[int, None]] = {}      # node -> ids holding a slot there
+        self.ready: dict[Any, SortedList] = {}             # activity|None -> (finish time, id) of unread results
+
+    def rebuild(self, executions: Iterable[dict[str, Any]]) -> None:
+        self.__init__()
+        for execution in executions:
+            self.add(execution)
+
+    def add(self, execution: dict[str, Any]) -> None:
+        exec_id, activity, status = execution["id"], execution["activityName"], execution["status"]
+        for key in ((activity, status), (None, status), (activity, None), (None, None)):
+            ids = self.ids.get(key)
+            if ids is None:
+                ids = self.ids[key] = SortedList()
+            ids.add(exec_id)
+        if holds_slot(execution):
+            self.on_node.setdefault(execution["workerId"], {})[exec_id] = None
+        if result_ready(execution):
+            key = age(execution)
+            for name in (activity, None):
+                ready = self.ready.get(name)
+                if ready is None:
+                    ready = self.ready[name] = SortedList()
+                ready.add(key)
+
+    def remove(self, execution: dict[str, Any]) -> None:
+        """Take the execution out, as indexed by its current fields (call before changing them)."""
+        exec_id, activity, status = execution["id"], execution["activityName"], execution["status"]
+        for key in ((activity, status), (None, status), (activity, None), (None, None)):
+            ids = self.ids[key]
+            ids.remove(exec_id)
+            if not ids and key[0] is not None:
+                del self.ids[key]   # an activity's empty lists go: names come and go
+        if holds_slot(execution):
+            mine = self.on_node[execution["workerId"]]
+            del mine[exec_id]
+            if not mine:
+                del self.on_node[execution["workerId"]]
+        if result_ready(execution):
+            key = age(execution)
+            for name in (activity, None):
+                ready = self.ready[name]
+                ready.remove(key)
+                if not ready and name is not None:
+                    del self.ready[name]
+
+    # ---- reads ------------------------------------------------------------------------------------
+    def count(self, activity: str | None, status: str | None) -> int:
+        ids = self.ids.get((activity, status))
+        return len(ids) if ids is not None else 0
+
+    def queues(self) -> dict[str, SortedList]:
+        """activity -> ids of its waiting executions, first in first out (non-empty lists only)."""
+        return {key[0]: ids for key, ids in self.ids.items() if key[0] is not None and key[1] == WAITING and ids}
+
+    def page(self, activity: str | None, status: str | None, after: int, limit: int) -> list[int]:
+        """Up to `limit` ids greater than `after`, increasing: O(log n + limit)."""
+        ids = self.ids.get((activity, status))
+        if ids is None:
+            return []
+        return list(islice(ids.irange(minimum=after, inclusive=(False, True)), limit))
+
+    def ended(self, activity: str | None, limit: int) -> list[int]:
+        """Ids of unread results (of the activity, or of all), oldest first: O(limit)."""
+        ready = self.ready.get(activity)
+        if ready is None or limit <= 0:
+            return []
+        return [exec_id for _, exec_id in islice(ready, limit)]
+
+    def oldest_ready(self, before: float, limit: int) -> list[int]:
+        """Ids of unread results that finished before `before`, oldest first, at most `limit`."""
+        ready = self.ready.get(None)
+        if ready is None:
+            return []
+        out = []
+        for t, exec_id in ready:
+            if t >= before or len(out) >= limit:
+                break
+            out.append(exec_id)
+        return out
