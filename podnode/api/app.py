@@ -28,6 +28,7 @@ from .array_actions import MAX_JSON_BODY_BYTES
 from .auth import Authenticator, require
 from .auth import middleware as auth_middleware
 from .node_api import NodeApi
+from .params import is_text
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,9 @@ async def request_params(request: web.Request) -> dict[str, str]:
     if request.method == "POST":
         params.update(await (_json_body(request) if request.content_type == "application/json" else _form(request)))
     for key, value in params.items():
-        if not _is_text(key) or not _is_text(value):
+        if not is_text(key) or not is_text(value):
             raise BadRequest(f"Parameter {key!r} is not valid Unicode text (it holds a lone surrogate)")
     return params
-
-
-def _is_text(value: str) -> bool:
-    """Can it be encoded as UTF-8 (a form body in a charset such as unicode_escape can hold lone surrogates)?"""
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 async def _json_body(request: web.Request) -> dict[str, str]:

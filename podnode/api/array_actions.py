@@ -68,19 +68,9 @@ def _inputs(p: Params, cap_bytes: int) -> list[str]:
             raise BadRequest(f"inputs[{index}] is {size} bytes; the limit is {cap_bytes} bytes; nothing was submitted")
         if "\x00" in value:
             raise BadRequest(f"inputs[{index}] contains a NUL character; nothing was submitted")
-        if not _is_text(value):
+        if not P.is_text(value):
             raise BadRequest(f"inputs[{index}] is not valid Unicode text (a lone surrogate); nothing was submitted")
     return inputs
-
-
-def _is_text(value: str) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 async def get_execution_results(node: NodeApi, p: Params) -> dict[str, Any]:

@@ -152,3 +152,15 @@ def activity_filter(params: Mapping[str, str]) -> str | None:
     if (params.get("activity") or "") == "":
         return None
     return name(params, "activity", "activity")
+
+
+def is_text(value: str) -> bool:
+    """Can it be encoded as UTF-8 (a form body in a charset such as unicode_escape, or a JSON string, can hold
+    lone surrogates)?"""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..local.cluster import LocalCluster, LocalNode
 from .loadclient import LoadClient
+from .throughput import call
 
 MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
 INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
@@ -77,13 +78,6 @@ def load_average() -> str:
 
 
 # ---- the action API ---------------------------------------------------------------------------------------
-async def call(client: LoadClient, url: str, **params) -> dict:
-    status, body = await client.get_json(url, "/POD/", params)
-    if status != 200:
-        raise RuntimeError(f"{params.get('action')} at {url}: HTTP {status} {body}")
-    return body
-
-
 async def one_execution(client: LoadClient, urls: list[str], i: int) -> str:
     """Submit through one node, read the result through the next; the node it ran on."""
     submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]

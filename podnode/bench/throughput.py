@@ -30,7 +30,7 @@ TERMINAL = {"finished", "error", "terminated"}
 async def call(client: LoadClient, url: str, **params) -> dict:
     status, body = await client.get_json(url, "/POD/", params)
     if status != 200:
-        raise RuntimeError(f"{params.get('action')}: HTTP {status} {body}")
+        raise RuntimeError(f"{params.get('action')} at {url}: HTTP {status} {body}")
     return body
 
 
