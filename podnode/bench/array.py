@@ -24,7 +24,7 @@ from typing import Any
 
 from ..local.cluster import LocalCluster, get_json
 from .loadclient import LoadClient
-from .throughput import INSTALL, MAIN, _same_child_watcher, call, raw_spawn, run_pool
+from .throughput import INSTALL, MAIN, _same_child_watcher, install_activity, raw_spawn, run_pool
 
 READ_WAIT_S = 5.0
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")
@@ -57,13 +57,7 @@ def cpu_s(pids: list[int]) -> tuple[float, float]:
 async def install(client: LoadClient, urls: list[str], workdir: Path) -> None:
     script = workdir / "install.sh"
     script.write_text(INSTALL)
-    await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=script.as_uri())
-    while True:
-        act = (await call(client, urls[1], action="getActivityStatus", name="bench"))["activity"]
-        if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
-                all(i["status"] == "installed" for i in act["installations"]):
-            return
-        await asyncio.sleep(0.1)
+    await install_activity(client, urls, "bench", script)
 
 
 async def array_run(urls: list[str], token: str, n: int, chunk: int, run: int,

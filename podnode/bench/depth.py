@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..local.cluster import LocalCluster
 from .loadclient import LoadClient
+from .throughput import call, install_activity
 
 TERMINAL = {"finished", "error", "terminated"}
 WINDOW = 10_000
@@ -31,13 +32,6 @@ WINDOW = 10_000
 def install_script(gate: Path) -> str:
     main = f'#!/usr/bin/env bash\nwhile [ ! -e "{gate}" ]; do sleep 0.5; done\necho "done $1"\n'
     return "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + main + "EOF\nchmod +x main.sh\n"
-
-
-async def call(client: LoadClient, url: str, **params) -> dict:
-    status, body = await client.get_json(url, "/POD/", params)
-    if status != 200:
-        raise RuntimeError(f"{params.get('action')}: HTTP {status} {body}")
-    return body
 
 
 async def pool(n: int, concurrency: int, job) -> list:
@@ -113,13 +107,7 @@ async def bench(cluster: LocalCluster, workdir: Path, queued: int, concurrency: 
     install = workdir / "install.sh"
     install.write_text(install_script(gate))
     async with LoadClient(timeout_s=120, token=cluster.token) as client:
-        await call(client, urls[0], action="newActivity", name="depth", installationScriptLocation=install.as_uri())
-        while True:
-            act = (await call(client, urls[1], action="getActivityStatus", name="depth"))["activity"]
-            if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
-                    all(i["status"] == "installed" for i in act["installations"]):
-                break
-            await asyncio.sleep(0.1)
+        await install_activity(client, urls, "depth", install)
 
         # 1. A short queue: submit and read as fast as the cluster runs them (the gate is open).
         async def through(i: int) -> None:

@@ -35,11 +35,10 @@ from pathlib import Path
 
 from ..local.cluster import LocalCluster, LocalNode
 from .loadclient import LoadClient
-from .throughput import call
+from .throughput import TERMINAL, call, submit_and_read
 
 MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
 INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
-TERMINAL = {"finished", "error", "terminated"}
 CLOCK_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 GOAL_LEADER_MS = 0.25
 
@@ -80,14 +79,7 @@ def load_average() -> str:
 # ---- the action API ---------------------------------------------------------------------------------------
 async def one_execution(client: LoadClient, urls: list[str], i: int) -> str:
     """Submit through one node, read the result through the next; the node it ran on."""
-    submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
-    exec_id = (await call(client, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
-    while True:
-        e = (await call(client, read_url, action="getExecutionStatus", executionId=str(exec_id), wait="10"))
-        if e["execution"]["status"] in TERMINAL:
-            if e["execution"]["stdout"] != f"hello {i}\n":
-                raise RuntimeError(f"wrong output {e}")
-            return e["execution"]["workerId"]
+    return (await submit_and_read(client, urls, i))["workerId"]
 
 
 async def run_pool(n: int, concurrency: int, urls: list[str], client: LoadClient,

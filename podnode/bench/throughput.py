@@ -34,8 +34,9 @@ async def call(client: LoadClient, url: str, **params) -> dict:
     return body
 
 
-async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
-    start = time.perf_counter()
+async def submit_and_read(client: LoadClient, urls: list[str], i: int) -> dict:
+    """Execution i of activity `bench`: submitted through one node, read through the next until it ends, its
+    output checked; its final record."""
     submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
     exec_id = (await call(client, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
     while True:
@@ -43,7 +44,24 @@ async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
         if e["execution"]["status"] in TERMINAL:
             if e["execution"]["stdout"] != f"hello {i}\n":
                 raise RuntimeError(f"wrong output {e}")
-            return time.perf_counter() - start
+            return e["execution"]
+
+
+async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
+    start = time.perf_counter()
+    await submit_and_read(client, urls, i)
+    return time.perf_counter() - start
+
+
+async def install_activity(client: LoadClient, urls: list[str], name: str, script: Path) -> None:
+    """Register the activity of install script `script` and wait until every node has installed it."""
+    await call(client, urls[0], action="newActivity", name=name, installationScriptLocation=script.as_uri())
+    while True:
+        act = (await call(client, urls[1], action="getActivityStatus", name=name))["activity"]
+        if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
+                all(i["status"] == "installed" for i in act["installations"]):
+            return
+        await asyncio.sleep(0.1)
 
 
 async def run_pool(n: int, concurrency: int, job) -> tuple[float, list[float]]:
@@ -85,13 +103,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, tok
     async with LoadClient(timeout_s=60, token=token) as client:
         install = workdir / "install.sh"
         install.write_text(INSTALL)
-        await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())
-        while True:
-            act = (await call(client, urls[1], action="getActivityStatus", name="bench"))["activity"]
-            if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
-                    all(i["status"] == "installed" for i in act["installations"]):
-                break
-            await asyncio.sleep(0.1)
+        await install_activity(client, urls, "bench", install)
         for i in range(10):  # warm-up
             await one_execution(client, urls, i)
         single = [await one_execution(client, urls, i) for i in range(40)]
