@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .tokens import TOKEN_FILE, admin_token
+
 PEER_AUTH_HEADER = "X-Pod-Peer-Auth"
 FRESH_S = 60.0                  # a signed peer request is accepted this long before or after its timestamp
 MAX_NONCES = 100_000            # nonces remembered (only of requests whose signature was right)
@@ -74,6 +76,16 @@ def write_private(path: str | Path, text: str, *, replace: bool = True) -> bool:
         return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def keep_admin_token(directory: str | Path, secret: str) -> Path:
+    """DIR/token holding the cluster's birth admin token (derived from `secret`), mode 600: written when it is
+    missing or holds another; its path."""
+    path = Path(directory) / TOKEN_FILE
+    token = admin_token(secret)
+    if not path.exists() or path.read_text().strip() != token:
+        write_private(path, token)
+    return path
 
 
 def _key(secret: str, purpose: bytes) -> bytes:

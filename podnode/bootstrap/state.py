@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import __version__
-from ..cluster_secret import write_private
+from ..cluster_secret import keep_admin_token
 from ..local.cluster import get_json
 from ..scaling import userdata
 from ..tokens import TOKEN_FILE, admin_token
@@ -77,9 +77,7 @@ def save_state(state_dir: str | Path, state: dict[str, Any]) -> None:
         f.write("\n")
     os.chmod(tmp, 0o600)
     os.replace(tmp, state_path(directory))
-    token_file = directory / TOKEN_FILE
-    if not token_file.exists() or token_file.read_text().strip() != admin_token(state["secret"]):
-        write_private(token_file, admin_token(state["secret"]))
+    keep_admin_token(directory, state["secret"])
 
 
 # ---------------------------------------------------------------------------------------------------- probing

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..cluster_secret import SECRET_FILE, load_or_create, write_private
+from ..cluster_secret import SECRET_FILE, keep_admin_token, load_or_create
 from ..tls import client_context
-from ..tokens import TOKEN_FILE, admin_token
+from ..tokens import admin_token
 from .procs import free_ports, signal_group, stop_foreign_node, stop_popen, terminate_group
 
 __all__ = ["LocalCluster", "LocalNode", "get_json"]
@@ -97,9 +97,7 @@ class LocalCluster:
             make_ca(self.tls_dir)
         self.secret = secret or load_or_create(self.data_dir / SECRET_FILE)[0]
         self.token = admin_token(self.secret)    # the cluster's birth admin token, kept in DATA/token (600)
-        self.token_file = self.data_dir / TOKEN_FILE
-        if not self.token_file.exists() or self.token_file.read_text().strip() != self.token:
-            write_private(self.token_file, self.token)
+        self.token_file = keep_admin_token(self.data_dir, self.secret)
         self.log_dir = Path(log_dir) if log_dir else self.data_dir
         self.quiet = quiet
         self.nodes: list[LocalNode] = []

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .. import cluster_secret, tls, tokens
+from .. import cluster_secret, tls
 from ..config import NodeConfig, is_loopback
 from .join import joined
 from .node import PodNode
@@ -46,9 +46,7 @@ def with_secret(cfg: NodeConfig) -> NodeConfig:
         raise SystemExit(f"podnode: cannot read or make the cluster secret in {path}: {exc}") from None
     log.info("no POD_SECRET given: %s the cluster secret in %s (mode 600); a node joining this one needs it "
              "in its POD_SECRET", "made" if created else "using", path)
-    token_file = Path(cfg.data_dir) / tokens.TOKEN_FILE
-    if created or not token_file.exists():
-        cluster_secret.write_private(token_file, tokens.admin_token(secret))
+    token_file = cluster_secret.keep_admin_token(cfg.data_dir, secret)
     log.info("the cluster's admin token is in %s (mode 600)", token_file)
     return dataclasses.replace(cfg, secret=secret)
 
