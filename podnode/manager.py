@@ -87,10 +87,13 @@ class Manager:
         """Keep one clock per observer on the leader, started when this node took over (or when the observer
         appeared in the state), and none elsewhere. Cheap: no I/O, one pass over the node records."""
         if not self.replica.is_leader():
+            if self._leading:
+                log.info("this node no longer leads the cluster", extra={"leader": None})
             self._leading = False
             self._heard.clear()
             return
         if not self._leading:            # took over: every observer's clock starts now
+            log.info("this node leads the cluster now", extra={"leader": self.cfg.node_id})
             self._heard.clear()
             self._leading = True
         now = time.monotonic()
@@ -180,9 +183,9 @@ class Manager:
             status = await post_status(target["httpUrl"], "/internal/promote", {"members": ",".join(members)},
                                        secret=self.cfg.secret, timeout_s=self.cfg.promote_timeout_s,
                                        ssl_context=self._ssl)
-            log.info("promoted %s to voter: HTTP %s", promote, status)
+            log.info("promoted %s to voter: HTTP %s", promote, status, extra={"peer": promote})
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.warning("could not tell %s it is a voter now: %s", promote, exc)
+            log.warning("could not tell %s it is a voter now: %s", promote, exc, extra={"peer": promote})
 
     def join_role(self, node: str, raft_addr: str) -> str:
         """'voter' or 'observer' for a node asking to join through this node (see scheduler.join_role)."""
