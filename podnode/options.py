@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 
 # kinds of value: str, int, float, bool, addr (HOST:PORT), list (comma-separated; an array in the file)
@@ -211,7 +212,10 @@ def markdown_table() -> str:
     """The README's option table: flag, file key, environment variables, default, meaning; one row an option."""
     rows = ["| flag | `pod.toml` key | environment | default | meaning |", "|---|---|---|---|---|"]
     for opt in OPTIONS:
-        flag = f"`{opt.flag} {opt.metavar}`" if opt.metavar else f"`{opt.flag}`"
+        flag = f"--[no-]{opt.flag[2:]}" if opt.kind == "bool" else opt.flag
+        flag = f"`{flag} {opt.metavar}`" if opt.metavar else f"`{flag}`"
         env = ", ".join(f"`{name}`" for name in opt.env_names)
-        rows.append(f"| {flag} | `{opt.key}` | {env} | {opt.default_text()} | {opt.help} |")
+        named = all(re.search(rf"\b{c}\b", opt.help) for c in opt.choices)
+        meaning = opt.help + ("" if named else f" (one of: {', '.join(opt.choices)})")
+        rows.append(f"| {flag} | `{opt.key}` | {env} | {opt.default_text()} | {meaning} |")
     return "\n".join(rows) + "\n"

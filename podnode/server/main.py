@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         _usage_error(exc)
     logs.setup(level=cfg.log_level, fmt=cfg.log_format, node_id=cfg.node_id)
     logs.redact(cfg.secret)
+    if s.sources.get("secret", "").startswith("flag"):
+        logging.getLogger("podnode").warning("the cluster secret was given with --secret, which ps shows to every "
+                                             "user of this host: give it in POD_SECRET or a config file (mode 600)")
     try:
         asyncio.run(serve(cfg))
     except IncompatibleDependency as exc:  # refuse to start, saying why, without a traceback

@@ -18,6 +18,8 @@ from podnode.local.procs import free_ports, stop_popen
 from podnode.tokens import admin_token
 
 from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
+from ..procs_helpers import stop_pod_up
+from .test_pod_up import PodUp, create_activity, read_when_ended
 from .test_workflow import run_to_end
 
 pytestmark = pytest.mark.integration
@@ -124,3 +126,34 @@ def test_json_logs_of_a_cluster_through_a_workflow_hold_the_ids_and_no_secret(tm
     installs = [e for e in entries if e.get("activity") == "clusterjson" and e["event"].startswith("install of")]
     assert len(installs) == 3 and all(e["ok"] is True for e in installs)
     assert sum(e["event"] == "this node leads the cluster now" for e in entries) >= 1
+
+
+class JsonPodUp(PodUp):
+    """`pod up --log-format json`."""
+
+    def start(self) -> JsonPodUp:
+        self.runs += 1
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "podnode.cli", "up", "--port", str(self.base), "--data-dir",
+                 str(self.data_dir), "--nodes", str(self.nodes), "--slots", str(self.slots), "--log-format", "json"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+
+def test_pod_up_log_format_json_reaches_its_nodes(tmp_path):
+    up = JsonPodUp(tmp_path / "pod-data", nodes=1, slots=1)
+    try:
+        up.start().wait_up()
+        create_activity(up, tmp_path, "upjson", 'echo "hi $1"')
+        exec_id = up.ok("newExecution", name="upjson", input="there")["execution"]["id"]
+        assert read_when_ended(up, exec_id)["stdout"] == "hi there\n"
+        up.stop()
+    finally:
+        stop_pod_up(up.proc, up.data_dir)
+    entries = json_lines(up.data_dir / "n1.log")
+    assert {e["node"] for e in entries} == {"n1"}
+    assert [e["execution"] for e in entries if e.get("execution") == exec_id and "started" in e["event"]] == [exec_id]
+    secret = (up.data_dir / "secret").read_text().strip()
+    assert secret not in (up.data_dir / "n1.log").read_text() and up.token not in (up.data_dir / "n1.log").read_text()

@@ -197,4 +197,5 @@ def test_the_readme_option_table_is_the_rendered_one():
     begin, end = "<!-- options:begin -->", "<!-- options:end -->"
     assert begin in text and end in text, f"README.md has no {begin} ... {end} section for the option table"
     section = text.split(begin, 1)[1].split(end, 1)[0]
-    assert section.strip() == markdown_table().strip()
+    assert section.strip() == markdown_table().strip(), \
+        "README.md's option table is not podnode.options.markdown_table(): paste its output between the markers"
