@@ -170,6 +170,7 @@ class NodeConfig:
         if not is_loopback(self.raft_host):
             raise SystemExit(
                 f"refusing to bind Raft on {self.raft_host} without a cluster secret: "
-                "set POD_SECRET in its environment (every member needs the same one; --secret would show it in ps)"
+                "set POD_SECRET in its environment, or secret in a config file only its owner reads (every member "
+                "needs the same one; --secret would show it in ps)"
             )
         raise SystemExit("refusing to run without a cluster secret: its Raft port would take anyone's pickles")

@@ -88,3 +88,5 @@ def setup(*, level: str = "info", fmt: str = "text", node_id: str | None = None)
         logging.getLogger("podnode").error("thread %s failed", getattr(args.thread, "name", "?"),
                                            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
     threading.excepthook = thread_failed
+    if fmt == "json":   # a crash is one more JSON line, not a bare traceback
+        sys.excepthook = lambda *exc: logging.getLogger("podnode").critical("podnode failed", exc_info=exc)

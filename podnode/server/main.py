@@ -71,9 +71,15 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("podnode").warning("the cluster secret was given with --secret, which ps shows to every "
                                              "user of this host: give it in POD_SECRET or a config file (mode 600)")
     try:
-        asyncio.run(serve(cfg))
-    except IncompatibleDependency as exc:  # refuse to start, saying why, without a traceback
-        raise SystemExit(f"podnode: {exc}") from None
+        try:
+            asyncio.run(serve(cfg))
+        except IncompatibleDependency as exc:  # refuse to start, saying why, without a traceback
+            raise SystemExit(f"podnode: {exc}") from None
+    except SystemExit as exc:
+        if cfg.log_format != "json" or not isinstance(exc.code, str):
+            raise
+        logging.getLogger("podnode").critical(exc.code)   # a refusal to start: one more JSON line, not text
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
