@@ -48,6 +48,15 @@ def test_the_file_the_environment_and_the_flags_each_win_over_the_one_before(tmp
     assert cfg.data_dir == str(Path("pod-data") / "n9")   # computed from the id that won
 
 
+def test_a_repeatable_flag_replaces_the_list_of_the_file_and_the_environment(tmp_path):
+    conf = write(tmp_path / "pod.toml", 'id = "a"\nallow_origin = ["https://file.example"]\n')
+    assert parse_args(["--config", conf], {}).allow_origins == ("https://file.example",)
+    env = {"POD_ALLOW_ORIGIN": "https://e1.example, https://e2.example"}
+    assert parse_args(["--config", conf], env).allow_origins == ("https://e1.example", "https://e2.example")
+    argv = ["--config", conf, "--allow-origin", "https://f1.example", "--allow-origin", "https://f2.example"]
+    assert parse_args(argv, env).allow_origins == ("https://f1.example", "https://f2.example")
+
+
 def test_the_config_file_may_come_from_pod_config(tmp_path):
     conf = write(tmp_path / "pod.toml", 'id = "f2"\nslots = 5\n')
     assert parse_args([], {"POD_CONFIG": conf}).slots == 5

@@ -87,3 +87,15 @@ def test_setup_writes_json_to_stderr_warnings_and_thread_failures_included(capsy
     failed = [e for e in lines if e["event"] == "thread failing failed"]
     assert failed and "ZeroDivisionError" in failed[0]["exception"]
     assert all(e["event"] != "not shown" for e in lines)
+
+
+def test_a_node_that_refuses_to_start_says_why_in_one_json_line(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "podnode", "--id", "z", "--raft", "10.255.0.1:9999", "--log-format",
+                           "json", "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert lines[-1]["level"] == "CRITICAL" and lines[-1]["node"] == "z"
+    assert lines[-1]["event"].startswith("refusing to bind Raft on 10.255.0.1 without a cluster secret")
