@@ -46,6 +46,7 @@ class Manager:
         self.autoscaler = autoscaler
         self._heard: dict[str, float] = {}  # on the leader: observer -> monotonic time it last said it is alive
         self._leading = False               # did this node lead when _track_observers last looked?
+        self._leader_seen: str | None = None  # the leader's Raft address when _note_leader last looked
         self._peers = peers                 # an observer's requests to the leader (/internal/alive)
         self._ssl = peer_context(cfg)       # how other nodes' https certificates are checked
 
@@ -123,7 +124,21 @@ class Manager:
         observers that left, even while none of them says anything."""
         while True:
             self._track_observers()
+            self._note_leader()
             await asyncio.sleep(self.alive_interval_s() / 2)
+
+    def _note_leader(self) -> None:
+        """Log each change of leader this node sees (the leader's id as the record's `leader` field)."""
+        addr = self.replica.leader_addr()
+        if addr == self._leader_seen:
+            return
+        self._leader_seen = addr
+        if addr is None:
+            log.info("no leader: an election is under way or the cluster has no quorum", extra={"leader": None})
+            return
+        with self.replica.lock:
+            leader = next((n for n, rec in self.replica.state.nodes.items() if rec.get("raftAddr") == addr), addr)
+        log.info("the leader is %s", leader, extra={"leader": leader})
 
     async def say_alive(self) -> None:
         """On an observer: tell the leader every alive_interval_s that this node is alive (observers are not

@@ -126,6 +126,8 @@ def test_json_logs_of_a_cluster_through_a_workflow_hold_the_ids_and_no_secret(tm
     installs = [e for e in entries if e.get("activity") == "clusterjson" and e["event"].startswith("install of")]
     assert len(installs) == 3 and all(e["ok"] is True for e in installs)
     assert sum(e["event"] == "this node leads the cluster now" for e in entries) >= 1
+    saw_leader = {e["node"] for e in entries if e.get("leader") and e["event"] == f"the leader is {e['leader']}"}
+    assert saw_leader == {"n1", "n2", "n3"}
 
 
 class JsonPodUp(PodUp):
