@@ -38,7 +38,7 @@ def execution(record: dict[str, Any], *, output: tuple[str, str] | None = None) 
         "stdout": stdout,
         "stderr": stderr,
         "status": record["status"],
-        "activityId": record["activityId"],
+        "activityId": record.get("activityId"),
         "activityName": record["activityName"],
         "submitTime": ms(record.get("submitTime")),
         "startTime": ms(record.get("startTime")),
@@ -60,7 +60,7 @@ def execution(record: dict[str, Any], *, output: tuple[str, str] | None = None) 
 
 def execution_summary(record: dict[str, Any]) -> dict[str, Any]:
     """newExecution's answer: what the contract lists."""
-    return {k: record[k] for k in ("id", "stdin", "status", "activityId", "activityName")}
+    return {k: record.get(k) for k in ("id", "stdin", "status", "activityId", "activityName")}
 
 
 def worker(n: dict[str, Any], *, busy: int, connected: bool) -> dict[str, Any]:

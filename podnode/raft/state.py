@@ -122,7 +122,7 @@ class State:
 
     def execution(self, exec_id: int) -> dict[str, Any] | None:
         execution = self.executions.get(exec_id)
-        return dict(execution) if execution is not None else None  # values are scalars
+        return self.execution_table.full_record(execution) if execution is not None else None  # scalars
 
     def activity(self, name: str) -> dict[str, Any] | None:
         activity = self.activities.get(name)
@@ -198,9 +198,10 @@ class State:
 
     def _activity_delete(self, cmd: C.ActivityDelete) -> Result:
         """Uninstall the activity everywhere and terminate its executions."""
+        activity_id = (self.activities.get(cmd.name) or {}).get("id")   # the record may go with the delete
         result = self.activity_table.activity_delete(cmd)
         if "error" not in result:
-            self.execution_table.terminate_activity(cmd.name, cmd.now, "activity deleted")
+            self.execution_table.terminate_activity(cmd.name, activity_id, cmd.now, "activity deleted")
         return result
 
     def _install_done(self, cmd: C.InstallDone) -> Result:

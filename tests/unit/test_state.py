@@ -222,16 +222,18 @@ def test_exec_new_creates_waiting_execution():
 
 
 def test_a_waiting_execution_is_kept_compact_until_it_first_runs():
-    """A queue of 100,000 must cost little memory: a waiting execution that never ran holds 6 fields (7 with its
-    requestId), a dict of 272 bytes rather than 464; it gains the run fields when it first moves, and keeps them
-    when it is queued again after a lost attempt."""
+    """A queue of 100,000 must cost little memory: a waiting execution that never ran holds 5 fields (6 with its
+    requestId), a dict of 184 bytes (272) rather than 464; it gains the run fields and its activity's id when it
+    first moves, and keeps them when it is queued again after a lost attempt. Reads see every field."""
     state = approved_state({"n1": 1})
     ok(state, exec_new("act", input="a"))
     ok(state, exec_new("act", input="b", request_id="r-1"))
-    assert set(state.executions[1]) == {"id", "activityId", "activityName", "stdin", "status", "submitTime"}
+    assert set(state.executions[1]) == {"id", "activityName", "stdin", "status", "submitTime"}
     assert set(state.executions[2]) == set(state.executions[1]) | {"requestId"}
-    assert sys.getsizeof(state.executions[2]) <= 272
-    assert state.execution(1)["status"] == "waiting"
+    assert sys.getsizeof(state.executions[1]) <= 184 and sys.getsizeof(state.executions[2]) <= 272
+    read = state.execution(1)
+    assert read["status"] == "waiting" and read["activityId"] == state.activities["act"]["id"]
+    assert read["attempt"] == 0 and read["workerId"] is None and read["stdout"] == ""
     ok(state, C.ExecPlace(now=NOW + 1, placements=[[1, "n1"]]))
     assert state.executions[1]["attempt"] == 1 and state.executions[1]["workerId"] == "n1"
     assert {"finishTime", "exitCode", "stdout", "stderr"} <= set(state.executions[1])
@@ -239,6 +241,23 @@ def test_a_waiting_execution_is_kept_compact_until_it_first_runs():
     ended = state.executions[2]
     assert ended["status"] == "terminated" and ended["finishTime"] == NOW + 2 and ended["workerId"] is None
     assert ended["attempt"] == 0 and ended["stdout"] == "" and ended["exitCode"] is None
+    assert ended["activityId"] == state.activities["act"]["id"]
+    ok(state, exec_new("act", input="c"))   # deleting the activity drops its record at once (nothing installed
+    ok(state, C.ActivityDelete(name="act", now=NOW + 3))   # anywhere lost): its waiting ones keep its id
+    assert "act" not in state.activities or state.activities["act"]["status"] == "uninstalling"
+    assert state.executions[3]["status"] == "terminated" and state.executions[3]["activityId"] == 1
+
+
+def test_a_waiting_execution_keeps_its_activitys_id_when_the_activity_goes_at_once():
+    state = State()
+    ok(state, node_up("n1"))
+    ok(state, activity_new("act"))   # verifying, installed nowhere: a delete drops its record at once
+    activity_id = state.activities["act"]["id"]
+    ok(state, exec_new("act"))
+    ok(state, C.ActivityDelete(name="act", now=NOW + 1))
+    assert "act" not in state.activities
+    ended = state.execution(1)
+    assert ended["status"] == "terminated" and ended["activityId"] == activity_id and ended["activityName"] == "act"
 
 
 def test_exec_new_on_verifying_activity_waits():
