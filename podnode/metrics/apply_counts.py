@@ -102,6 +102,26 @@ class ApplyCounts:
                               "by activity", ("activity",), buckets=DURATION_BUCKETS_S, registry=registry)
         self.run = Histogram("pod_execution_run_seconds", "Run time of ended executions (their last attempt's start "
                              "to the end), by activity", ("activity",), buckets=DURATION_BUCKETS_S, registry=registry)
+        self._of: dict[str, ActivityCounts] = {}
+
+    def of(self, activity: str) -> ActivityCounts:
+        """The activity's own counters (prometheus_client's labels() looked up once per activity, not per event)."""
+        mine = self._of.get(activity)
+        if mine is None:
+            mine = self._of[activity] = ActivityCounts(self, activity)
+        return mine
+
+
+class ActivityCounts:
+    """One activity's children of the labelled counters and histograms."""
+
+    def __init__(self, counts: ApplyCounts, activity: str) -> None:
+        self.submitted = counts.submitted.labels(activity)
+        self.started = counts.started.labels(activity)
+        self.ended = {status: counter.labels(activity) for status, counter in counts.ended.items()}
+        self.retried = counts.retried.labels(activity)
+        self.wait = counts.wait.labels(activity)
+        self.run = counts.run.labels(activity)
 
 
 class ReplicaObserver(ApplyObserver):
@@ -124,27 +144,27 @@ class ReplicaObserver(ApplyObserver):
 
     def submitted(self, execution: dict[str, Any]) -> None:
         if self._counting():
-            self._counts.submitted.labels(execution["activityName"]).inc()
+            self._counts.of(execution["activityName"]).submitted.inc()
 
     def started(self, execution: dict[str, Any]) -> None:
         if self._counting():
-            activity = execution["activityName"]
-            self._counts.started.labels(activity).inc()
+            mine = self._counts.of(execution["activityName"])
+            mine.started.inc()
             waited = wait_s(execution)
             if waited is not None:
-                self._counts.wait.labels(activity).observe(waited)
+                mine.wait.observe(waited)
 
     def ended(self, execution: dict[str, Any]) -> None:
         if self._counting():
-            activity = execution["activityName"]
-            self._counts.ended[execution["status"]].labels(activity).inc()
+            mine = self._counts.of(execution["activityName"])
+            mine.ended[execution["status"]].inc()
             ran = run_s(execution)
             if ran is not None:
-                self._counts.run.labels(activity).observe(ran)
+                mine.run.observe(ran)
 
     def retried(self, execution: dict[str, Any]) -> None:
         if self._counting():
-            self._counts.retried.labels(execution["activityName"]).inc()
+            self._counts.of(execution["activityName"]).retried.inc()
 
     def installed(self, activity: str, ok: bool) -> None:
         if self._counting():

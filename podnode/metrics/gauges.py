@@ -68,7 +68,7 @@ def cluster_view(state: Any, now: float) -> ClusterView:
             nodes.append((str(node), status, int(rec.get("slots") or 0), busy.get(node, 0)))
     installations = collections.Counter(inst.get("status") for insts in state.installations.values()
                                         for inst in insts.values())
-    rate, total = spend([dict(rec) for rec in state.nodes.values()], [dict(r) for r in state.launches.values()], now)
+    rate, total = spend(state.nodes.values(), state.launches.values(), now)
     return ClusterView(
         executions=table.counts(), by_activity={name: table.counts(name) for name in state.activities},
         nodes=sorted(nodes), node_statuses=dict(statuses), installations=dict(installations),

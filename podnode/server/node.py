@@ -26,7 +26,7 @@ from ..discovery import Announcer
 from ..errors import Unavailable
 from ..exec.agent import Agent
 from ..manager import Manager
-from ..metrics.gauges import cluster_view, raft_view
+from ..metrics.gauges import RaftView, cluster_view, raft_view
 from ..metrics.registry import NodeMetrics
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
@@ -260,7 +260,7 @@ class PodNode:
                 return self.replica.getStatus()
         return {}
 
-    def _raft_view(self):
+    def _raft_view(self) -> RaftView:
         raft = self._raft_status()
         return raft_view(raft, views.role(raft.get("state"), observer=self.replica.observer))
 

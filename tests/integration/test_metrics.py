@@ -50,6 +50,10 @@ def get(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def statuses(client: Client) -> dict[int, str]:
+    return {e["id"]: e["status"] for e in client.ok("getAllExecutions")["executions"]}
+
+
 @pytest.fixture(scope="module")
 def reader(cluster) -> str:
     """A token of the read scope, as a Prometheus scraper would be given."""
@@ -94,9 +98,7 @@ def test_counters_move_exactly_with_a_known_load_on_every_node(cluster, reader, 
     ids = [client.ok("newExecution", name=activity, input=word)["execution"]["id"] for word in ("a", "b", "c")]
     ids.append(client.ok("newExecution", name=activity, input="fail")["execution"]["id"])
     stuck = client.ok("newExecution", name=activity, input=f"wait {shared_dir / 'never'}")["execution"]["id"]
-    wait_until(lambda: client.ok("getAllExecutions")["executions"] and all(
-        e["status"] != "waiting" for e in client.ok("getAllExecutions")["executions"] if e["id"] == stuck),
-        what="the execution to terminate is running")
+    wait_until(lambda: statuses(client).get(stuck) == "in progress", what="the execution to terminate running")
     client.ok("terminateExecution", executionId=stuck)
     # 5 submitted and started; 3 finished, 1 error (exit 3), 1 terminated while it ran; none retried; each
     # waited once and ran (the terminated one until its end).
@@ -108,8 +110,8 @@ def test_counters_move_exactly_with_a_known_load_on_every_node(cluster, reader, 
 
     for url, earlier in zip(cluster.urls, before):
         wait_until(lambda: deltas(url, earlier) == expected, what=f"the counters of {url} to move by {expected}")
-    statuses = {e["id"]: e["status"] for e in client.ok("getAllExecutions")["executions"] if e["id"] in ids}
-    assert sorted(statuses.values()) == ["error", "finished", "finished", "finished"], statuses
+    ended = {exec_id: status for exec_id, status in statuses(client).items() if exec_id in ids}
+    assert sorted(ended.values()) == ["error", "finished", "finished", "finished"], ended
 
 
 def test_queue_length_running_and_slots_while_executions_wait_on_a_file(cluster, reader, activity, shared_dir):
@@ -160,3 +162,28 @@ def test_raft_gauges_on_the_leader_and_a_follower(cluster, reader):
 def _version() -> str:
     from podnode import __version__
     return __version__
+
+
+def test_a_restarted_node_counts_from_zero_without_counting_its_journal_again(cluster, reader, activity):
+    """Last in this module: it restarts a follower. What the node applies while it catches up (its journal, the
+    entries it missed) is not counted again: its counters start from zero, then move with the cluster's."""
+    client = Client(cluster.urls, cluster.token)
+    leader = wait_until(cluster.leader, what="a leader")
+    victim = next(node for node in cluster.nodes if node is not leader)
+    others = [node for node in cluster.nodes if node is not victim]
+    submitted = "pod_executions_submitted_total"
+    before = {node.node_id: get(scrape(node.url, reader), submitted, activity=activity) for node in others}
+    assert all(count >= 5 for count in before.values()), before
+    cluster.stop_node(victim)
+    cluster.start_node(victim)
+    cluster.wait_ready(timeout_s=30)
+    restarted = scrape(victim.url, reader)
+    assert get(restarted, submitted, activity=activity) == 0
+    assert get(restarted, "pod_raft_last_applied") > 0          # it has applied the log: the gauges are there
+    assert get(restarted, "pod_node_slots", node=victim.node_id) == 2
+    client.ok("newExecution", name=activity, input="after the restart")
+    wait_until(lambda: get(scrape(victim.url, reader), submitted, activity=activity) == 1,
+               what="the restarted node counting the new execution")
+    for node in others:
+        wait_until(lambda: get(scrape(node.url, reader), submitted, activity=activity) == before[node.node_id] + 1,
+                   what=f"{node.node_id} counting it too")
