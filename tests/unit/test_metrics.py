@@ -5,6 +5,8 @@ prometheus_client's own parser."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -239,3 +241,15 @@ def test_gauges_from_the_state_and_raft_status():
 def test_raft_view_of_an_unreadable_status():
     view = raft_view({}, "observer")
     assert (view.role, view.term, view.apply_lag, view.has_quorum) == ("observer", 0, 0, False)
+
+
+def test_the_state_machine_imports_no_metrics_library():
+    """The replicated state machine works without prometheus_client (the node plugs its observer in)."""
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from podnode.raft.state import State\n"
+            "from podnode.raft import commands as C\n"
+            "s = State(); r = s.apply(C.NodeUp(node='n1', raftAddr='a:1', httpUrl='http://a', slots=1, version='1', "
+            "now=1.0)); assert 'error' not in r, r\n"
+            "assert not [m for m in sys.modules if m.startswith('podnode.metrics')]\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
