@@ -25,7 +25,7 @@ from ..errors import (
 from ..tokens import STATUS_SCOPE, action_scope
 from .actions import ACTIONS
 from .array_actions import MAX_JSON_BODY_BYTES
-from .auth import Authenticator, require
+from .auth import METRICS_SCOPE, Authenticator, require
 from .auth import middleware as auth_middleware
 from .node_api import NodeApi
 from .params import is_text
@@ -140,6 +140,11 @@ def build_app(node: NodeApi) -> web.Application:
         require(request, STATUS_SCOPE, "/status")
         return _json(node.status_view())
 
+    async def metrics(request: web.Request) -> web.Response:
+        require(request, METRICS_SCOPE, "/metrics")
+        body, content_type = node.metrics_text(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def health(request: web.Request) -> web.Response:
         """Open to anyone (a load balancer's probe): is the node up, and its role; nothing else."""
         return _json({"ok": True, "role": node.role()})
@@ -225,6 +230,7 @@ def build_app(node: NodeApi) -> web.Application:
         app.router.add_post(path, pod_action)
     app.router.add_get("/status", status, allow_head=False)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/internal/executions/{id}/output", execution_output, allow_head=False)
     app.router.add_post("/internal/sync", sync)
     app.router.add_post("/internal/join", join)

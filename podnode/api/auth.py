@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})
 PEER_PREFIX = "/internal/"
+METRICS_SCOPE = "read"   # GET /metrics: a scraper's token (Prometheus sends it with `authorization: credentials`)
 SCOPE_KEY = "pod_scope"   # request[SCOPE_KEY]: the caller's scope, set by the middleware
 NO_TOKEN = ("no token: send Authorization: Bearer TOKEN (a `pod up` cluster keeps its admin token in "
             "pod-data/token; the pod CLI reads it from there, $POD_TOKEN or --token)")

@@ -56,6 +56,10 @@ class NodeApi(Protocol):
 
     def workers_view(self) -> dict[str, Any]: ...
 
+    def metrics_text(self, accept: str) -> tuple[bytes, str]:
+        """GET /metrics: this node's metrics in the format `accept` (the scraper's Accept header) asks for
+        (Prometheus text or OpenMetrics), and its content type."""
+
     # ---- the internal routes other nodes call (app.py checks their signature with cfg.secret) ----------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         """Output so far of an execution running on this node; None if it does not run here."""

@@ -24,6 +24,7 @@ from .lifecycle import (
     can_move,
 )
 from .membership import NodeTable
+from .observer import NO_OBSERVER, ApplyObserver, notify
 from .quotas import output_bytes, unread_full, waiting_full
 from .results import Result, maps_with_hashable_ids, pairs, refuse
 
@@ -69,6 +70,8 @@ class ExecutionTable:
         self.touched: set[int] = set()
         # Queues, slots by node, unread results by age, ids by activity and status: derived, rebuilt on load.
         self.index = ExecutionIndex()
+        # Told of each submission, start, end and retry (metrics); not replicated state, never decides anything.
+        self.observer: ApplyObserver = NO_OBSERVER
 
     def load(self, data: dict[str, Any]) -> None:
         self.executions = data.get("executions", {})
@@ -155,6 +158,7 @@ class ExecutionTable:
         self.executions[exec_id] = execution
         self.index.add(execution)
         self.waiting += 1
+        notify(self.observer.submitted, execution)
         node = cmd.node
         if node is not None and self.waiting == 1:  # none queued before it (placement.is_queued, counted)
             # The proposer's placement, checked like any other; never ahead of executions already queued.
@@ -360,6 +364,7 @@ class ExecutionTable:
             raise
         if reason:
             execution["errorDescription"] = reason
+        notify(self.observer.ended, execution)
 
     def _terminate(self, execution: dict, now: float, reason: str) -> None:
         was_running = execution["status"] == IN_PROGRESS
@@ -375,6 +380,7 @@ class ExecutionTable:
             self._set_status(execution, WAITING)
             execution.update(workerId=None, startTime=None, lastError=reason)
             execution.pop("workerIncarnation", None)
+            notify(self.observer.retried, execution)
         else:
             self._end(execution, ERROR, now, f"{reason}; gave up after {execution['attempt']} attempts")
 
@@ -403,6 +409,7 @@ class ExecutionTable:
         execution.update(attempt=execution["attempt"] + 1, startTime=now, workerIncarnation=incarnation)
         self._nodes.note_work(node, now)
         busy[node] += 1
+        notify(self.observer.started, execution)
 
     def _pull(self, node: Any, now: float) -> list[int]:
         """The reporting node refills the slots it just freed with the oldest waiting executions it can run

@@ -25,6 +25,7 @@ from . import commands as C
 from .activities import ActivityTable
 from .executions import ExecutionTable, missing_execution
 from .membership import NodeTable
+from .observer import NO_OBSERVER, ApplyObserver, notify
 from .results import Result, refuse
 from .scaling_policies import ScalingPolicyTable
 from .tokens import TokenTable
@@ -77,8 +78,8 @@ class State:
             C.PolicyDelete: policies.policy_delete,
             C.PolicyApply: policies.policy_apply,
             C.PolicyReset: policies.policy_reset,
-            C.NodeLaunched: nodes.node_launched,
-            C.NodeLaunchFailed: nodes.node_launch_failed,
+            C.NodeLaunched: self._node_launched,
+            C.NodeLaunchFailed: self._node_launch_failed,
             C.NodeLaunchRef: nodes.node_launch_ref,
             C.NodeDrain: nodes.node_drain,
             C.NodeLeft: self._node_left,
@@ -106,6 +107,16 @@ class State:
     active_policy = _field("policy_table", "active_policy", "the active scaling policy's name, or None")
     tokens = _field("token_table", "tokens", "API token id -> record (name, scope, salt, hash of the key)")
     admin_revoked = _field("token_table", "admin_revoked", "the birth admin token was deleted")
+
+    @property
+    def observer(self) -> ApplyObserver:
+        """Told of executions submitted, started, ended and retried, installs done, launches and destroys, as
+        entries are applied (metrics); not replicated state, and it never changes what an entry does."""
+        return self.execution_table.observer
+
+    @observer.setter
+    def observer(self, value: ApplyObserver | None) -> None:
+        self.execution_table.observer = value if value is not None else NO_OBSERVER
 
     @property
     def touched(self) -> set[int]:
@@ -190,11 +201,24 @@ class State:
     def _node_left(self, cmd: C.NodeLeft) -> Result:
         """The node is out of the cluster: its work is queued again and its installations forgotten."""
         node, now = cmd.node, cmd.now
+        if cmd.destroyed and node in self.nodes and not self.nodes[node].get("destroyedAt"):
+            notify(self.observer.destroyed, node)
         if not self.node_table.mark_left(node, now, destroyed=bool(cmd.destroyed)):
             return {"ok": True, "ignored": True}
         self.execution_table.release_node(node, now, f"node {node} left the cluster")
         self.activity_table.drop_node(node)
         return {"ok": True}
+
+    def _node_launched(self, cmd: C.NodeLaunched) -> Result:
+        result = self.node_table.node_launched(cmd)
+        if "error" not in result:
+            notify(self.observer.launch_recorded, str(cmd.node))
+        return result
+
+    def _node_launch_failed(self, cmd: C.NodeLaunchFailed) -> Result:
+        result = self.node_table.node_launch_failed(cmd)
+        notify(self.observer.launch_failed, str(cmd.node))
+        return result
 
     def _activity_delete(self, cmd: C.ActivityDelete) -> Result:
         """Uninstall the activity everywhere and terminate its executions."""
@@ -207,6 +231,8 @@ class State:
     def _install_done(self, cmd: C.InstallDone) -> Result:
         """An install ended; a failed verification rejects the activity, and its executions end in error."""
         result, rejected = self.activity_table.install_done(cmd)
+        if not result.get("ignored"):
+            notify(self.observer.installed, cmd.name, bool(cmd.ok))
         if rejected is not None:
             self.execution_table.fail_activity(cmd.name, cmd.now, f"activity rejected: {rejected}")
         return result

@@ -26,6 +26,8 @@ from ..discovery import Announcer
 from ..errors import Unavailable
 from ..exec.agent import Agent
 from ..manager import Manager
+from ..metrics.gauges import RaftView, cluster_view, raft_view
+from ..metrics.registry import NodeMetrics
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_DRAINING_STATUS, NODE_UP_STATUS
@@ -58,6 +60,9 @@ class PodNode:
         self._caught_up = False     # see _catch_up_once
         self._tasks: list[asyncio.Task] = []
         self.announcer: Announcer | None = None
+        self.metrics = NodeMetrics()
+        self.metrics.add_gauges(read_cluster=lambda: self.read(lambda state: cluster_view(state, time.time())),
+                                read_raft=self._raft_view, node_id=cfg.node_id, version=__version__)
 
     # ---- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +114,7 @@ class PodNode:
                 pause_s = min(pause_s * 2, self.cfg.retry_max_s)
                 continue
             self._caught_up = True
+            self.metrics.start_counting(after_index=self.replica.raftLastApplied)
             log.info("node %s has caught up with the cluster's state: serving the API", self.cfg.node_id)
             return
 
@@ -123,9 +129,13 @@ class PodNode:
 
     def _make_replica(self, *, observer: bool, peers: list[str]) -> Replica:
         cfg = self.cfg
-        return Replica(self_addr=None if observer else cfg.raft_addr, peers=peers, data_dir=cfg.data_dir,
-                       password=cfg.secret, timing=cfg.timing, on_change=self.changes.notify_threadsafe,
-                       bind_address=None if observer else f"{cfg.raft_host}:{cfg.raft_port}")
+        replica = Replica(self_addr=None if observer else cfg.raft_addr, peers=peers, data_dir=cfg.data_dir,
+                          password=cfg.secret, timing=cfg.timing, on_change=self.changes.notify_threadsafe,
+                          bind_address=None if observer else f"{cfg.raft_host}:{cfg.raft_port}")
+        # Counted from the entries it applies (what it applied before this was set is not counted: see
+        # metrics/apply_counts.py); the index of the entry being applied is the last applied one's next.
+        replica.state.observer = self.metrics.observer_for(lambda: replica.raftLastApplied + 1)
+        return replica
 
     async def promote(self, members: list[str]) -> None:
         """Become a voter: the leader has added this node's Raft address; restart the replica on the same
@@ -249,6 +259,14 @@ class PodNode:
             with contextlib.suppress(RuntimeError):
                 return self.replica.getStatus()
         return {}
+
+    def _raft_view(self) -> RaftView:
+        raft = self._raft_status()
+        return raft_view(raft, views.role(raft.get("state"), observer=self.replica.observer))
+
+    def metrics_text(self, accept: str) -> tuple[bytes, str]:
+        """GET /metrics: the exposition in the format `accept` (an Accept header) asks for, and its content type."""
+        return self.metrics.render(accept)
 
     def status_view(self) -> dict[str, Any]:
         raft = self._raft_status()
