@@ -105,18 +105,26 @@ def test_output_arrives_before_the_end_through_another_node_and_resumes(stream_c
     flag = shared_dir / "go-1"
     ex = start_running(client, waiter, str(flag))
     relay = other_node(stream_cluster, ex["workerId"])
+    worker = next(n for n in stream_cluster.nodes if n.node_id == ex["workerId"])
     stream = Stream(relay.url, ex["id"], stream_cluster.token)
+    local = Stream(worker.url, ex["id"], stream_cluster.token)   # and on the worker itself, from its runner
     try:
         assert stream.content_type.startswith("text/event-stream")
-        wait_until(lambda: stream.text("stdout") == "first line\n" and stream.text("stderr") == "err one\n",
-                   what="the first output, before the execution ends")
-        assert [e[0] for e in stream.events][0] == "attempt"
-        assert stream.events[0][1]["workerId"] == ex["workerId"] and stream.events[0][1]["attempt"] == 1
-        assert "end" not in [e[0] for e in stream.events]   # it still waits for the flag
+        for s in (stream, local):
+            wait_until(lambda: s.text("stdout") == "first line\n" and s.text("stderr") == "err one\n",
+                       what="the first output, before the execution ends")
+            assert [e[0] for e in s.events][0] == "attempt"
+            assert s.events[0][1]["workerId"] == ex["workerId"] and s.events[0][1]["attempt"] == 1
+            assert "end" not in [e[0] for e in s.events]   # it still waits for the flag
         flag.touch()
         events = stream.wait_end()
+        local.wait_end()
     finally:
         stream.close()
+        local.close()
+    for stream_name in ("stdout", "stderr"):
+        assert local.text(stream_name) == stream.text(stream_name)
+    assert local.events[-1] == events[-1]
     assert stream.text("stdout") == "first line\nsecond line été\n"
     assert stream.text("stderr") == "err one\nerr two\n"
     name, end, end_id = events[-1]
@@ -207,6 +215,21 @@ def test_a_client_that_disconnects_leaves_nothing_behind(stream_cluster, waiter,
         s.close()
     assert events[-1][1]["exitCode"] == 3 and s.text("stdout").endswith("second line été\n")
     assert log.read_text(errors="replace").count(stopped) == 5   # the one that read to the end is not "gone"
+    client.ok("getExecutionStatus", executionId=ex["id"])
+
+
+def test_a_terminated_execution_ends_its_stream(stream_cluster, waiter, shared_dir):
+    client = Client(stream_cluster.urls, stream_cluster.token)
+    ex = start_running(client, waiter, str(shared_dir / "never"))
+    stream = Stream(other_node(stream_cluster, ex["workerId"]).url, ex["id"], stream_cluster.token)
+    try:
+        wait_until(lambda: stream.text("stdout") == "first line\n", what="the first output")
+        client.ok("terminateExecution", executionId=ex["id"])
+        events = stream.wait_end(timeout_s=30)
+    finally:
+        stream.close()
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "terminated"
+    assert stream.text("stdout") == "first line\n" and stream.text("stderr") == "err one\n"
     client.ok("getExecutionStatus", executionId=ex["id"])
 
 
