@@ -18,7 +18,7 @@ from sseclient import SSEClient
 from podnode.local.cluster import LocalCluster, get_json
 from podnode.local.procs import stop_popen
 
-from ..conftest import Client, approved, install_script, start_cluster, wait_until
+from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -270,8 +270,8 @@ def test_the_stream_follows_the_execution_to_its_next_attempt(chaos_cluster, scr
 
 
 # ---- the CLI --------------------------------------------------------------------------------------------
-def pod_cmd(url: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "podnode.cli", "--url", url, *args]
+def pod_cmd(url: str, *args: str, cacert: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "podnode.cli", "--url", url, *(["--cacert", cacert] if cacert else []), *args]
 
 
 def pod_env(token: str) -> dict[str, str]:
@@ -376,3 +376,23 @@ def test_inputs_progress_bar_and_summary(stream_cluster, scripts, tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert "exec/s" not in auto.stderr and len(auto.stderr.splitlines()) == 1
 
+
+
+def test_pod_run_follow_over_https_with_cacert(tmp_path, scripts):
+    """The stream goes over https and the CLI checks it with --cacert, the token from $POD_TOKEN; the relay
+    between nodes is https too (peer_context)."""
+    cluster = start_cluster(tmp_path, nodes=3, slots=1, tls=True, extra_args=FAST_RAFT + ["--no-announce"])
+    try:
+        client = Client(cluster.urls, cluster.token, context=cluster.ssl_context)
+        approved(client, "tls-follow", scripts.add("tls-follow.sh", install_script('echo "hi $1"; echo e >&2; exit 4')))
+        env = {k: v for k, v in pod_env(cluster.token).items() if k not in ("POD_CACERT", "POD_URL")}
+        ca = str(cluster.tls_ca)
+        for url in cluster.urls:   # through each node: some relay from the worker over https
+            done = subprocess.run(pod_cmd(url, "run", "tls-follow", "there", "--follow", cacert=ca),
+                                  capture_output=True, text=True, env=env, timeout=60)
+            assert (done.returncode, done.stdout, done.stderr) == (4, "hi there\n", "e\n"), done
+        refused = subprocess.run(pod_cmd(cluster.urls[0], "execution", "logs", "1"), capture_output=True, text=True,
+                                 env=env, timeout=60)
+        assert refused.returncode == 3 and "cannot verify the certificate" in refused.stderr, refused.stderr
+    finally:
+        cluster.stop()
