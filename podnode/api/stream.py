@@ -1,5 +1,7 @@
 """An execution's output as it is produced, through any node: Server-Sent Events (aiohttp-sse) at
-GET /POD/executions/ID/stream. The events and their ids are in stream_events.py.
+GET /POD/executions/ID/stream. The events and their ids are in stream_events.py. A client resumes with the
+Last-Event-ID header (or ?lastEventId=, for a browser's first connection); ?follow=0 sends the output so far
+and stops.
 
 The node the client talks to relays: for an attempt running here it waits on the runner's output; for one
 running on another node it long-polls that node's signed peer route /internal/executions/ID/output-from with

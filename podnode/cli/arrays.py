@@ -152,12 +152,16 @@ class ArrayRun:
                 "failed": failed}
 
     def advance(self) -> None:
+        """One more ended (its status already counted)."""
         if self.bar is not None:
+            if self.running and len(self.pending) < self.running:
+                self.running = len(self.pending)
+            self.show(refresh=False)
             self.bar.update(1)
 
-    def show(self) -> None:
+    def show(self, refresh: bool = True) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in self.counts().items()))
+            self.bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in self.counts().items()), refresh=refresh)
 
     def note(self, text: str) -> None:
         if self.bar is not None:

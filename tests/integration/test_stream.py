@@ -4,15 +4,22 @@ logs [-f]` and the progress bar of `pod run --inputs` through the real CLI."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sseclient import SSEClient
 
 from podnode.local.cluster import LocalCluster, get_json
@@ -396,3 +403,47 @@ def test_pod_run_follow_over_https_with_cacert(tmp_path, scripts):
         assert refused.returncode == 3 and "cannot verify the certificate" in refused.stderr, refused.stderr
     finally:
         cluster.stop()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segment=st.text(max_size=30), last_id=st.text(alphabet=st.characters(codec="latin-1", exclude_characters="\r\n"),
+                                                     max_size=40),
+       follow=st.sampled_from(["0", "false", "no", "x", "", "1\x00"]))
+def test_no_request_to_the_stream_gets_a_server_error(stream_cluster, ended_execution, segment, last_id, follow):
+    url = urllib.parse.urlsplit(stream_cluster.urls[0])
+    headers = {"Authorization": f"Bearer {stream_cluster.token}", "Last-Event-ID": last_id}
+    for path in (f"/POD/executions/{urllib.parse.quote(segment, safe='')}/stream",
+                 f"/POD/executions/{ended_execution}/stream?follow={urllib.parse.quote(follow)}"):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        assert resp.status in (200, 400, 404), (path, last_id, resp.status, body)
+        if resp.status != 200:
+            assert "error" in json.loads(body), body
+        else:   # an ended execution: its stream ends, with the end event or nothing after an end id
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            assert body == b"" or b"event: end" in body, body
+
+
+@pytest.fixture(scope="module")
+def ended_execution(stream_cluster, waiter, shared_dir_module) -> int:
+    client = Client(stream_cluster.urls, stream_cluster.token)
+    flag = shared_dir_module / "go-fuzz"
+    flag.touch()
+    exec_id = client.ok("newExecution", name=waiter, input=str(flag))["execution"]["id"]
+    wait_until(lambda: any(e["id"] == exec_id and e["status"] == "error"
+                           for e in client.ok("getAllExecutions", activity=waiter)["executions"]),
+               what="the execution ended (not read)")
+    return exec_id
+
+
+@pytest.fixture(scope="module")
+def shared_dir_module():
+    path = Path(tempfile.mkdtemp(prefix="pod-test-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
