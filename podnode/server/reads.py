@@ -25,7 +25,7 @@ T = TypeVar("T")
 class Reads:
     def __init__(self, *, node_id: str, replica: Replica, bridge: CommandBridge, changes: Changes, peers: PeerClient,
                  local_output: Callable[[int], tuple[str, str] | None], execution_arrival_s: float,
-                 local_output_from: Callable[..., Awaitable[OutputSlice | None]] | None = None):
+                 local_output_from: Callable[..., Awaitable[OutputSlice | None]]):
         self.node_id = node_id
         self.replica = replica
         self.bridge = bridge
@@ -100,8 +100,6 @@ class Reads:
         if worker is None:
             return None
         if worker == self.node_id:
-            if self.local_output_from is None:
-                return None
             return await self.local_output_from(record["id"], attempt, stdout_at, stderr_at, wait_s)
         url = self.read(lambda s: s.nodes.get(worker, {}).get("httpUrl"))
         if not url:
