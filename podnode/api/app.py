@@ -29,6 +29,7 @@ from .auth import METRICS_SCOPE, Authenticator, require
 from .auth import middleware as auth_middleware
 from .node_api import NodeApi
 from .params import is_text
+from .stream import add_stream_routes
 
 log = logging.getLogger(__name__)
 
@@ -237,4 +238,5 @@ def build_app(node: NodeApi) -> web.Application:
     app.router.add_post("/internal/promote", promote)
     app.router.add_post("/internal/alive", alive)
     app.router.add_post("/internal/prove", prove)
+    add_stream_routes(app, node, check_peer)
     return app

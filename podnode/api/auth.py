@@ -36,6 +36,7 @@ OPEN_PATHS = frozenset({"/health"})
 PEER_PREFIX = "/internal/"
 METRICS_SCOPE = "read"   # GET /metrics: a scraper's token (Prometheus sends it with `authorization: credentials`)
 SCOPE_KEY = "pod_scope"   # request[SCOPE_KEY]: the caller's scope, set by the middleware
+STREAM_SCOPE = "read"     # GET /POD/executions/ID/stream (api/stream.py): consumes nothing, like the other reads
 NO_TOKEN = ("no token: send Authorization: Bearer TOKEN (a `pod up` cluster keeps its admin token in "
             "pod-data/token; the pod CLI reads it from there, $POD_TOKEN or --token)")
 

@@ -34,6 +34,10 @@ class NodeApi(Protocol):
     async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
         """Output so far of a running execution, from whichever node runs it."""
 
+    async def output_from(self, record: dict[str, Any], stdout_at: int, stderr_at: int, wait_s: float) -> Any:
+        """The record's current attempt's output after the byte offsets (an exec.output_slice.OutputSlice), from
+        whichever node runs it, waiting up to wait_s for some; None if it cannot be had from there now."""
+
     # ---- writes ------------------------------------------------------------------------------------------
     async def submit(self, cmd: C.Command) -> dict[str, Any]:
         """Commit a command; its result, or the error it was refused with raised as a PodError."""
@@ -63,6 +67,10 @@ class NodeApi(Protocol):
     # ---- the internal routes other nodes call (app.py checks their signature with cfg.secret) ----------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         """Output so far of an execution running on this node; None if it does not run here."""
+
+    async def local_output_from(self, exec_id: int, attempt: int, stdout_at: int, stderr_at: int,
+                                wait_s: float) -> Any:
+        """The same for an attempt running on this node (the peer route); None if it does not run here."""
 
     def observer_alive(self, node: str) -> None:
         """On the leader: observer `node` says it is alive (Unavailable if this node does not lead, NotFound if

@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from .client import EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_USAGE, Api, CliError, retrying
 from .output import exit_code_of, warn
 
@@ -55,7 +57,8 @@ def chunks(inputs: list[str]) -> list[list[str]]:
 class ArrayRun:
     """One `pod run --inputs`: what was submitted, what is pending, what ended."""
 
-    def __init__(self, api: Api, name: str, out_dir: Path | None, deadline: float | None):
+    def __init__(self, api: Api, name: str, out_dir: Path | None, deadline: float | None, *, total: int = 0,
+                 progress: bool = False):
         self.api = api
         self.name = name
         self.out_dir = out_dir
@@ -63,6 +66,11 @@ class ArrayRun:
         self.pending: dict[int, int] = {}    # execution id -> index of its input
         self.statuses: Counter[str] = Counter()
         self.worst = 0
+        self.total = total
+        self.running = 0                     # of the pending ones, how many the last read saw in progress
+        self.started = time.monotonic()
+        self.bar = tqdm(total=total, unit="exec", file=sys.stderr, dynamic_ncols=True, leave=True,
+                        desc=name, disable=not progress) if progress else None
 
     def submit(self, chunk: list[str], first_index: int, request_id: str) -> None:
         """Submit one array (the same requestId on every try: a retry never runs it twice). While a quota is
@@ -78,7 +86,7 @@ class ArrayRun:
                 pause = err.retry_after_s or 5.0
                 if self.deadline is not None and time.monotonic() + pause > self.deadline:
                     raise
-                warn(f"{err.message}\nwaiting {pause:g} s")
+                self.note(f"{err.message}\nwaiting {pause:g} s")
                 started = time.monotonic()
                 if self.pending:
                     self.collect(wait_s=pause)
@@ -97,17 +105,25 @@ class ArrayRun:
                 self.write(ex, index)
         for exec_id in body.get("notFound", []):
             if self.pending.pop(exec_id, None) is not None:
-                warn(f"execution {exec_id}: its result is gone (read by another client, or it expired)")
+                self.note(f"execution {exec_id}: its result is gone (read by another client, or it expired)")
                 self.statuses["lost"] += 1
                 self.worst = max(self.worst, 1)
+                self.advance()
+        self.running = sum(1 for p in body.get("pending", []) if p.get("status") == "in progress")
+        self.show()
 
     def write(self, ex: dict[str, Any], index: int) -> None:
         self.statuses[ex.get("status", "?")] += 1
         if ex.get("status") != "finished":
             self.worst = max(self.worst, exit_code_of(ex) or 1)
+        self.advance()
         record = {"index": index, **ex}
         if self.out_dir is None:
-            sys.stdout.write(json.dumps(record) + "\n")
+            line = json.dumps(record) + "\n"
+            if self.bar is not None:   # stdout may be the bar's terminal too: clear the bar, write, draw it again
+                tqdm.write(line, file=sys.stdout, end="")
+            else:
+                sys.stdout.write(line)
             sys.stdout.flush()
             return
         exec_id = ex["id"]
@@ -119,7 +135,45 @@ class ArrayRun:
     def summary(self) -> str:
         done = ", ".join(f"{n} {status}" for status, n in sorted(self.statuses.items()))
         left = f", {len(self.pending)} not ended" if self.pending else ""
-        return f"{sum(self.statuses.values()) + len(self.pending)} executions of {self.name}: {done or 'none'}{left}"
+        ended = sum(self.statuses.values())
+        elapsed = time.monotonic() - self.started
+        rate = f" ({ended / elapsed:.1f}/s)" if elapsed > 0 and ended else ""
+        return (f"{ended + len(self.pending)} executions of {self.name}: {done or 'none'}{left}; "
+                f"{elapsed:.1f} s{rate}")
+
+    # ---- the progress bar (tqdm: its rate and ETA count the ended executions) ---------------------------
+    def counts(self) -> dict[str, int]:
+        """done (finished), failed (ended otherwise, or lost), running (in progress at the last read), waiting
+        (the rest of the inputs: queued, or not submitted yet)."""
+        done = self.statuses.get("finished", 0)
+        failed = sum(self.statuses.values()) - done
+        running = min(self.running, len(self.pending))
+        return {"done": done, "running": running, "waiting": max(0, self.total - done - failed - running),
+                "failed": failed}
+
+    def advance(self) -> None:
+        """One more ended (its status already counted)."""
+        if self.bar is not None:
+            if self.running and len(self.pending) < self.running:
+                self.running = len(self.pending)
+            self.show(refresh=False)
+            self.bar.update(1)
+
+    def show(self, refresh: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(f"{k} {v}" for k, v in self.counts().items()), refresh=refresh)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        warn(text)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.show()
+            self.bar.close()
 
 
 def _collect_paced(run: ArrayRun, deadline: float | None) -> bool:
@@ -144,24 +198,31 @@ def cmd_run_inputs(args: argparse.Namespace, api: Api) -> int:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    run = ArrayRun(api, args.name, out_dir, deadline)
-    run_id = uuid.uuid4().hex
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    run = ArrayRun(api, args.name, out_dir, deadline, total=len(inputs), progress=progress)
+    try:
+        code, message = _run_all(run, inputs, args.timeout)
+    finally:
+        run.close()     # the bar's last state stays on the terminal, the summary below it
+    warn(message)
+    return code
+
+
+def _run_all(run: ArrayRun, inputs: list[str], timeout_s: float | None) -> tuple[int, str]:
+    """Submit in arrays and read the results as they end: (exit code, the summary to print)."""
+    deadline, run_id = run.deadline, uuid.uuid4().hex
     try:
         first = 0
         for k, chunk in enumerate(chunks(inputs)):
             while run.pending and len(run.pending) + len(chunk) > WINDOW:
                 if not _collect_paced(run, deadline):
-                    warn(f"gave up after {args.timeout:g} s; {run.summary()}; {len(inputs) - first} inputs "
-                         "were not submitted")
-                    return EXIT_TIMEOUT
+                    return EXIT_TIMEOUT, (f"gave up after {timeout_s:g} s; {run.summary()}; {len(inputs) - first} "
+                                          "inputs were not submitted")
             run.submit(chunk, first, f"{run_id}-{k}")
             first += len(chunk)
         while run.pending:
             if not _collect_paced(run, deadline):
-                warn(f"gave up after {args.timeout:g} s; {run.summary()}")
-                return EXIT_TIMEOUT
+                return EXIT_TIMEOUT, f"gave up after {timeout_s:g} s; {run.summary()}"
     except KeyboardInterrupt:
-        warn(f"interrupted; {run.summary()}; the executions not ended go on")
-        return EXIT_INTERRUPTED
-    warn(run.summary())
-    return run.worst
+        return EXIT_INTERRUPTED, f"interrupted; {run.summary()}; the executions not ended go on"
+    return run.worst, run.summary()

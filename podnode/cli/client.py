@@ -10,12 +10,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sseclient import Event, SSEClient
+
 EXIT_USAGE, EXIT_SERVER, EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 124, 130, 143
 RETRY_BUDGET_S = 10.0
+STREAM_READ_TIMEOUT_S = 35.0   # an output stream silent this long (no keep-alive either) has broken off
 UNREACHABLE_HINT = ("no cluster there? Start a local one with `./dev.sh up` (or `pod up`) in another terminal,\n"
                     "or name a running node with --url URL or $POD_URL (default http://localhost:8080).")
 CACERT_HINT = "give the CA that signed the cluster's certificates with --cacert FILE or $POD_CACERT " \
@@ -85,13 +88,35 @@ class Api:
 
     def get_json(self, url: str, timeout_s: float, body: bytes | None = None, *,
                  content_type: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        if content_type:
-            headers["Content-Type"] = content_type
+        headers = {"Content-Type": content_type} if content_type else {}
+        with self._open(url, timeout_s, body, headers) as resp:
+            try:
+                raw = resp.read()
+            except (OSError, http.client.HTTPException) as err:
+                raise CliError(f"cannot reach {self.url}: {err}\n{UNREACHABLE_HINT}", EXIT_SERVER) from None
+        return _decode(raw)
+
+    def events(self, exec_id: int, *, follow: bool = True, last_event_id: str | None = None,
+               read_timeout_s: float = STREAM_READ_TIMEOUT_S) -> Iterator[Event]:
+        """The Server-Sent Events of an execution's output stream (GET /POD/executions/ID/stream), parsed by
+        sseclient-py as they come; from after `last_event_id` when given. A connection that fails or stays
+        silent past read_timeout_s (the node sends a keep-alive every 10 s) is a transient CliError."""
+        url = f"{self.url}/POD/executions/{exec_id}/stream" + ("" if follow else "?follow=0")
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+        with self._open(url, read_timeout_s, None, headers) as resp:
+            try:
+                yield from SSEClient(resp).events()
+            except (OSError, http.client.HTTPException) as err:
+                raise CliError(f"the stream from {self.url} broke off: {err or type(err).__name__}",
+                               EXIT_SERVER) from None
+
+    def _open(self, url: str, timeout_s: float, body: bytes | None, headers: dict[str, str]):
+        """urlopen with the token and the TLS context; HTTP errors and failures to connect as CliErrors."""
+        if self.token:
+            headers = {"Authorization": f"Bearer {self.token}", **headers}
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
-                                        timeout=timeout_s, context=self.ssl_context) as resp:
-                return _decode(resp.read())
+            return urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
+                                          timeout=timeout_s, context=self.ssl_context)
         except urllib.error.HTTPError as err:
             error = _http_error(err)
             if err.code == 401 and not self.token:

@@ -9,6 +9,7 @@ import uuid
 
 from .arrays import cmd_run_inputs
 from .client import EXIT_INTERRUPTED, EXIT_SERVER, EXIT_TIMEOUT, Api, CliError, retrying
+from .follow import follow
 from .output import TERMINAL, emit_json, exit_code_of, say, show_execution, table, warn
 
 POLL_WAIT_S = 30
@@ -21,6 +22,8 @@ def cmd_run(args: argparse.Namespace, api: Api) -> int:
     body = retrying(lambda: api.action("newExecution", post=True, name=args.name, input=args.input,
                                        requestId=request_id))
     ex = body["execution"]
+    if args.follow:
+        return follow_run(api, ex["id"])
     if not args.wait:
         emit_json(body) if args.json else say(f"execution {ex['id']}  status {ex['status']}\n"
                                               f"(see its result with: pod execution status {ex['id']} --wait 60)")
@@ -49,6 +52,39 @@ def wait_execution(api: Api, exec_id: int, timeout_s: float | None) -> dict:
             return ex
         if deadline is not None and time.monotonic() >= deadline:
             return ex
+
+
+def follow_run(api: Api, exec_id: int) -> int:
+    """`pod run --follow`: print the output as it comes; at the end, read the result (which hands it over and
+    deletes it, as `pod run --wait` does) and exit with main.sh's code."""
+    try:
+        end = follow(api, exec_id)
+    except KeyboardInterrupt:
+        warn(f"interrupted; execution {exec_id} goes on: pod execution logs {exec_id} -f")
+        return EXIT_INTERRUPTED
+    try:
+        final = retrying(lambda: api.action("getExecutionStatus", executionId=exec_id))["execution"]
+    except CliError as err:
+        if err.http_status != 404:
+            raise
+        final = end   # read meanwhile by another client: the stream's end event says how it ended
+    return _ended(final)
+
+
+def _ended(ex: dict) -> int:
+    if ex.get("status") != "finished" and ex.get("exitCode") is None:
+        warn(f"execution {ex['id']} {ex['status']}: {ex.get('errorDescription') or 'no reason given'}")
+    return exit_code_of(ex)
+
+
+def cmd_execution_logs(args: argparse.Namespace, api: Api) -> int:
+    """Print an execution's output (with -f, as it comes until it ends) without reading its result: the
+    execution is not deleted. Exits with main.sh's code once it has ended, 0 before."""
+    try:
+        end = follow(api, args.id, keep_following=args.follow)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return 0 if end is None else _ended(end)
 
 
 def finish_run(ex: dict, as_json: bool) -> int:
@@ -130,11 +166,16 @@ def add_run(sub) -> None:
     p.add_argument("name")
     p.add_argument("input", nargs="?", default=None, help="the execution's input (main.sh gets it as $1)")
     p.add_argument("--wait", action="store_true", help="wait for the end; print its output; exit with its code")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="print the output as it comes (stdout to stdout, stderr to stderr); exit with its code")
     p.add_argument("--timeout", type=float, default=None,
                    help="with --wait or --inputs: give up after S seconds (exit 124)")
     p.add_argument("--inputs", default=None, metavar="FILE",
                    help="run one execution per line of FILE (- for stdin), submitted in arrays; print each result "
                         "as a JSON line as it ends; exit 0 if all finished, else the worst exit code")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --inputs: a progress bar on stderr (done, running, waiting, failed; rate; ETA); "
+                        "default: on when stderr is a terminal. The summary is printed at the end either way")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="with --inputs: write ID.stdout, ID.stderr and ID.json per execution into DIR instead")
     p.set_defaults(func=cmd_run)
@@ -157,6 +198,14 @@ def add_execution(sub) -> None:
     p.add_argument("id", type=int)
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for the end")
     p.set_defaults(func=cmd_execution_status)
+    p = esub.add_parser("logs", help="an execution's output, with -f as it comes (reading nothing: it stays)",
+                        description="Print an execution's output so far (stdout to stdout, stderr to stderr); with "
+                                    "-f, go on as it comes, through moves to other nodes, until it ends. The "
+                                    "result is not read: see it (and delete it) with pod execution status. Exits "
+                                    "with main.sh's code once it has ended, 0 before.")
+    p.add_argument("id", type=int)
+    p.add_argument("-f", "--follow", action="store_true", help="go on until the execution ends")
+    p.set_defaults(func=cmd_execution_logs)
     p = esub.add_parser("terminate", help="stop an execution")
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_execution_terminate)

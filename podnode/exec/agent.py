@@ -24,6 +24,7 @@ from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
 from .install import InstallError, install_activity, remove_activity
 from .netguard import guard_metadata
+from .output_slice import OutputSlice, take
 from .reconcile import reconcile, wanted_here
 from .runner import ExecutionResult, ExecutionRun
 from .sandbox import Limits, Sandbox, node_limits, secure_data_dir
@@ -206,6 +207,17 @@ class Agent:
         """Output so far of an execution running here, for reads from any node."""
         run = self.runs.get(exec_id)
         return None if run is None else run.read_output()
+
+    async def output_from(self, exec_id: int, attempt: int, stdout_at: int, stderr_at: int,
+                          wait_s: float) -> OutputSlice | None:
+        """The output of this attempt after the byte offsets, waiting up to wait_s for some to come; None if the
+        attempt does not run here (any more: its result is then on its way through Raft)."""
+        run = self.runs.get(exec_id)
+        if run is None or run.attempt != attempt:
+            return None
+        await run.wait_output(stdout_at, stderr_at, wait_s)
+        stdout, stderr, ended = run.output_bytes(stdout_at, stderr_at)
+        return take(stdout, stderr, stdout_at, stderr_at, ended=ended)
 
     async def _report_loop(self) -> None:
         """Send finished executions' results, as many per command as have piled up."""

@@ -85,6 +85,7 @@ class ExecutionRun:
         self._terminated = False
         self._error: str | None = None
         self._finish_task: asyncio.Task[ExecutionResult] | None = None
+        self._output_waiters: list[asyncio.Future[None]] = []   # followers of the output (wait_output)
 
     # ----------------------------------------------------------- properties
 
@@ -172,6 +173,34 @@ class ExecutionRun:
         out, err = (self._buffers[name].decode("utf-8", errors="replace") for name in _STREAMS)
         return out, err
 
+    def output_bytes(self, stdout_at: int, stderr_at: int) -> tuple[bytes, bytes, bool]:
+        """The bytes of each stream from these offsets (no copy of what comes before), and whether both pipes
+        have closed (nothing more will come)."""
+        out, err = (bytes(memoryview(self._buffers[name])[at:]) for name, at in zip(_STREAMS, (stdout_at, stderr_at)))
+        return out, err, self._output_ended()
+
+    async def wait_output(self, stdout_at: int, stderr_at: int, timeout_s: float) -> None:
+        """Return once either stream holds more than its offset, the output has ended, or after timeout_s."""
+        if (len(self._buffers["stdout"]) > stdout_at or len(self._buffers["stderr"]) > stderr_at
+                or self._output_ended() or timeout_s <= 0):
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._output_waiters.append(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout_s)
+        finally:
+            if fut in self._output_waiters:
+                self._output_waiters.remove(fut)
+
+    def _output_ended(self) -> bool:
+        return not self._started or self._eof is None or self._eof.done()
+
+    def _wake_output(self) -> None:
+        waiters, self._output_waiters = self._output_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     # -------------------------------------------------------------- helpers
 
     def _command(self) -> list[str]:
@@ -226,6 +255,8 @@ class ExecutionRun:
         else:
             buf += chunk[:max(room, 0)]
             self._truncated[name] = True
+        if self._output_waiters and room > 0:
+            self._wake_output()
 
     def _close_pipe(self, fd: int) -> None:
         _, pipe = self._pipes.pop(fd)
@@ -233,6 +264,7 @@ class ExecutionRun:
         pipe.close()
         if not self._pipes and not self._eof.done():
             self._eof.set_result(None)
+            self._wake_output()
 
     def _watch_exit(self) -> None:
         """Reap main.sh when its pidfd says it exited (polling where there is no pidfd)."""

@@ -85,7 +85,7 @@ class PodNode:
                                peers=self._peers)
         self.reads = Reads(node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, changes=self.changes,
                            peers=self._peers, local_output=self.agent.output_of,
-                           execution_arrival_s=cfg.execution_arrival_s)
+                           execution_arrival_s=cfg.execution_arrival_s, local_output_from=self.agent.output_from)
         self._runner = JsonErrorAppRunner(build_app(self), access_log=None,
                                           shutdown_timeout=cfg.http_shutdown_timeout_s,
                                           **request_limits(cfg.max_input_bytes))
@@ -192,6 +192,9 @@ class PodNode:
     async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
         return await self.reads.live_output(record)
 
+    async def output_from(self, record: dict[str, Any], stdout_at: int, stderr_at: int, wait_s: float):
+        return await self.reads.output_from(record, stdout_at, stderr_at, wait_s)
+
     async def submit(self, cmd: C.Command) -> dict[str, Any]:
         return await self.bridge.submit_ok(cmd)
 
@@ -204,6 +207,9 @@ class PodNode:
     # ---- the internal routes ------------------------------------------------------------------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:
         return self.agent.output_of(exec_id)
+
+    async def local_output_from(self, exec_id: int, attempt: int, stdout_at: int, stderr_at: int, wait_s: float):
+        return await self.agent.output_from(exec_id, attempt, stdout_at, stderr_at, wait_s)
 
     def observer_alive(self, node: str) -> None:
         self.manager.observer_alive(node)

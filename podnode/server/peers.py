@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from ..cluster_secret import sign_request
+from ..exec.output_slice import OutputSlice
 
 log = logging.getLogger(__name__)
 PEER_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
@@ -52,6 +53,7 @@ class PeerClient:
 
     def __init__(self, *, secret: str | None, timeout_s: float, ssl_context: ssl.SSLContext | None = None):
         self.secret = secret
+        self.timeout_s = timeout_s
         self._session = _session(timeout_s, ssl_context)
 
     async def close(self) -> None:
@@ -65,6 +67,19 @@ class PeerClient:
                 return None
             body = await resp.json()
             return body.get("stdout", ""), body.get("stderr", "")
+
+    async def execution_output_from(self, url: str, exec_id: int, attempt: int, stdout_at: int, stderr_at: int,
+                                    wait_s: float) -> OutputSlice | None:
+        """The output of an attempt running on the node at `url` after the byte offsets, waiting there up to
+        wait_s for some; None if it does not run there (any more)."""
+        query = urllib.parse.urlencode({"attempt": attempt, "stdout": stdout_at, "stderr": stderr_at,
+                                        "wait": f"{wait_s:.1f}"})
+        target = f"{url}/internal/executions/{exec_id}/output-from?{query}"
+        async with self._session.get(target, headers=signed(self.secret, "GET", target),
+                                     timeout=aiohttp.ClientTimeout(total=wait_s + self.timeout_s)) as resp:
+            if resp.status != 200:
+                return None
+            return OutputSlice.from_json(await resp.json())
 
     async def post(self, url: str, path: str, data: Mapping[str, str], *, timeout_s: float,
                    sign: bool = True) -> tuple[Any, int]:

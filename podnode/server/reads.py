@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..changes import Changes
 from ..errors import Unavailable
+from ..exec.output_slice import OutputSlice
 from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.replica import Replica
@@ -23,13 +24,15 @@ T = TypeVar("T")
 
 class Reads:
     def __init__(self, *, node_id: str, replica: Replica, bridge: CommandBridge, changes: Changes, peers: PeerClient,
-                 local_output: Callable[[int], tuple[str, str] | None], execution_arrival_s: float):
+                 local_output: Callable[[int], tuple[str, str] | None], execution_arrival_s: float,
+                 local_output_from: Callable[..., Awaitable[OutputSlice | None]]):
         self.node_id = node_id
         self.replica = replica
         self.bridge = bridge
         self.changes = changes
         self.peers = peers
         self.local_output = local_output
+        self.local_output_from = local_output_from   # Agent.output_from
         self.execution_arrival_s = execution_arrival_s  # see read_execution
 
     def read(self, fn: Callable[[State], T]) -> T:
@@ -87,3 +90,22 @@ class Reads:
         except PEER_ERRORS:
             log.info("could not read live output of %s from %s", record["id"], worker)
             return "", ""
+
+    async def output_from(self, record: dict[str, Any], stdout_at: int, stderr_at: int,
+                          wait_s: float) -> OutputSlice | None:
+        """The output of the record's current attempt after the byte offsets, from whichever node runs it,
+        waiting there up to wait_s for some to come. None if that node does not run it (any more) or cannot be
+        reached: the caller then waits for the record to change (its result, or a new attempt)."""
+        worker, attempt = record.get("workerId"), record.get("attempt", 0)
+        if worker is None:
+            return None
+        if worker == self.node_id:
+            return await self.local_output_from(record["id"], attempt, stdout_at, stderr_at, wait_s)
+        url = self.read(lambda s: s.nodes.get(worker, {}).get("httpUrl"))
+        if not url:
+            return None
+        try:
+            return await self.peers.execution_output_from(url, record["id"], attempt, stdout_at, stderr_at, wait_s)
+        except PEER_ERRORS as exc:
+            log.info("could not follow the output of %s on %s: %s", record["id"], worker, exc or type(exc).__name__)
+            return None
