@@ -29,6 +29,7 @@ from .auth import Authenticator, require
 from .auth import middleware as auth_middleware
 from .node_api import NodeApi
 from .params import is_text
+from .ui_feed import add_routes as add_status_page
 
 log = logging.getLogger(__name__)
 
@@ -231,4 +232,5 @@ def build_app(node: NodeApi) -> web.Application:
     app.router.add_post("/internal/promote", promote)
     app.router.add_post("/internal/alive", alive)
     app.router.add_post("/internal/prove", prove)
+    add_status_page(app, node, check_peer)
     return app
