@@ -56,7 +56,7 @@ function renderQueue(s) {
     el("td", {}, e.queuePosition ?? e.position),
     el("td", {}, e.id),
     el("td", {}, e.activityName),
-    el("td", {}, ago(e.submitTime, s.generatedAt)),
+    el("td", {}, e.submitTime ? seconds(Math.max(0, (s.generatedAt - e.submitTime) / 1000)) : ""),
     el("td", { class: "reason" }, e.waitingReason || (e.lastError ? `requeued: ${e.lastError}` : "")),
     el("td", {}, e.attempts)));
   $("queue").tBodies[0].replaceChildren(...rows);
@@ -68,8 +68,8 @@ function runningCard(e, actions) {
   const button = el("button", { class: "terminate", type: "button", "data-exec": e.id }, "terminate");
   button.addEventListener("click", () => actions.terminate(e.id, button));
   const card = el("article", { class: "exec", "data-exec": e.id },
-    el("header", {}, el("b", {}, `#${e.id}`), " ", el("span", { class: "activity" }, ""), " on ",
-       el("span", { class: "worker" }, ""), " ", el("span", { class: "elapsed muted" }, ""), " ", button),
+    el("header", {}, el("b", {}, `#${e.id}`), el("span", { class: "activity" }, ""), "on",
+       el("b", { class: "worker" }, ""), el("span", { class: "elapsed muted" }, ""), button),
     el("pre", { class: "stdout" }), el("pre", { class: "stderr" }));
   return card;
 }
@@ -141,7 +141,7 @@ function renderScaling(s) {
       "no decision yet"), sc.from ? el("span", { class: "muted" }, ` (leader ${sc.from})`) : null));
     if (sc.decisions && sc.decisions.length) {
       parts.push(el("ol", { class: "decisions" }, ...sc.decisions.map((d) => el("li", {},
-        el("span", { class: "muted" }, `${ago(d.lastAt, s.generatedAt)}: `),
+        d.lastAt ? el("span", { class: "muted" }, `${ago(d.lastAt, s.generatedAt)}: `) : null,
         d.launch ? `launch ${d.launch}; ` : "", d.destroy.length ? `destroy ${d.destroy.join(", ")}; ` : "",
         d.reason))));
     }
