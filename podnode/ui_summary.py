@@ -18,6 +18,7 @@ from .raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, WAITING
 HEAD = 20                  # executions shown of the queue's head, and of the running ones
 OUTPUT_TAIL_CHARS = 1500   # of a running execution's stdout and stderr, the last this many characters
 ENDED_TAIL_CHARS = 200     # of a recently ended one's
+INPUT_CHARS = 200          # of any execution's input
 HISTORY = 300              # throughput samples kept: five minutes at one a second
 DECISIONS = 10             # scaling decisions kept (distinct ones; a repeated decision only updates its time)
 _QUEUE_EXTRAS = ("waitingReason", "queuePosition")   # shown when the records or views carry them
@@ -111,18 +112,22 @@ def read_cluster(state: Any, *, head: int = HEAD) -> dict[str, Any]:
 
 
 def _without_output(view: dict[str, Any]) -> dict[str, Any]:
+    """An execution's view without its output, and its input cut to INPUT_CHARS (an input may be megabytes)."""
     view.pop("stdout", None)
     view.pop("stderr", None)
+    if len(view["stdin"]) > INPUT_CHARS:
+        view["stdin"], view["stdinTruncated"] = view["stdin"][:INPUT_CHARS], True
     return view
 
 
 def ended_view(record: dict[str, Any]) -> dict[str, Any]:
     """One ended execution: how it ended, where, how long it ran, and its output's tail."""
     view = views.execution(record)
+    stdout, stderr = view["stdout"], view["stderr"]
+    view = _without_output(view)
     start, end = record.get("startTime"), record.get("finishTime")
     view["runS"] = round(end - start, 1) if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None
-    view["stdoutTail"] = view.pop("stdout")[-ENDED_TAIL_CHARS:]
-    view["stderrTail"] = view.pop("stderr")[-ENDED_TAIL_CHARS:]
+    view["stdoutTail"], view["stderrTail"] = stdout[-ENDED_TAIL_CHARS:], stderr[-ENDED_TAIL_CHARS:]
     return view
 
 

@@ -56,6 +56,7 @@ function renderQueue(s) {
     el("td", {}, e.queuePosition ?? e.position),
     el("td", {}, e.id),
     el("td", {}, e.activityName),
+    el("td", { class: "input" }, e.stdin + (e.stdinTruncated ? "…" : "")),
     el("td", {}, e.submitTime ? seconds(Math.max(0, (s.generatedAt - e.submitTime) / 1000)) : ""),
     el("td", { class: "reason" }, e.waitingReason || (e.lastError ? `requeued: ${e.lastError}` : "")),
     el("td", {}, e.attempts)));
@@ -86,7 +87,7 @@ function renderRunning(s, actions) {
       card = runningCard(e, actions);
       cards.set(e.id, card);
     }
-    card.querySelector(".activity").textContent = e.activityName;
+    card.querySelector(".activity").textContent = `${e.activityName} ${JSON.stringify(e.stdin)}${e.stdinTruncated ? "…" : ""}`;
     card.querySelector(".worker").textContent = e.workerId;
     card.querySelector(".elapsed").textContent =
       `for ${seconds(e.elapsedS)}` + (e.attempts > 1 ? `, attempt ${e.attempts}` : "");
@@ -108,6 +109,7 @@ function renderEnded(s) {
   const rows = s.ended.map((e) => el("tr", { "data-exec": e.id, "data-status": e.status },
     el("td", {}, e.id),
     el("td", {}, e.activityName),
+    el("td", { class: "input" }, e.stdin + (e.stdinTruncated ? "…" : "")),
     el("td", { class: "status" }, el("span", { class: `badge ${e.status}` }, e.status)),
     el("td", {}, e.exitCode ?? ""),
     el("td", {}, e.workerId ?? ""),

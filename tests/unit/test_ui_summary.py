@@ -56,12 +56,14 @@ def test_counts_and_ended_total_follow_every_transition_without_a_scan():
     assert {i["workerId"]: i["status"] for i in activity["installations"]} == {"n1": "installed", "n2": "installed"}
 
 
-def test_a_queued_record_carrying_a_reason_shows_it():
+def test_a_queued_record_carrying_a_reason_shows_it_and_a_long_input_is_cut():
     state = approved_state()
     (exec_id,) = submit(state, 1)
+    state.executions[exec_id]["stdin"] = "x" * 100_000
     state.executions[exec_id].update(waitingReason="all 4 slots busy, 0 ahead of it", queuePosition=1)
     (view,) = U.read_cluster(state)["queue"]
     assert view["waitingReason"] == "all 4 slots busy, 0 ahead of it" and view["queuePosition"] == 1
+    assert view["stdin"] == "x" * U.INPUT_CHARS and view["stdinTruncated"] is True
 
 
 def test_throughput_is_finished_per_second_between_samples():
