@@ -16,6 +16,7 @@ from .api import views
 from .raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, WAITING
 
 HEAD = 20                  # executions shown of the queue's head, and of the running ones
+ENDED = 10                 # recently ended executions shown
 OUTPUT_TAIL_CHARS = 1500   # of a running execution's stdout and stderr, the last this many characters
 ENDED_TAIL_CHARS = 200     # of a recently ended one's
 INPUT_CHARS = 200          # of any execution's input
@@ -81,10 +82,11 @@ class DecisionLog:
         return [{k: v for k, v in entry.items() if k != "key"} for entry in self.entries]
 
 
-def read_cluster(state: Any, *, head: int = HEAD) -> dict[str, Any]:
+def read_cluster(state: Any, *, head: int = HEAD, ended: int = ENDED) -> dict[str, Any]:
     """From the replicated state (read under the replica's lock): the queue's count and head, the running
-    executions' count and records (the first `head` of each, oldest first), the activities with their
-    installations and their own counts, and the active scaling policy."""
+    executions' count and records (the first `head` of each, oldest first), the `ended` newest ended executions
+    whose result is unread, the activities with their installations and their own counts, and the active scaling
+    policy."""
     table = state.execution_table
     counts = table.counts()
     queue = []
@@ -96,9 +98,9 @@ def read_cluster(state: Any, *, head: int = HEAD) -> dict[str, Any]:
         queue.append(view)
     running = [state.execution(i) for i in table.page(None, IN_PROGRESS, 0, head)]
     # The newest ended executions whose result is unread: the tail of the index's list by finish time (a
-    # SortedList: slicing its end is O(log n + head)). Read results are gone from the state, so from here too.
+    # SortedList: slicing its end is O(log n + ended)). Read results are gone from the state, so from here too.
     ready = table.index.ready.get(None)
-    ended = [ended_view(state.executions[i]) for _, i in reversed(ready[-head:])] if ready and head > 0 else []
+    recent = [ended_view(state.executions[i]) for _, i in reversed(ready[-ended:])] if ready and ended > 0 else []
     activities = []
     for name in sorted(state.activities):
         view = views.activity(state.activity(name))
@@ -107,7 +109,7 @@ def read_cluster(state: Any, *, head: int = HEAD) -> dict[str, Any]:
         activities.append(view)
     active = state.active_policy
     policy = {"name": active, "rules": dict(state.policies.get(active, {}).get("rules") or {})} if active else None
-    return {"counts": counts, "queue": queue, "running": running, "ended": ended, "activities": activities,
+    return {"counts": counts, "queue": queue, "running": running, "ended": recent, "activities": activities,
             "policy": policy}
 
 

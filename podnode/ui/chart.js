@@ -1,8 +1,18 @@
-// The throughput chart: two polylines in an SVG (finished per second, queue length), each scaled to its own
-// maximum over the window shown. Points are {t (ms), finishedPerS, waiting}.
+// The throughput chart: two polylines in an SVG (finished per second, averaged over SMOOTH samples; the queue's
+// length), each scaled to its own maximum over the window shown. Points are {t (ms), finishedPerS, waiting}.
 
 const NS = "http://www.w3.org/2000/svg";
 const W = 600, H = 160, PAD = 14;
+export const SMOOTH = 5;
+
+export function smoothed(points) {
+  // Each point's finishedPerS as the mean of it and the SMOOTH - 1 before it (those that have one).
+  return points.map((p, i) => {
+    const window = points.slice(Math.max(0, i - SMOOTH + 1), i + 1).filter((q) => q.finishedPerS !== null);
+    const rate = window.length ? window.reduce((sum, q) => sum + q.finishedPerS, 0) / window.length : null;
+    return { ...p, finishedPerS: rate };
+  });
+}
 
 function line(points, key, max, t0, span, cls) {
   const path = document.createElementNS(NS, "polyline");
@@ -25,8 +35,9 @@ function label(text, y, cls) {
   return t;
 }
 
-export function drawChart(svg, points) {
+export function drawChart(svg, raw) {
   svg.replaceChildren();
+  const points = smoothed(raw);
   if (!points.length) return;
   const t0 = points[0].t, span = points[points.length - 1].t - t0;
   const maxRate = Math.max(1, ...points.map((p) => p.finishedPerS || 0));

@@ -1,6 +1,6 @@
 // Renders a summary (GET /status/summary's shape) into the page. Every value goes in as text, never as HTML.
 
-import { drawChart } from "./chart.js";
+import { drawChart, SMOOTH, smoothed } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -153,9 +153,10 @@ function renderScaling(s) {
 
 function renderChart(s) {
   drawChart($("chart"), s.throughput);
-  const last = s.throughput[s.throughput.length - 1];
-  $("rate-now").textContent = last && last.finishedPerS !== null ? `(${last.finishedPerS}/s now)` : "";
-  $("queue-now").textContent = last ? `(${last.waiting} now)` : "";
+  const last = smoothed(s.throughput)[s.throughput.length - 1];
+  $("rate-now").textContent = last && last.finishedPerS !== null
+    ? `(${last.finishedPerS.toFixed(1)}/s over the last ${SMOOTH} s)` : "";
+  $("queue-now").textContent = `(${s.queue.count} now)`;
 }
 
 export function render(s, actions) {

@@ -113,7 +113,7 @@ def test_recently_ended_are_the_newest_unread_results():
         finish(state, exec_id, "n1", code=0 if exec_id != ids[1] else 3)
     ok(state, C.ExecForget(id=ids[2]))   # read: no longer held
     state.execution_table.executions = NoScan(state.execution_table.executions)
-    ended = U.read_cluster(state, head=20)["ended"]
+    ended = U.read_cluster(state)["ended"]
     assert [(e["id"], e["status"], e["exitCode"]) for e in ended] == [(ids[1], "error", 3), (ids[0], "finished", 0)]
     assert ended[0]["stdoutTail"] == "out" and ended[0]["runS"] == 10.0
-    assert U.read_cluster(state, head=1)["ended"][0]["id"] == ids[1]
+    assert [e["id"] for e in U.read_cluster(state, ended=1)["ended"]] == [ids[1]]
