@@ -152,6 +152,8 @@ def add_routes(app: web.Application, node: NodeApi, check_peer: Callable[[web.Re
                         await asyncio.wait_for(feed.closing.wait(), feed.interval_s)
             except (ConnectionResetError, asyncio.TimeoutError):   # the page went away, or stopped reading
                 pass
+            except Exception:   # the response has started: end the stream (the page reconnects), never a 500
+                log.exception("status feed failed")
         return resp
 
     async def leader(request: web.Request) -> web.Response:

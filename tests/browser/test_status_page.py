@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LOST_AFTER_S = 1.5
-UI_TIMEOUT_MS = 30_000
+UI_TIMEOUT_MS = 30_000   # every wait on the page polls up to this long (expect's and the page's actions')
 MAIN = """echo "start $1"
-if [ "$1" = long ]; then sleep 120; else sleep 2; fi
+if [ "$1" = long ]; then sleep 120; else sleep 3; fi
 echo "done $1"
 """
 
@@ -71,6 +70,7 @@ def chromium():
 
 @pytest.fixture
 def page(chromium, tmp_path):
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     context = chromium.new_context(viewport={"width": 1280, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
@@ -94,14 +94,8 @@ def node_row(page, node_id: str):
     return page.locator(f'#nodes tbody tr[data-node="{node_id}"]')
 
 
-def leader_id(client: Client) -> str:
-    return wait_until(lambda: client.ok("getWorkers", node=0) and _leader(client), what="a leader")
-
-
-def _leader(client: Client) -> str | None:
-    from podnode.local.cluster import get_json
-    code, body = get_json(client.urls[0] + "/status", token=client.token)
-    return body.get("leader") if code == 200 else None
+def leader_id(cluster) -> str:
+    return wait_until(cluster.leader, what="a leader").node_id
 
 
 def test_page_asks_for_the_token_once_and_shows_the_nodes_and_the_leader(page, ui_cluster, ui_client, tmp_path):
@@ -118,7 +112,7 @@ def test_page_asks_for_the_token_once_and_shows_the_nodes_and_the_leader(page, u
     expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     for node in ui_cluster.nodes:
         expect(node_row(page, node.node_id)).to_have_attribute("data-status", "up")
-    leader = leader_id(ui_client)
+    leader = leader_id(ui_cluster)
     expect(node_row(page, leader)).to_have_attribute("data-role", "leader")
     expect(page.locator('#nodes tbody tr[data-role="leader"]')).to_have_count(1)
     expect(page.locator('#activities article[data-activity="sleepy"]')).to_contain_text("installed")
@@ -178,15 +172,19 @@ def _ended(client: Client, exec_id: int) -> dict | None:
     return execution if execution["status"] not in ("waiting", "in progress") else None
 
 
-def test_a_killed_node_shows_as_lost(page, ui_cluster, ui_client, tmp_path):
+def test_a_killed_node_shows_as_lost_and_up_again_when_back(page, ui_cluster, ui_client, tmp_path):
     log_in(page, ui_cluster.urls[0], ui_cluster.token)
-    leader = leader_id(ui_client)
+    leader = leader_id(ui_cluster)
     victim = next(n for n in ui_cluster.nodes[1:] if n.node_id != leader)   # neither the page's node nor the leader
     expect(node_row(page, victim.node_id)).to_have_attribute("data-status", "up")
-    started = time.monotonic()
-    ui_cluster.stop_node(victim, sig=signal.SIGKILL)
-    expect(node_row(page, victim.node_id)).to_have_attribute("data-status", "lost")
-    assert time.monotonic() - started >= LOST_AFTER_S * 0.5   # it was the kill, not something before it
-    expect(node_row(page, victim.node_id).locator("td.status")).to_contain_text("lost")
-    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
-    page.screenshot(path=str(tmp_path / "lost.png"), full_page=True)
+    try:
+        ui_cluster.stop_node(victim, sig=signal.SIGKILL)
+        expect(node_row(page, victim.node_id)).to_have_attribute("data-status", "lost")
+        expect(node_row(page, victim.node_id).locator("td.status")).to_contain_text("lost")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        page.screenshot(path=str(tmp_path / "lost.png"), full_page=True)
+    finally:   # the module's cluster is whole again for whatever runs next
+        if victim.proc is None or victim.proc.poll() is not None:
+            ui_cluster.start_node(victim)
+            ui_cluster.wait_ready(timeout_s=60)
+    expect(node_row(page, victim.node_id)).to_have_attribute("data-status", "up")
