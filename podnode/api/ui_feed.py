@@ -106,7 +106,8 @@ class UiFeed:
             why = exc.message if isinstance(exc, PodError) else "it did not answer in time"
             return {"unknown": f"could not ask the leader {status['leader']}: {why}"}
         if code != 200 or not isinstance(body, dict):
-            return {"unknown": f"the leader {status['leader']} answered {code}: {body.get('error', '')}"[:300]}
+            why = body.get("error", "") if isinstance(body, dict) else ""
+            return {"unknown": f"the leader {status['leader']} answered {code}: {why}"[:300]}
         return body
 
     def leader_answer(self) -> dict[str, Any]:
