@@ -114,6 +114,9 @@ class NodeConfig:
     launch_backoff_max_s: float = 300.0           # ...doubling with each failure up to this
     scale_in_drain_deadline_s: float = 60.0       # a node scaled in may finish its work this long
     provider_timeout_s: float = 120.0             # a provider's destroy or price lookup gives up after this
+    # ---- the node's log (logs.py) ---------------------------------------------------------------------
+    log_level: str = "info"                       # debug, info, warning, error or critical
+    log_format: str = "text"                      # text: a line of text a record; json: a JSON object a line
 
     def __post_init__(self) -> None:
         if self.allow_file_urls is None:
@@ -133,6 +136,8 @@ class NodeConfig:
         for name in ("max_waiting_executions", "max_activities", "max_unread_result_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: no limit)")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.cgroups not in ("auto", "v2", "v1", "none"):
             raise ValueError(f"cgroups must be auto, v2, v1 or none, not {self.cgroups!r}")
 
@@ -165,6 +170,7 @@ class NodeConfig:
         if not is_loopback(self.raft_host):
             raise SystemExit(
                 f"refusing to bind Raft on {self.raft_host} without a cluster secret: "
-                "set POD_SECRET in its environment (every member needs the same one; --secret would show it in ps)"
+                "set POD_SECRET in its environment, or secret in a config file only its owner reads (every member "
+                "needs the same one; --secret would show it in ps)"
             )
         raise SystemExit("refusing to run without a cluster secret: its Raft port would take anyone's pickles")

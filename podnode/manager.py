@@ -46,6 +46,7 @@ class Manager:
         self.autoscaler = autoscaler
         self._heard: dict[str, float] = {}  # on the leader: observer -> monotonic time it last said it is alive
         self._leading = False               # did this node lead when _track_observers last looked?
+        self._leader_seen: str | None = None  # the leader's Raft address when _note_leader last looked
         self._peers = peers                 # an observer's requests to the leader (/internal/alive)
         self._ssl = peer_context(cfg)       # how other nodes' https certificates are checked
 
@@ -87,10 +88,13 @@ class Manager:
         """Keep one clock per observer on the leader, started when this node took over (or when the observer
         appeared in the state), and none elsewhere. Cheap: no I/O, one pass over the node records."""
         if not self.replica.is_leader():
+            if self._leading:
+                log.info("this node no longer leads the cluster", extra={"leader": None})
             self._leading = False
             self._heard.clear()
             return
         if not self._leading:            # took over: every observer's clock starts now
+            log.info("this node leads the cluster now", extra={"leader": self.cfg.node_id})
             self._heard.clear()
             self._leading = True
         now = time.monotonic()
@@ -120,7 +124,21 @@ class Manager:
         observers that left, even while none of them says anything."""
         while True:
             self._track_observers()
+            self._note_leader()
             await asyncio.sleep(self.alive_interval_s() / 2)
+
+    def _note_leader(self) -> None:
+        """Log each change of leader this node sees (the leader's id as the record's `leader` field)."""
+        addr = self.replica.leader_addr()
+        if addr == self._leader_seen:
+            return
+        self._leader_seen = addr
+        if addr is None:
+            log.info("no leader: an election is under way or the cluster has no quorum", extra={"leader": None})
+            return
+        with self.replica.lock:
+            leader = next((n for n, rec in self.replica.state.nodes.items() if rec.get("raftAddr") == addr), addr)
+        log.info("the leader is %s", leader, extra={"leader": leader})
 
     async def say_alive(self) -> None:
         """On an observer: tell the leader every alive_interval_s that this node is alive (observers are not
@@ -180,9 +198,9 @@ class Manager:
             status = await post_status(target["httpUrl"], "/internal/promote", {"members": ",".join(members)},
                                        secret=self.cfg.secret, timeout_s=self.cfg.promote_timeout_s,
                                        ssl_context=self._ssl)
-            log.info("promoted %s to voter: HTTP %s", promote, status)
+            log.info("promoted %s to voter: HTTP %s", promote, status, extra={"peer": promote})
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.warning("could not tell %s it is a voter now: %s", promote, exc)
+            log.warning("could not tell %s it is a voter now: %s", promote, exc, extra={"peer": promote})
 
     def join_role(self, node: str, raft_addr: str) -> str:
         """'voter' or 'observer' for a node asking to join through this node (see scheduler.join_role)."""

@@ -42,7 +42,7 @@ def busy_slots(nodes: Records, executions: Records) -> dict[str, int]:
     """Slots taken on each node (every node has an entry)."""
     busy: dict[str, int] = {node: 0 for node in nodes}
     for execution in executions.values():
-        node = execution["workerId"]
+        node = execution.get("workerId")
         if node in busy and holds_slot(execution):
             busy[node] += 1
     return busy

@@ -98,7 +98,8 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
         become_subreaper()
         stop_leftovers(data_dir)
         cluster = LocalCluster(data_dir, nodes=args.nodes, base_port=args.port, slots=args.slots,
-                               extra_args=["--provider", "local"], log_dir=data_dir, tls=args.tls)
+                               extra_args=["--provider", "local", "--log-format", args.log_format], log_dir=data_dir,
+                               tls=args.tls)
         departed = [n for n in cluster.nodes if read_left(n.data_dir) is not None]
         for node in departed:
             say(f"{node.node_id} left the cluster earlier; starting without it (its files stay in {node.data_dir}/; "
@@ -215,4 +216,6 @@ def add_up(sub) -> None:
     p.add_argument("--tls", action="store_true",
                    help="serve https: a private CA and a certificate per node (127.0.0.1, localhost) are made in "
                         "DATA/tls/ (kept for the next run); clients verify with --cacert DATA/tls/ca.pem")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="the nodes' logs in DATA/nN.log: text (default) or json, one JSON object a line")
     p.set_defaults(func=cmd_up)

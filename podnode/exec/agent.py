@@ -105,11 +105,11 @@ class Agent:
                     if self.node in insts}
         present = set(await asyncio.to_thread(_present_activities, self.activities_dir))
         for name in sorted(present - set(mine) - self.installing):
-            log.info("removing activity %s: this node no longer has it", name)
+            log.info("removing activity %s: this node no longer has it", name, extra={"activity": name})
             await asyncio.to_thread(remove_activity, self.activities_dir / name)
         for name, status in sorted(mine.items()):
             if status == "installed" and not (self.activities_dir / name / "main.sh").is_file():
-                log.info("reinstalling activity %s: its files are missing", name)
+                log.info("reinstalling activity %s: its files are missing", name, extra={"activity": name})
                 cmd = lambda name=name: C.Reinstall(name=name, node=self.node, now=time.time())  # noqa: E731
                 await self._commit_retrying(cmd, lambda name=name: self._install_status(name) == "installed")
 
@@ -177,6 +177,9 @@ class Agent:
         )
         self.runs[exec_id] = run
         await run.start()
+        ids = {"execution": exec_id, "activity": record["activityName"], "attempt": attempt}
+        log.info("execution %s started (%s, attempt %d%s)", exec_id, record["activityName"], attempt,
+                 ", a retry" if attempt > 1 else "", extra=ids)
         self._spawn(self._watch(run))
 
     async def _watch(self, run: ExecutionRun) -> None:
@@ -187,6 +190,10 @@ class Agent:
             del self.runs[run.execution_id]
         if key in self._stopped_by_shutdown:
             return  # killed because this node stops: not the execution's result (see shutdown)
+        log.info("execution %s ended: exit code %s%s", run.execution_id, result.exit_code,
+                 f" ({result.error})" if result.error else "",
+                 extra={"execution": run.execution_id, "activity": run.activity, "attempt": run.attempt,
+                        "exit_code": result.exit_code})
         self._reports.append(C.Report(
             id=run.execution_id, attempt=run.attempt, node=self.node,
             exitCode=result.exit_code, stdout=result.stdout, stderr=result.stderr,
@@ -234,8 +241,10 @@ class Agent:
         except InstallError as exc:
             ok, error = False, str(exc)
         except Exception as exc:  # a bug here must still end the install, not leave it "installing"
-            log.exception("install of %s failed", name)
+            log.exception("install of %s failed", name, extra={"activity": name})
             ok, error = False, f"internal error while installing: {exc!r}"
+        log.info("install of %s %s", name, "done" if ok else f"failed: {error}",
+                 extra={"activity": name, "ok": ok})
         cmd = lambda: C.InstallDone(name=name, node=self.node, ok=ok, error=error, now=time.time())  # noqa: E731
         try:
             await self._commit_retrying(cmd, lambda: self._install_status(name) == "installing")

@@ -6,8 +6,10 @@ status, node or pending output changes (ExecutionTable._set_status, _set_pending
 is a function of the records alone (ids, finish times), never of the history that built it, so a node that
 loaded a snapshot orders exactly like one that applied every entry.
 
-- ids by (activity or None, status or None): sorted lists, for pages and counts; the (activity, waiting) lists
-  are the queues, first in first out (by id, as placement orders);
+- ids by (activity or None, status): sorted lists, for pages and counts; the (activity, waiting) lists are the
+  queues, first in first out (by id, as placement orders). Pages and counts of any status merge the few lists
+  of each status (O(statuses · log n + limit)) rather than keep two more lists of every id: an execution costs
+  two sorted-list entries, not four, in memory and in work per transition;
 - ids holding a slot on each node (running, or terminated and still being stopped);
 - ended executions whose result is ready and unread, by age (finish time, then id), per activity and in all:
   for expiry and bulk reads.
@@ -15,6 +17,7 @@ loaded a snapshot orders exactly like one that applied every entry.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from itertools import islice
 from typing import Any
@@ -22,9 +25,10 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from ..placement import holds_slot
-from .lifecycle import TERMINAL, WAITING
+from .lifecycle import EXECUTION_TRANSITIONS, TERMINAL, WAITING
 
-Key = tuple[Any, Any]   # (activity name or None, status or None)
+Key = tuple[Any, str]   # (activity name or None, status)
+STATUSES = tuple(EXECUTION_TRANSITIONS)
 
 
 def result_ready(execution: dict[str, Any]) -> bool:
@@ -53,7 +57,7 @@ class ExecutionIndex:
 
     def add(self, execution: dict[str, Any]) -> None:
         exec_id, activity, status = execution["id"], execution["activityName"], execution["status"]
-        for key in ((activity, status), (None, status), (activity, None), (None, None)):
+        for key in ((activity, status), (None, status)):
             ids = self.ids.get(key)
             if ids is None:
                 ids = self.ids[key] = SortedList()
@@ -71,7 +75,7 @@ class ExecutionIndex:
     def remove(self, execution: dict[str, Any]) -> None:
         """Take the execution out, as indexed by its current fields (call before changing them)."""
         exec_id, activity, status = execution["id"], execution["activityName"], execution["status"]
-        for key in ((activity, status), (None, status), (activity, None), (None, None)):
+        for key in ((activity, status), (None, status)):
             ids = self.ids[key]
             ids.remove(exec_id)
             if not ids and key[0] is not None:
@@ -91,19 +95,34 @@ class ExecutionIndex:
 
     # ---- reads ------------------------------------------------------------------------------------
     def count(self, activity: str | None, status: str | None) -> int:
+        if status is None:
+            return sum(len(ids) for (name, _), ids in self._lists_of(activity))
         ids = self.ids.get((activity, status))
         return len(ids) if ids is not None else 0
+
+    def _lists_of(self, activity: str | None) -> list[tuple[Key, SortedList]]:
+        """The lists of the activity (or of all), one per status it has: at most len(EXECUTION_STATUSES)."""
+        return [(key, ids) for key, ids in ((key, self.ids.get(key)) for key in self._keys(activity))
+                if ids is not None]
+
+    @staticmethod
+    def _keys(activity: str | None) -> list[Key]:
+        return [(activity, status) for status in STATUSES]
 
     def queues(self) -> dict[str, SortedList]:
         """activity -> ids of its waiting executions, first in first out (non-empty lists only)."""
         return {key[0]: ids for key, ids in self.ids.items() if key[0] is not None and key[1] == WAITING and ids}
 
     def page(self, activity: str | None, status: str | None, after: int, limit: int) -> list[int]:
-        """Up to `limit` ids greater than `after`, increasing: O(log n + limit)."""
-        ids = self.ids.get((activity, status))
-        if ids is None:
-            return []
-        return list(islice(ids.irange(minimum=after, inclusive=(False, True)), limit))
+        """Up to `limit` ids greater than `after`, increasing: O(log n + limit), of any status: O(statuses · log n
+        + limit · log statuses)."""
+        if status is None:
+            lists = [ids for _, ids in self._lists_of(activity)]
+        else:
+            ids = self.ids.get((activity, status))
+            lists = [ids] if ids is not None else []
+        above = [ids.irange(minimum=after, inclusive=(False, True)) for ids in lists]
+        return list(islice(above[0] if len(above) == 1 else heapq.merge(*above), limit))
 
     def ended(self, activity: str | None, limit: int) -> list[int]:
         """Ids of unread results (of the activity, or of all), oldest first: O(limit)."""

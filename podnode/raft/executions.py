@@ -42,6 +42,20 @@ def missing_execution(exec_id: Any) -> Result:
     )
 
 
+# The fields an execution gains when it first leaves the queue, with their values until then. A waiting execution
+# that never ran is kept without them (id, activityId, activityName, stdin, status, submitTime and maybe
+# requestId: a dict of 6 or 7 keys, 272 bytes, against 464 with them all): a queue of 100,000 is 19 MB smaller.
+# Readers of a record that may be waiting use .get (views.execution fills them in for the API).
+RUN_FIELDS: dict[str, Any] = {"startTime": None, "finishTime": None, "workerId": None, "attempt": 0,
+                              "exitCode": None, "stdout": "", "stderr": ""}
+
+
+def with_run_fields(execution: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the record with every field (a waiting one gets RUN_FIELDS' values): the results of the apply
+    cases keep the one shape they always had."""
+    return {**RUN_FIELDS, **execution}
+
+
 class ExecutionTable:
     """Executions by id, the request ids that created them, and the next id. Checks and updates the
     activities (maxAttempts, run times) and nodes (placement, incarnation, last work) it is given."""
@@ -113,7 +127,7 @@ class ExecutionTable:
                 if execution["activityName"] != name:
                     return refuse("conflict", f"requestId {request_id!r} was used for activity "
                                               f"{execution['activityName']!r}")
-                return {"ok": True, "execution": dict(execution), "duplicate": True}
+                return {"ok": True, "execution": with_run_fields(execution), "duplicate": True}
         activity = self._activities.get(name)
         if activity is None:
             return refuse("not_found", f"Activity {name!r} doesn't exist")
@@ -131,14 +145,7 @@ class ExecutionTable:
             "stdin": cmd.input or "",
             "status": WAITING,
             "submitTime": now,
-            "startTime": None,
-            "finishTime": None,
-            "workerId": None,
-            "attempt": 0,
-            "exitCode": None,
-            "stdout": "",
-            "stderr": "",
-        }
+        }   # compact while it waits: the RUN_FIELDS come with its first move (_set_status)
         if request_id:
             execution["requestId"] = request_id
             self.request_ids[request_id] = [exec_id, now]
@@ -149,7 +156,7 @@ class ExecutionTable:
         if node is not None and self.waiting == 1:  # none queued before it (placement.is_queued, counted)
             # The proposer's placement, checked like any other; never ahead of executions already queued.
             self._place(execution, node, self.busy_slots(), now)
-        return {"ok": True, "execution": dict(execution)}
+        return {"ok": True, "execution": with_run_fields(execution)}
 
     def exec_place(self, cmd: C.ExecPlace) -> Result:
         """The leader's placement plan, re-checked placement by placement."""
@@ -220,7 +227,7 @@ class ExecutionTable:
         if execution["status"] in TERMINAL:
             return refuse("conflict", f"Execution {cmd.id} has already ended ({execution['status']})")
         self._terminate(execution, cmd.now, "terminated by request")
-        return {"ok": True, "execution": dict(execution)}
+        return {"ok": True, "execution": with_run_fields(execution)}
 
     def exec_forget(self, cmd: C.ExecForget) -> Result:
         execution = self.executions.get(cmd.id)
@@ -294,8 +301,8 @@ class ExecutionTable:
         """The execution a node's report is about, if the report is from its current attempt on that node
         (a report from a superseded attempt is ignored)."""
         execution = self.executions.get(report.id)
-        if (execution is None or execution["workerId"] != report.node
-                or execution["attempt"] != report.attempt):
+        if (execution is None or execution.get("workerId") != report.node
+                or execution.get("attempt", 0) != report.attempt):
             return None
         return execution
 
@@ -303,6 +310,9 @@ class ExecutionTable:
         self.touched.add(execution["id"])
         if not can_move(EXECUTION_TRANSITIONS, execution["status"], status):
             raise ValueError(f"execution {execution['id']}: {execution['status']} -> {status} not allowed")
+        if "attempt" not in execution:   # leaving its first wait: from now on it has every field
+            for key, value in RUN_FIELDS.items():
+                execution.setdefault(key, value)
         self.index.remove(execution)
         before, execution["status"] = execution["status"], status
         self.index.add(execution)
@@ -337,7 +347,7 @@ class ExecutionTable:
         return was
 
     def _end(self, execution: dict, status: str, now: float, reason: str | None = None) -> None:
-        finished_before = execution["finishTime"]
+        finished_before = execution.get("finishTime")
         execution["finishTime"] = now   # first: the index orders ended executions by it
         try:
             self._set_status(execution, status)
@@ -380,7 +390,7 @@ class ExecutionTable:
     def _start(self, execution: dict, node: Any, busy: dict[str, int], now: float) -> None:
         """A new attempt of the execution on the node, which the placement rules allowed."""
         incarnation = self._nodes.nodes[node].get("incarnation", "")
-        worker_before, execution["workerId"] = execution["workerId"], node   # first: the index reads it
+        worker_before, execution["workerId"] = execution.get("workerId"), node   # first: the index reads it
         try:
             self._set_status(execution, IN_PROGRESS)
         except ValueError:

@@ -154,7 +154,8 @@ class Autoscaler:
         self.last_decision = {"at": now, "launch": decision.launch, "destroy": list(decision.destroy),
                               "reason": decision.reason}
         if decision.launch or decision.destroy:
-            log.info("scaling: %s", self.last_decision)
+            log.info("scaling: %s", self.last_decision,
+                     extra={"launch": decision.launch, "destroy": list(decision.destroy), "reason": decision.reason})
             self.last_action_s = now
         if decision.launch:
             await self._launch(decision.launch, rules.get("maxWorkers", rules.get("fixedWorkers")), now)
@@ -236,13 +237,14 @@ class Autoscaler:
         except Exception as exc:  # noqa: BLE001 - ProviderError, a timeout, a provider's bug: all a failed launch
             await self._give_up(node, f"launch failed: {_why(exc)}", None)
             return
+        log.info("launched %s", node, extra={"peer": node, "provider": self.provider.name})
         await self.bridge.submit(C.NodeLaunchRef(node=node, ref=launched.ref, hourlyPrice=launched.hourly_price,
                                                  now=self.clock()))
 
     async def _give_up(self, node: str, reason: str, ref: str | None) -> None:
         """A launch that failed or did not join: back off, destroy what may exist, record the failure. If the
         destroy fails the launch stays recorded (counted, and tried again at the next clean-up)."""
-        log.warning("node %s: %s", node, reason)
+        log.warning("node %s: %s", node, reason, extra={"peer": node})
         now = self.clock()
         if now >= self.backoff_until_s:  # launches that fail together (one decision) back off once
             self.backoff_s = min(self.backoff_max_s, max(self.backoff_first_s, self.backoff_s * 2))
@@ -257,6 +259,7 @@ class Autoscaler:
         if not await self._provider_destroy(node, ref, "lost" if lost else "after it left"):
             return
         self.destroyed.add(node)
+        log.info("destroyed %s (%s)", node, "lost" if lost else "it left", extra={"peer": node})
         await self.bridge.submit(C.NodeLeft(node=node, destroyed=True, now=self.clock()))
 
     async def _provider_destroy(self, node: str, ref: str | None, when: str) -> bool:
@@ -265,7 +268,7 @@ class Autoscaler:
             await asyncio.wait_for(self.provider.destroy(node, ref), self.provider_timeout_s)
             return True
         except Exception as exc:  # noqa: BLE001 - ProviderError, a timeout, a provider's bug
-            log.warning("could not destroy %s (%s): %s; will try again", node, when, _why(exc))
+            log.warning("could not destroy %s (%s): %s; will try again", node, when, _why(exc), extra={"peer": node})
             return False
 
     def _hand(self, node: str, coro) -> None:

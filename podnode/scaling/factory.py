@@ -58,7 +58,8 @@ def launched_node_args(cfg: NodeConfig) -> list[str]:
     """A launched local node runs with this node's timings and provider, so it can scale when it leads."""
     return ["--election-timeout-s", f"{cfg.timing.election_min_s:g}", "--node-lost-after-s",
             f"{cfg.node_lost_after_s:g}", "--kill-grace-s", f"{cfg.kill_grace_s:g}",
-            "--scaling-interval-s", f"{cfg.scaling_interval_s:g}", "--provider", "local", *tls_args(cfg)]
+            "--scaling-interval-s", f"{cfg.scaling_interval_s:g}", "--provider", "local", "--log-format",
+            cfg.log_format, *tls_args(cfg)]
 
 
 def tls_args(cfg: NodeConfig) -> list[str]:

@@ -42,7 +42,7 @@ async def join_cluster(cfg: NodeConfig) -> tuple[list[str], str]:
                 why = repr(exc)
             if loop.time() > deadline:
                 raise SystemExit(f"cannot join through {url} within {cfg.join_timeout_s:g} s: {why}")
-            log.info("join through %s not done yet (%s); retrying", url, why)
+            log.info("join through %s not done yet (%s); retrying", url, why, extra={"peer": url})
             await asyncio.sleep(cfg.join_retry_s)
     finally:
         await peers.close()
@@ -90,5 +90,5 @@ async def joined(cfg: NodeConfig) -> NodeConfig:
     if not cfg.join:
         return cfg
     members, role = await join_cluster(cfg)
-    log.info("joined through %s as %s; voters %s", cfg.join, role, members)
+    log.info("joined through %s as %s; voters %s", cfg.join, role, members, extra={"peer": cfg.join, "role": role})
     return dataclasses.replace(cfg, peers=[m for m in members if m != cfg.raft_addr], observer=role == "observer")

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .. import cluster_secret, tls
+from .. import cluster_secret, logs, tls
 from ..config import NodeConfig, is_loopback
 from .join import joined
 from .node import PodNode
@@ -54,6 +54,8 @@ def with_secret(cfg: NodeConfig) -> NodeConfig:
 async def serve(cfg: NodeConfig) -> None:
     use_pidfd_child_watcher(asyncio.get_running_loop())
     cfg = with_secret(cfg)
+    if cfg.secret:   # never in the log, nor the admin token derived from it
+        logs.redact(cfg.secret, cluster_secret.admin_token(cfg.secret))
     cfg.check_secure()
     tls.check(cfg)     # a TLS file that cannot be used stops the node now, saying which, before it joins
     cfg = await joined(cfg)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from podnode.raft import commands as C
+from podnode.raft.executions import with_run_fields
 from podnode.raft.state import State
 
 JOURNAL = Path(__file__).parent / "data" / "journal_c28b53c.msgpack.gz"
@@ -101,6 +102,9 @@ def test_a_journal_written_before_the_classes_replays_to_the_same_state():
                 assert both_refuse(result, got), (trace["seed"], i, cmd, result, got)
                 refused_otherwise += 1
         snapshot = C.decode(C.encode(state.to_dict()))
+        # A waiting execution that never ran is now kept without the fields it gains when it runs (their
+        # values until then are RUN_FIELDS'): the same state, in fewer bytes.
+        snapshot["executions"] = {i: with_run_fields(e) for i, e in snapshot["executions"].items()}
         assert {k: v for k, v in snapshot.items() if k in trace["state"]} == trace["state"], trace["seed"]
         assert refused_otherwise <= 3, "only a few malformed commands differ in how they are refused"
         assert len(trace["applied"]) > 400

@@ -28,18 +28,18 @@ def recomputed(state: State) -> dict[str, Any]:
     ids: dict[tuple, list[int]] = {}
     for exec_id in sorted(executions):
         e = executions[exec_id]
-        for key in ((e["activityName"], e["status"]), (None, e["status"]), (e["activityName"], None), (None, None)):
+        for key in ((e["activityName"], e["status"]), (None, e["status"])):
             ids.setdefault(key, []).append(exec_id)
     on_node: dict[Any, list[int]] = {}
     for exec_id in sorted(executions):
         e = executions[exec_id]
         if e["status"] == "in progress" or e.get("outputPending"):
-            on_node.setdefault(e["workerId"], []).append(exec_id)
+            on_node.setdefault(e.get("workerId"), []).append(exec_id)
     ready: dict[Any, list] = {}
-    for e in sorted(executions.values(), key=lambda e: (e["finishTime"] or 0.0, e["id"])):
+    for e in sorted(executions.values(), key=lambda e: (e.get("finishTime") or 0.0, e["id"])):
         if e["status"] in TERMINAL and not e.get("outputPending"):
             for key in (e["activityName"], None):
-                ready.setdefault(key, []).append((float(e["finishTime"] or 0.0), e["id"]))
+                ready.setdefault(key, []).append((float(e.get("finishTime") or 0.0), e["id"]))
     return {"ids": ids, "on_node": on_node, "ready": ready, "queues": placement.queues(executions),
             "busy": placement.busy_slots(state.nodes, executions)}
 

@@ -206,7 +206,8 @@ def scan_reference(state: State, node: str, *, running: dict[int, int], done: se
     """What reconcile answered when it read every execution (before the slots-by-node index): start and lost."""
     start, lost = [], []
     for exec_id, record in sorted(state.executions.items()):
-        mine = record["workerId"] == node and exec_id not in running and (exec_id, record["attempt"]) not in done
+        mine = (record.get("workerId") == node and exec_id not in running
+                and (exec_id, record.get("attempt", 0)) not in done)
         if record["status"] == "in progress" and mine:
             (start if record.get("workerIncarnation", "") == incarnation else lost).append(exec_id)
         elif record.get("outputPending") and mine and record.get("workerIncarnation", "") != incarnation:
@@ -224,7 +225,7 @@ def test_reading_only_this_nodes_executions_answers_what_a_scan_of_all_did():
         rng = random.Random(seed)
         ok(state, C.NodeUp(node="n1", raftAddr="n1:1", httpUrl="h", slots=3, now=NOW, incarnation="again"))
         for node in ("n1", "n2", "n3", "ghost"):
-            on_node = sorted(i for i, e in state.executions.items() if e["workerId"] == node)
+            on_node = sorted(i for i, e in state.executions.items() if e.get("workerId") == node)
             running = {i: 1 for i in rng.sample(on_node, k=len(on_node) // 2)}
             done = {(i, 1) for i in rng.sample(on_node, k=len(on_node) // 3)}
             for incarnation in ("", "again"):

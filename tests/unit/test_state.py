@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -218,6 +219,26 @@ def test_exec_new_creates_waiting_execution():
     assert execution["attempt"] == 0 and execution["workerId"] is None
     assert "duplicate" not in result
     assert ok(state, exec_new("act"))["execution"]["id"] == 2
+
+
+def test_a_waiting_execution_is_kept_compact_until_it_first_runs():
+    """A queue of 100,000 must cost little memory: a waiting execution that never ran holds 6 fields (7 with its
+    requestId), a dict of 272 bytes rather than 464; it gains the run fields when it first moves, and keeps them
+    when it is queued again after a lost attempt."""
+    state = approved_state({"n1": 1})
+    ok(state, exec_new("act", input="a"))
+    ok(state, exec_new("act", input="b", request_id="r-1"))
+    assert set(state.executions[1]) == {"id", "activityId", "activityName", "stdin", "status", "submitTime"}
+    assert set(state.executions[2]) == set(state.executions[1]) | {"requestId"}
+    assert sys.getsizeof(state.executions[2]) <= 272
+    assert state.execution(1)["status"] == "waiting"
+    ok(state, C.ExecPlace(now=NOW + 1, placements=[[1, "n1"]]))
+    assert state.executions[1]["attempt"] == 1 and state.executions[1]["workerId"] == "n1"
+    assert {"finishTime", "exitCode", "stdout", "stderr"} <= set(state.executions[1])
+    ok(state, C.ExecTerminate(id=2, now=NOW + 2))   # ended without ever running: every field, none invented
+    ended = state.executions[2]
+    assert ended["status"] == "terminated" and ended["finishTime"] == NOW + 2 and ended["workerId"] is None
+    assert ended["attempt"] == 0 and ended["stdout"] == "" and ended["exitCode"] is None
 
 
 def test_exec_new_on_verifying_activity_waits():
@@ -748,7 +769,7 @@ def statuses(state: State) -> dict[tuple, str]:
 
 def random_command(rng: random.Random, state: State, now: float) -> dict:
     node, name = rng.choice(["n1", "n2", "n3"]), rng.choice(["a", "b"])
-    running = [i for i, e in state.executions.items() if e["workerId"]]
+    running = [i for i, e in state.executions.items() if e.get("workerId")]
     exec_id = rng.choice(running if running and rng.random() < 0.5 else sorted(state.executions) or [1])
     choices = [
         node_up(node, rng.randint(0, 2), now=now),
