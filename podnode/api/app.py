@@ -30,6 +30,7 @@ from .auth import middleware as auth_middleware
 from .node_api import NodeApi
 from .params import is_text
 from .stream import add_stream_routes
+from .ui_feed import add_routes as add_status_page
 
 log = logging.getLogger(__name__)
 
@@ -239,4 +240,5 @@ def build_app(node: NodeApi) -> web.Application:
     app.router.add_post("/internal/alive", alive)
     app.router.add_post("/internal/prove", prove)
     add_stream_routes(app, node, check_peer)
+    add_status_page(app, node, check_peer)
     return app

@@ -1,6 +1,8 @@
 """Who may call the API: bearer tokens with scopes, and browsers' cross-site requests.
 
 - `/health` is open (a load balancer's probe): it answers only whether the node is up and its role.
+- The status page (`GET /` and its files under `/ui/`, routes named PAGE_ROUTE and STATIC_ROUTE) is open: it holds
+  no data, which it reads from routes that need a token (api/ui_feed.py).
 - `/internal/*` are the peers' routes: each checks its own HMAC signature made with the cluster secret (app.py),
   so this layer lets them through.
 - Everything else needs `Authorization: Bearer TOKEN` (unless the node runs with `--auth none`, which only a
@@ -33,6 +35,7 @@ from ..errors import Forbidden, Unauthorized, Unavailable
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})
+PAGE_ROUTE, STATIC_ROUTE = "ui-page", "ui-static"   # open by the route that matched, never by a path's prefix
 PEER_PREFIX = "/internal/"
 METRICS_SCOPE = "read"   # GET /metrics: a scraper's token (Prometheus sends it with `authorization: credentials`)
 SCOPE_KEY = "pod_scope"   # request[SCOPE_KEY]: the caller's scope, set by the middleware
@@ -105,7 +108,7 @@ def middleware(auth: Authenticator):
     @web.middleware
     async def authenticate(request: web.Request, handler) -> web.StreamResponse:
         path = request.path
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or request.match_info.route.name in (PAGE_ROUTE, STATIC_ROUTE):
             return await handler(request)
         auth.check_origin(request)
         if not path.startswith(PEER_PREFIX):
