@@ -91,7 +91,7 @@ def read_cluster(state: Any, *, head: int = HEAD, ended: int = ENDED) -> dict[st
     counts = table.counts()
     queue = []
     for position, exec_id in enumerate(table.page(None, WAITING, 0, head), start=1):
-        record = state.executions[exec_id]
+        record = state.execution(exec_id)   # every field (a waiting record is kept compact)
         view = _without_output(views.execution(record))
         view["position"] = position   # its place in the cluster's queue (oldest first)
         view.update({k: record[k] for k in _QUEUE_EXTRAS if k in record and k not in view})
