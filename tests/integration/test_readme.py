@@ -145,6 +145,7 @@ EXPECTED: list[tuple[str, Callable[[Step], object]]] = [
                                                                       "in progress") and "--- stdout\na\n" in s.stdout),
     ("pod execution terminate 5", lambda s: s.stdout == "execution 5  status terminated\n"),
     ("pod activity delete alphabet", lambda s: s.stdout == "activity alphabet is being uninstalled\n"),
+    ("pod run greet again --follow", lambda s: s.stdout == "hello again\n" and s.stderr == "input was 5 characters\n"),
     ("pod status", lambda s: re.search(r"^leader\s+n[123]$", s.stdout, re.M)
      and re.search(r"^peers\s+2/2 connected", s.stdout, re.M)),
     ("pod worker list", lambda s: all(_row(s.stdout, n)[1] == "up" and _row(s.stdout, n)[-1] == "yes"
