@@ -1,6 +1,7 @@
 """Who may call the API: bearer tokens with scopes, and browsers' cross-site requests.
 
-- `/health` is open (a load balancer's probe): it answers only whether the node is up and its role.
+- `/health` is open (a load balancer's probe): it answers only whether the node is up and its role;
+  `/openapi.json` too: the API's description, the same for every node of a version, no state of the cluster.
 - `/internal/*` are the peers' routes: each checks its own HMAC signature made with the cluster secret (app.py),
   so this layer lets them through.
 - Everything else needs `Authorization: Bearer TOKEN` (unless the node runs with `--auth none`, which only a
@@ -32,7 +33,7 @@ from ..errors import Forbidden, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})   # /openapi.json: the API's description, no state
 PEER_PREFIX = "/internal/"
 SCOPE_KEY = "pod_scope"   # request[SCOPE_KEY]: the caller's scope, set by the middleware
 NO_TOKEN = ("no token: send Authorization: Bearer TOKEN (a `pod up` cluster keeps its admin token in "
