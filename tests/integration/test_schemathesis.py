@@ -158,3 +158,20 @@ def test_the_run_finds_an_answer_that_does_not_conform(cluster, run):
     with pytest.raises(FailureGroup) as failed:
         exercise(schema["/health"]["GET"].as_strategy(), 1, cluster.urls[0], run, {})
     assert any("notThere" in str(e) for e in failed.value.exceptions), failed.value.exceptions
+
+
+def test_the_path_names_the_same_action_as_the_query(cluster, run):
+    """/POD/NAME is /POD/?action=NAME: same answer; a different action in the parameters is refused, an unknown
+    NAME is a 404; both need the token."""
+    url, token = cluster.urls[1], run["token"]
+    by_path = get_json(f"{url}/POD/getTokens", token=token)
+    by_query = get_json(f"{url}/POD/?action=getTokens", token=token)
+    assert by_path[0] == by_query[0] == 200 and by_path[1] == by_query[1]
+    assert RUN_TOKEN in {t["name"] for t in by_path[1]["tokens"]}
+    code, body = get_json(f"{url}/POD/getTokens", token=token, data=f"action=deleteToken&name={RUN_TOKEN}".encode())
+    assert code == 400 and "deleteToken" in body["error"], body
+    assert get_json(f"{url}/POD/getTokens?action=getTokens", token=token)[0] == 200   # the run token still works
+    code, body = get_json(f"{url}/POD/noSuchAction", token=token)
+    assert code == 404 and "noSuchAction" in body["error"], body
+    assert get_json(f"{url}/POD/getTokens")[0] == 401
+    assert get_json(f"{url}/openapi.json")[0] == 200   # open, like /health
