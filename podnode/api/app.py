@@ -131,7 +131,7 @@ def build_app(node: NodeApi) -> web.Application:
         named = request.match_info.get("action")   # /POD/NAME: the same action as /POD/?action=NAME
         if named is not None and named not in ACTIONS:
             raise NotFound(f"Unknown action {named!r}; one of: {', '.join(ACTIONS)}")
-        if named is not None and params.get("action", named) != named:
+        if named is not None and (params.get("action") or named) != named:
             raise BadRequest(f"the path names action {named!r} and the parameters {params['action']!r}")
         action = named or params.get("action")
         if not action:

@@ -41,13 +41,18 @@ action needs a scope (read < submit < admin), given in its security requirement 
 
 
 def _error_responses(codes: tuple[int, ...]) -> dict[str, Any]:
+    return {str(code): {"$ref": f"#/components/responses/E{code}"} for code in sorted(set(codes))}
+
+
+def _error_components() -> dict[str, Any]:
+    """One response per error code, `{"error": message}`; 429 and 503 say when to retry."""
     answers = {}
-    for code in sorted(set(codes)):
-        answer: dict[str, Any] = {"description": ERRORS[code],
+    for code, description in ERRORS.items():
+        answer: dict[str, Any] = {"description": description,
                                   "content": {"application/json": {"schema": ref("Error")}}}
         if code in (429, 503):
             answer["headers"] = _RETRY_AFTER
-        answers[str(code)] = answer
+        answers[f"E{code}"] = answer
     return answers
 
 
@@ -118,6 +123,7 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {**COMPONENTS, **ANSWERS},
+            "responses": _error_components(),
             "securitySchemes": {SECURITY_SCHEME: {
                 "type": "http", "scheme": "bearer", "bearerFormat": "pod_<id>_<key>",
                 "description": "A POD token (`pod up` writes the admin token to pod-data/token; newToken makes "

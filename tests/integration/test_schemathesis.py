@@ -77,20 +77,32 @@ def _params(case) -> dict[str, Any] | None:
     return case.body if isinstance(case.body, dict) else None
 
 
+def _tame_url(url: Any, run: dict[str, Any]) -> Any:
+    """A URL a node would fetch becomes the missing script on loopback; anything else stays as generated."""
+    if isinstance(url, str) and urllib.parse.urlsplit(url.strip()).scheme.lower() in URL_SCHEMES:
+        return run["missing_script"]
+    return url
+
+
+def _tame_wait(wait: Any, run: dict[str, Any]) -> Any:
+    """A wait over WAIT_CAP_S seconds becomes WAIT_CAP_S; anything else stays as generated."""
+    try:
+        if not isinstance(wait, bool) and float(wait) > WAIT_CAP_S:
+            return WAIT_CAP_S
+    except (TypeError, ValueError):
+        pass
+    return wait
+
+
 def tame(case, run: dict[str, Any]) -> None:
     """Keep a generated case inside the test and its time (see the module's docstring)."""
     params = _params(case)
     if not params:
         return
-    url = params.get("installationScriptLocation")
-    if isinstance(url, str) and urllib.parse.urlsplit(url.strip()).scheme.lower() in URL_SCHEMES:
-        params["installationScriptLocation"] = run["missing_script"]
-    wait = params.get("wait")
-    try:
-        if wait is not None and not isinstance(wait, bool) and float(wait) > WAIT_CAP_S:
-            params["wait"] = WAIT_CAP_S
-    except (TypeError, ValueError):
-        pass
+    for key, tamer in (("installationScriptLocation", _tame_url), ("wait", _tame_wait)):
+        if key in params:   # a list: a query parameter given several times (inputs that do not fit the schema)
+            value = params[key]
+            params[key] = [tamer(v, run) for v in value] if isinstance(value, list) else tamer(value, run)
     action = case.path.rsplit("/", 1)[-1]
     if action == "deleteToken" and params.get("name") == RUN_TOKEN:
         params["name"] = RUN_TOKEN + "-not"

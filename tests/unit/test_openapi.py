@@ -128,9 +128,12 @@ def test_the_parameters_documented_are_the_definitions():
 
 def test_every_answer_and_error_refers_to_a_defined_schema():
     doc = document()
-    names = set(doc["components"]["schemas"])
-    refs = {m for m in json.dumps(doc["paths"]).split('"') if m.startswith("#/components/schemas/")}
-    assert {r.rsplit("/", 1)[1] for r in refs} <= names
+    text = json.dumps(doc)
+    for kind in ("schemas", "responses"):
+        refs = {m.rsplit("/", 1)[1] for m in text.split('"') if m.startswith(f"#/components/{kind}/")}
+        assert refs and refs <= set(doc["components"][kind]), kind
+    for code, answer in doc["components"]["responses"].items():
+        assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, code
     assert {spec.answer for spec in SPECS_LIST} <= set(ANSWERS)
 
 
