@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 import schemathesis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
@@ -203,3 +205,36 @@ def test_the_handler_check_sees_an_undeclared_read():
         return a
     keys, other = _arg_reads(reads_more)
     assert keys == {"name", "follow"} and other == ["helper(a)"]
+
+
+def _value_strategy(schema: dict):
+    """Values the schema allows, for the kinds of schema whose every value the parser must take (None: a schema
+    whose values the parser may refuse, e.g. a URI of another scheme, or JSON text)."""
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    if schema.get("type") == "integer":
+        return st.integers(schema.get("minimum"), schema.get("maximum"))
+    if schema.get("type") == "number":
+        return st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False, allow_infinity=False)
+    pattern = schema.get("pattern", "")
+    if schema.get("type") == "string" and pattern.startswith("^") and pattern.endswith("$") and "|" not in pattern:
+        return st.from_regex(pattern[1:-1], fullmatch=True)
+    return None
+
+
+CHECKED = [(spec, p) for spec, p in PARAMS if _value_strategy(p.schema) is not None]
+
+
+@pytest.mark.parametrize("spec, param", CHECKED, ids=[f"{s.name}.{p.name}" for s, p in CHECKED])
+def test_every_value_the_schema_allows_is_accepted(spec: ActionSpec, param: Param):
+    """What the document promises, the parser keeps: a value the schema allows, as str() or JSON writes it
+    (a query's text, a JSON body's number), is accepted, and a number keeps its value (wait and deadline are
+    capped, not refused)."""
+    @given(_value_strategy(param.schema), st.sampled_from([str, json.dumps]))
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+    def check(value, write):
+        sent = value if isinstance(value, str) else write(value)
+        parsed = param.parse({param.name: sent}, CFG)
+        if isinstance(value, (int, float)) and param.name not in ("wait", "deadline"):
+            assert parsed == value
+    check()
