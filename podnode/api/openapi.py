@@ -11,6 +11,7 @@ GET (parameters in the query) and POST (a form or a JSON object body), as the no
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from .. import __version__
@@ -61,11 +62,19 @@ def _query(param: Param) -> dict[str, Any]:
             "schema": param.schema, "example": param.example}
 
 
+def _body_example(param: Param, json_body: bool) -> Any:
+    """The example as a body carries it: a JSON body holds a list itself, not its JSON text."""
+    if json_body and param.json_schema is not None and isinstance(param.example, str) and \
+            param.example.startswith("["):
+        return json.loads(param.example)
+    return param.example
+
+
 def _body_schema(spec: ActionSpec, *, json_body: bool) -> dict[str, Any]:
     props = {}
     for p in spec.params:
         schema = dict(p.json_schema if json_body and p.json_schema is not None else p.schema)
-        props[p.name] = {**schema, "description": p.description}
+        props[p.name] = {**schema, "description": p.description, "examples": [_body_example(p, json_body)]}
     schema: dict[str, Any] = {"type": "object", "properties": props}
     required = [p.name for p in spec.params if p.required]
     if required:

@@ -125,7 +125,10 @@ def test_the_parameters_documented_are_the_definitions():
             assert body.get("required", []) == [p.name for p in spec.params if p.required]
             for p in spec.params:
                 wanted = p.json_schema if json_body and p.json_schema is not None else p.schema
-                assert {k: v for k, v in body["properties"][p.name].items() if k != "description"} == wanted
+                documented = body["properties"][p.name]
+                assert {k: v for k, v in documented.items() if k not in ("description", "examples")} == wanted
+                for example in documented["examples"]:   # the body's example fits the body's schema
+                    Draft202012Validator(wanted).validate(example)
 
 
 def test_every_answer_and_error_refers_to_a_defined_schema():
