@@ -7,8 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..errors import BadRequest, NotFound, Unavailable
-from ..exec.install import check_script_url
+from ..errors import NotFound, Unavailable
 from ..raft import commands as C
 from ..raft.lifecycle import TERMINAL
 from ..raft.state import missing_execution
@@ -17,37 +16,33 @@ from . import views
 from .array_actions import ARRAY_ACTIONS
 from .cluster_actions import CLUSTER_ACTIONS
 from .node_api import NodeApi
+from .spec import SPECS, ActionSpec, Args
 from .token_actions import TOKEN_ACTIONS
 
 Params = Mapping[str, str]
 Action = Callable[["NodeApi", Params], Awaitable[dict[str, Any]]]
+Handler = Callable[["NodeApi", Args], Awaitable[dict[str, Any]]]
 
 
-async def new_activity(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.activity_name(p)
-    url = P.required(p, "installationScriptLocation").strip()
-    if len(url) > P.MAX_URL_CHARS:
-        raise BadRequest(f"installationScriptLocation is longer than {P.MAX_URL_CHARS} characters")
-    try:
-        check_script_url(url, allow_file_urls=bool(node.cfg.allow_file_urls))
-    except ValueError as exc:
-        raise BadRequest(f"Invalid installationScriptLocation: {exc}") from None
-    cmd = C.ActivityNew(name=name, url=url, maxAttempts=P.max_attempts(p), now=time.time(),
-                        maxActivities=node.cfg.max_activities or None, **P.activity_limits(p))
+async def new_activity(node: NodeApi, a: Args) -> dict[str, Any]:
+    limits = {"timeoutS": a["timeoutS"], "memoryMB": a["memoryMB"], "maxProcesses": a["maxProcesses"]}
+    cmd = C.ActivityNew(name=a["name"], url=a["installationScriptLocation"], maxAttempts=a["maxAttempts"],
+                        now=time.time(), maxActivities=node.cfg.max_activities or None,
+                        **{k: v for k, v in limits.items() if v is not None})
     result = await node.submit(cmd)
     return {"activity": views.activity(result["activity"], _node_limits(node)), "status": "installing"}
 
 
-async def get_activity_status(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.activity_name(p)
+async def get_activity_status(node: NodeApi, a: Args) -> dict[str, Any]:
+    name = a["name"]
     record = await node.read_or_sync(lambda s: s.activity(name))
     if record is None:
         raise NotFound(f"Activity {name!r} doesn't exist")
     return {"activity": views.activity(record, _node_limits(node))}
 
 
-async def delete_activity(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.activity_name(p)
+async def delete_activity(node: NodeApi, a: Args) -> dict[str, Any]:
+    name = a["name"]
     result = await node.submit(C.ActivityDelete(name=name, now=time.time()))
     return {"activity": views.activity(result["activity"], _node_limits(node)), "status": "uninstalling"}
 
@@ -59,9 +54,9 @@ def _node_limits(node: NodeApi) -> dict[str, float | int | None]:
             "maxProcesses": cfg.exec_max_processes or None}
 
 
-async def new_execution(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.activity_name(p)
-    cmd = C.ExecNew(name=name, input=P.execution_input(p, node.cfg.max_input_bytes), requestId=P.request_id(p),
+async def new_execution(node: NodeApi, a: Args) -> dict[str, Any]:
+    name = a["name"]
+    cmd = C.ExecNew(name=name, input=a["input"], requestId=a["requestId"],
                     now=time.time(), node=node.propose_placement(name),
                     maxWaiting=node.cfg.max_waiting_executions or None,
                     maxUnreadBytes=node.cfg.max_unread_result_bytes or None)
@@ -69,9 +64,9 @@ async def new_execution(node: NodeApi, p: Params) -> dict[str, Any]:
     return {"execution": views.execution_summary(result["execution"])}
 
 
-async def get_execution_status(node: NodeApi, p: Params) -> dict[str, Any]:
-    exec_id = P.execution_id(p)
-    wait_s = P.wait_seconds(p, node.cfg.max_wait_s)
+async def get_execution_status(node: NodeApi, a: Args) -> dict[str, Any]:
+    exec_id = a["executionId"]
+    wait_s = a["wait"]
     record = await node.read_execution(exec_id)
     if record is None:
         raise NotFound(missing_execution(exec_id)["message"])
@@ -102,18 +97,18 @@ async def _wait_for_end(node: NodeApi, exec_id: int, record: dict, wait_s: float
     return record
 
 
-async def terminate_execution(node: NodeApi, p: Params) -> dict[str, Any]:
-    exec_id = P.execution_id(p)
+async def terminate_execution(node: NodeApi, a: Args) -> dict[str, Any]:
+    exec_id = a["executionId"]
     result = await node.submit(C.ExecTerminate(id=exec_id, now=time.time()))
     return {"execution": {"id": result["execution"]["id"], "status": result["execution"]["status"]}}
 
 
-async def get_all_executions(node: NodeApi, p: Params) -> dict[str, Any]:
+async def get_all_executions(node: NodeApi, a: Args) -> dict[str, Any]:
     """A page of executions by increasing id (limit, cursor; filters status and activity), without output, and
     the counts per status (of the activity when filtered). O(limit) per page, read from the state's index.
     The first page of an unfiltered call is the old answer (`executions`), for the clients that predate pages."""
-    limit, after = P.page_limit(p), P.page_cursor(p)
-    status, activity = P.execution_status(p), P.activity_filter(p)
+    limit, after = a["limit"], a["cursor"]
+    status, activity = a["status"], a["activity"]
     await node.caught_up()  # the list reflects every write made before, through any node
     page = node.read(lambda s: execution_page(s, activity=activity, status=status, after=after, limit=limit))
     for view in page["executions"]:   # without output: read an execution for that
@@ -133,7 +128,7 @@ def execution_page(state: Any, *, activity: str | None, status: str | None, afte
             "counts": table.counts(activity)}
 
 
-ACTIONS: dict[str, Action] = {
+HANDLERS: dict[str, Handler] = {
     "newActivity": new_activity,
     "getActivityStatus": get_activity_status,
     "deleteActivity": delete_activity,
@@ -145,3 +140,14 @@ ACTIONS: dict[str, Action] = {
     **TOKEN_ACTIONS,
     **ARRAY_ACTIONS,
 }
+
+
+def bind(spec: ActionSpec, handler: Handler) -> Action:
+    """The action as the HTTP layer calls it: its declared parameters parsed (api/spec.py), then its handler."""
+    async def action(node: NodeApi, params: Params) -> dict[str, Any]:
+        return await handler(node, spec.parse(params, node.cfg))
+    action.__name__ = action.__qualname__ = handler.__name__
+    return action
+
+
+ACTIONS: dict[str, Action] = {name: bind(SPECS[name], handler) for name, handler in HANDLERS.items()}

@@ -28,6 +28,7 @@ from .array_actions import MAX_JSON_BODY_BYTES
 from .auth import METRICS_SCOPE, Authenticator, require
 from .auth import middleware as auth_middleware
 from .node_api import NodeApi
+from .openapi import document as openapi_document
 from .params import is_text
 from .stream import add_stream_routes
 from .ui_feed import add_routes as add_status_page
@@ -129,7 +130,12 @@ def build_app(node: NodeApi) -> web.Application:
 
     async def pod_action(request: web.Request) -> web.Response:
         params = await request_params(request)
-        action = params.get("action")
+        named = request.match_info.get("action")   # /POD/NAME: the same action as /POD/?action=NAME
+        if named is not None and named not in ACTIONS:
+            raise NotFound(f"Unknown action {named!r}; one of: {', '.join(ACTIONS)}")
+        if named is not None and (params.get("action") or named) != named:
+            raise BadRequest(f"the path names action {named!r} and the parameters {params['action']!r}")
+        action = named or params.get("action")
         if not action:
             raise BadRequest(f"Missing parameter 'action'; one of: {', '.join(ACTIONS)}")
         handler = ACTIONS.get(action)
@@ -150,6 +156,12 @@ def build_app(node: NodeApi) -> web.Application:
     async def health(request: web.Request) -> web.Response:
         """Open to anyone (a load balancer's probe): is the node up, and its role; nothing else."""
         return _json({"ok": True, "role": node.role()})
+
+    openapi = _json(openapi_document()).body   # built once: a function of the code only
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        """Open like /health: the API's description (api/openapi.py), no state of the cluster."""
+        return web.Response(body=openapi, content_type="application/json")
 
     peer_auth = PeerVerifier(node.cfg.secret)
 
@@ -230,6 +242,9 @@ def build_app(node: NodeApi) -> web.Application:
     for path in ("/POD/", "/POD"):
         app.router.add_get(path, pod_action, allow_head=False)
         app.router.add_post(path, pod_action)
+    app.router.add_get("/POD/{action}", pod_action, allow_head=False)
+    app.router.add_post("/POD/{action}", pod_action)
+    app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/status", status, allow_head=False)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics, allow_head=False)

@@ -10,34 +10,26 @@ also as 1,2,3), so a form or a query works too.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BadRequest, NotFound, TooLarge, Unavailable
+from ..errors import BadRequest, NotFound, Unavailable
 from ..raft import commands as C
 from ..raft.lifecycle import TERMINAL
 from ..raft.quotas import output_bytes
-from . import params as P
 from . import views
 from .node_api import NodeApi
+from .params import MAX_ARRAY  # noqa: F401 (the limit is the parameters' own: api/params.py; named here too)
+from .spec import Args
 
-Params = Mapping[str, str]
-
-MAX_ARRAY = 10_000                       # inputs per newExecutions, ids per getExecutionResults
 MAX_JSON_BODY_BYTES = 16 * 1024 * 1024   # a JSON body (newExecutions' inputs and all); over it: 413
 MAX_RESULT_BYTES = 32 * 1024 * 1024      # output handed over by one getExecutionResults (at least one result)
-DEFAULT_RESULTS = 100                    # getExecutionResults activity=NAME without limit
 _WAIT_POLL_S = 0.1                       # activity=NAME&wait=S: how often it looks for newly ended ones
-_IDS = re.compile(r"[0-9]{1,18}(,[0-9]{1,18})*,?")
 
 
-async def new_executions(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.activity_name(p)
-    inputs = _inputs(p, node.cfg.max_input_bytes)
-    cmd = C.ExecNewMany(name=name, inputs=inputs, requestId=P.request_id(p), now=time.time(),
+async def new_executions(node: NodeApi, a: Args) -> dict[str, Any]:
+    name = a["name"]
+    cmd = C.ExecNewMany(name=name, inputs=a["inputs"], requestId=a["requestId"], now=time.time(),
                         node=node.propose_placement(name), maxWaiting=node.cfg.max_waiting_executions or None,
                         maxUnreadBytes=node.cfg.max_unread_result_bytes or None)
     result = await node.submit(cmd)
@@ -47,74 +39,17 @@ async def new_executions(node: NodeApi, p: Params) -> dict[str, Any]:
     return answer
 
 
-def _inputs(p: Params, cap_bytes: int) -> list[str]:
-    """The inputs, all checked: a bad one refuses the array, saying which and why."""
-    raw = P.required(p, "inputs")
-    try:
-        inputs = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"inputs must be a JSON list of strings: {exc}") from None
-    if not isinstance(inputs, list):
-        raise BadRequest("inputs must be a JSON list of strings")
-    if not inputs:
-        raise BadRequest("inputs is empty: give at least one input")
-    if len(inputs) > MAX_ARRAY:
-        raise TooLarge(f"{len(inputs)} inputs; the limit is {MAX_ARRAY} per request: submit them in several arrays")
-    for index, value in enumerate(inputs):
-        if not isinstance(value, str):
-            raise BadRequest(f"inputs[{index}] is not a string ({type(value).__name__}); nothing was submitted")
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > cap_bytes:
-            raise BadRequest(f"inputs[{index}] is {size} bytes; the limit is {cap_bytes} bytes; nothing was submitted")
-        if "\x00" in value:
-            raise BadRequest(f"inputs[{index}] contains a NUL character; nothing was submitted")
-        if not P.is_text(value):
-            raise BadRequest(f"inputs[{index}] is not valid Unicode text (a lone surrogate); nothing was submitted")
-    return inputs
-
-
-async def get_execution_results(node: NodeApi, p: Params) -> dict[str, Any]:
+async def get_execution_results(node: NodeApi, a: Args) -> dict[str, Any]:
     """By ids: {"executions": [ended ones, handed over], "pending": [{"id", "status"}], "notFound": [ids],
     "deferred": [ids over the size budget, ended, not consumed]}. By activity: {"executions": [...], "more"}."""
-    wait_s = P.wait_seconds(p, node.cfg.max_wait_s)
-    if p.get("executionIds"):
-        if p.get("activity"):
+    ids, activity, limit, wait_s = a["executionIds"], a["activity"], a["limit"], a["wait"]
+    if ids is not None:
+        if activity is not None:
             raise BadRequest("give executionIds or activity, not both")
-        return await _results_by_ids(node, _ids(p["executionIds"]), wait_s)
-    if not p.get("activity"):
+        return await _results_by_ids(node, ids, wait_s)
+    if activity is None:
         raise BadRequest("Missing parameter 'executionIds' (or 'activity' with 'limit')")
-    return await _results_of_activity(node, P.name(p, "activity", "activity"), _limit(p), wait_s)
-
-
-def _ids(raw: str) -> list[int]:
-    text = raw.strip()
-    if text.startswith("["):
-        try:
-            ids = json.loads(text)
-        except ValueError as exc:
-            raise BadRequest(f"executionIds must be a JSON list of ids or ids separated by commas: {exc}") from None
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 10**18
-                                                for i in ids):
-            raise BadRequest("executionIds must be a list of positive whole numbers")
-    elif _IDS.fullmatch(text):
-        ids = [int(i) for i in text.split(",") if i]
-    else:
-        raise BadRequest(f"Invalid executionIds {text[:50]!r}: positive whole numbers separated by commas, "
-                         "or a JSON list")
-    if not ids:
-        raise BadRequest("executionIds is empty")
-    if len(ids) > MAX_ARRAY:
-        raise TooLarge(f"{len(ids)} executionIds; the limit is {MAX_ARRAY} per request")
-    return list(dict.fromkeys(ids))  # each once, in the order given
-
-
-def _limit(p: Params) -> int:
-    raw = (p.get("limit") or "").strip()
-    if not raw:
-        return DEFAULT_RESULTS
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ARRAY:
-        raise BadRequest(f"Invalid limit {raw[:30]!r}: a whole number from 1 to {MAX_ARRAY}")
-    return int(raw)
+    return await _results_of_activity(node, activity, limit, wait_s)
 
 
 def _ready(record: dict[str, Any] | None) -> bool:

@@ -1,6 +1,7 @@
 """Who may call the API: bearer tokens with scopes, and browsers' cross-site requests.
 
-- `/health` is open (a load balancer's probe): it answers only whether the node is up and its role.
+- `/health` is open (a load balancer's probe): it answers only whether the node is up and its role;
+  `/openapi.json` too: the API's description, the same for every node of a version, no state of the cluster.
 - The status page (`GET /` and its files under `/ui/`, routes named PAGE_ROUTE and STATIC_ROUTE) is open: it holds
   no data, which it reads from routes that need a token (api/ui_feed.py).
 - `/internal/*` are the peers' routes: each checks its own HMAC signature made with the cluster secret (app.py),
@@ -34,7 +35,7 @@ from ..errors import Forbidden, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})   # /openapi.json: the API's description, no state
 PAGE_ROUTE, STATIC_ROUTE = "ui-page", "ui-static"   # open by the route that matched, never by a path's prefix
 PEER_PREFIX = "/internal/"
 METRICS_SCOPE = "read"   # GET /metrics: a scraper's token (Prometheus sends it with `authorization: credentials`)

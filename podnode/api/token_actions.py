@@ -4,23 +4,16 @@ deleteToken takes effect on every node before it answers."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from .. import tokens as T
-from ..errors import BadRequest
 from ..raft import commands as C
-from . import params as P
 from .node_api import NodeApi
+from .spec import Args
 
-Params = Mapping[str, str]
 
-
-async def new_token(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.name(p, "name", "token")
-    scope = P.required(p, "scope")   # no default: what a credential may do is said, never assumed
-    if scope not in T.SCOPES:
-        raise BadRequest(f"scope must be one of {', '.join(T.SCOPES)}, not {scope[:50]!r}")
+async def new_token(node: NodeApi, a: Args) -> dict[str, Any]:
+    name, scope = a["name"], a["scope"]
     token, token_id, salt, digest = T.new_token()
     result = await node.submit(C.TokenNew(id=token_id, name=name, scope=scope, salt=salt, hash=digest,
                                           now=time.time()))
@@ -28,14 +21,13 @@ async def new_token(node: NodeApi, p: Params) -> dict[str, Any]:
     return {"token": {**result["token"], "token": token}}
 
 
-async def get_tokens(node: NodeApi, p: Params) -> dict[str, Any]:
+async def get_tokens(node: NodeApi, a: Args) -> dict[str, Any]:
     await node.caught_up()
     return {"tokens": node.read(lambda s: s.token_table.listed())}
 
 
-async def delete_token(node: NodeApi, p: Params) -> dict[str, Any]:
-    name = P.name(p, "name", "token")
-    result = await node.submit(C.TokenDelete(name=name, now=time.time()))
+async def delete_token(node: NodeApi, a: Args) -> dict[str, Any]:
+    result = await node.submit(C.TokenDelete(name=a["name"], now=time.time()))
     synced = await node.sync_everywhere()
     return {"token": result["token"], "status": "deleted", **synced}
 

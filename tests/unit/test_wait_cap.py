@@ -56,7 +56,8 @@ async def test_get_execution_status_answers_by_the_cap_when_asked_to_wait_longer
     node = RunningForever(max_wait_s=0.3)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    body = await asyncio.wait_for(actions.get_execution_status(node, {"executionId": "7", "wait": "3600"}), 5.0)
+    body = await asyncio.wait_for(actions.ACTIONS["getExecutionStatus"](node, {"executionId": "7", "wait": "3600"}),
+                                  5.0)
     took = loop.time() - started
     assert body["execution"]["status"] == "in progress" and body["execution"]["stdout"] == "so far\n"
     assert 0.25 <= took < 2.0, f"answered after {took:.2f} s; the cap is 0.3 s"
