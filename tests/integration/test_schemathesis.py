@@ -104,10 +104,18 @@ def tame(case, run: dict[str, Any]) -> None:
             value = params[key]
             params[key] = [tamer(v, run) for v in value] if isinstance(value, list) else tamer(value, run)
     action = case.path.rsplit("/", 1)[-1]
-    if action == "deleteToken" and params.get("name") == RUN_TOKEN:
-        params["name"] = RUN_TOKEN + "-not"
-    if action == "drainWorker" and params.get("workerId") in run["nodes"]:
-        params["workerId"] = f"{params['workerId']}-not"
+    if action == "deleteToken":   # never the run's own token, whatever shape the value has
+        name = params.get("name")
+        if name == RUN_TOKEN:
+            params["name"] = RUN_TOKEN + "-not"
+        elif isinstance(name, list):
+            params["name"] = [RUN_TOKEN + "-not" if n == RUN_TOKEN else n for n in name]
+    if action == "drainWorker":   # any value: a generated one may be a list (given several times) or an object
+        worker = params.get("workerId")
+        if isinstance(worker, str) and worker in run["nodes"]:
+            params["workerId"] = f"{worker}-not"
+        elif isinstance(worker, list):
+            params["workerId"] = [f"{w}-not" if isinstance(w, str) and w in run["nodes"] else w for w in worker]
 
 
 def exercise(strategy, examples: int, base_url: str, run: dict[str, Any], seen: dict[int, int]) -> None:
