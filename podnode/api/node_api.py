@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import NodeConfig
 from ..raft import commands as C
+from ..waiting import Facts
 
 T = TypeVar("T")
 
@@ -55,6 +56,10 @@ class NodeApi(Protocol):
         (node ids; unconfirmed: not reached within peer_timeout_s)."""
 
     def workers_view(self) -> dict[str, Any]: ...
+
+    def waiting_facts(self) -> Facts:
+        """What this node knows beyond the state for waitingReason: a leader, the leader's live nodes, the
+        price of one more node (podnode/waiting.py)."""
 
     # ---- the internal routes other nodes call (app.py checks their signature with cfg.secret) ----------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:

@@ -35,6 +35,7 @@ from ..scaling.autoscaler import Autoscaler
 from ..scaling.cost import spend
 from ..scaling.factory import make_provider
 from ..tls import peer_context, server_context
+from ..waiting import Facts
 from .peers import PEER_ERRORS, PeerClient
 from .reads import Reads
 
@@ -269,6 +270,16 @@ class PodNode:
             uptime_s=time.monotonic() - self.started_at, last_plan=self.manager.last_plan if leading else None,
             scaling=self.autoscaler.last_decision if leading and self.autoscaler is not None else None,
             workers_view=self.workers_view())
+
+    def waiting_facts(self) -> Facts:
+        """For waitingReason (podnode/waiting.py): does this node know a leader; on the leader, the nodes it
+        plans with; the price of one more node from this node's provider (None until it answered)."""
+        leading = self.replica.is_leader()
+        with self.replica.lock:
+            live = frozenset(self.manager.live_nodes()) if leading else None
+        return Facts(now=time.time(), has_leader=self.replica.leader_addr() is not None, live=live,
+                     scaling=self.autoscaler is not None,
+                     new_node_price=self.autoscaler.price if self.autoscaler is not None else None)
 
     def workers_view(self) -> dict[str, Any]:
         """getWorkers (see views.workers), from the replicated state and this node's Raft connections."""
