@@ -91,6 +91,7 @@ class Waiting:
         self._busy: dict[str, int] | None = None
         self._blocked: list[str] | None = None
         self._scaling: str | None = None
+        self._activities: dict[str, Any] = {}   # activity -> what _about found
 
     # ---- the two fields -----------------------------------------------------------------------------
     def explain(self, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,27 +116,34 @@ class Waiting:
     def reason(self, activity: str, position: int) -> str:
         if not self.facts.has_leader:
             return NO_QUORUM
+        known = self._activities.get(activity)
+        if known is None:
+            known = self._activities[activity] = self._about(activity)
+        if isinstance(known, str):
+            return known
+        room, total, free_node, rest = known
+        if position < room:
+            return f"about to start: a slot is free on {free_node}"
+        slots = f"all {_plural(total, 'slot')} busy" if not room else f"{total - room} of {total} slots busy"
+        return "; ".join([f"{slots}, {position} ahead of it", *rest])
+
+    def _about(self, activity: str) -> str | tuple[int, int, str | None, list[str]]:
+        """What holds the activity's executions back, the same for all of them (once per answer): the reason
+        itself, or (free slots where it is installed, their total, the best node with one, what follows the
+        slots' count)."""
         record = self.state.activities.get(activity)
         if record is None or record["status"] not in (VERIFYING, APPROVED):
             status = "gone" if record is None else record["status"]
             return f"activity {activity} is {status}: its executions will not run"   # ended with it, in the state
-        have = placement.installed_on(self.state.installations, activity, self.live)
-        if have:
-            free = placement.free_slots(self.state.nodes, have, self.busy)
-            room = sum(free.values())
-            if position < room:
-                node = min(free, key=lambda n: placement.rank(n, free[n], None))
-                return f"about to start: a slot is free on {node}"
-            total = sum(self.state.nodes[n]["slots"] for n in have)
-            slots = f"all {_plural(total, 'slot')} busy" if not room else f"{total - room} of {total} slots busy"
-            parts = [f"{slots}, {position} ahead of it"]
-            installing = self._installing_elsewhere(activity, have)
-            if installing:
-                parts.append(installing)
-        else:
-            parts = self._not_runnable(activity, record)
         scaling = self.scaling()
-        return "; ".join(parts + ([scaling] if scaling else []))
+        have = placement.installed_on(self.state.installations, activity, self.live)
+        if not have:
+            return "; ".join(self._not_runnable(activity, record) + ([scaling] if scaling else []))
+        free = placement.free_slots(self.state.nodes, have, self.busy)
+        best = min(free, key=lambda n: placement.rank(n, free[n], None)) if free else None
+        total = sum(self.state.nodes[n]["slots"] for n in have)
+        installing = self._installing_elsewhere(activity, have)
+        return sum(free.values()), total, best, [part for part in (installing, scaling) if part]
 
     # ---- what is known about the cluster ----------------------------------------------------------------
     @property

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podnode import scheduler
+from podnode.api.actions import execution_page
 from podnode.raft import commands as C
 from podnode.raft.state import State
 from podnode.waiting import NO_QUORUM, Facts, Waiting, explain
@@ -247,3 +248,34 @@ def test_queue_position_is_the_order_of_the_plan(names, slots):
         if name == "x":   # never placed: its position counts every execution queued before it
             assert positions[i] == sum(1 for j in ids if j < i)
             assert why(state, i)["queuePosition"] == sum(1 for j in ids if j < i and names[ids.index(j)] == "x")
+
+
+# ---- getAllExecutions pages: the same answers, without a scan -------------------------------------------------
+class NoScan(dict):
+    """The executions by id, counting lookups and refusing every walk over them."""
+    lookups = 0
+
+    def get(self, key, default=None):
+        NoScan.lookups += 1
+        return super().get(key, default)
+
+    def _walk(self, *args):
+        raise AssertionError("a walk over every execution")
+    __iter__ = keys = values = items = _walk   # type: ignore[assignment]
+
+
+def test_a_page_explains_each_waiting_execution_from_the_indexes_alone():
+    state = approved_state({"n1": 1, "n2": 1})
+    ok(state, activity_new("late"))
+    submit(state, count=2)
+    place_all(state)
+    for i in range(3000):
+        submit(state, "late" if i % 7 == 0 else "act")
+    one_by_one = {i: why(state, i) for i in range(1400, 1500) if state.executions[i]["status"] == "waiting"}
+    state.execution_table.executions = NoScan(state.execution_table.executions)
+    NoScan.lookups = 0
+    page = execution_page(state, activity=None, status="waiting", after=1399, limit=100, facts=FACTS)
+    assert NoScan.lookups == 100   # one per execution of the page, whatever the depth
+    assert {v["id"]: {k: v[k] for k in ("waitingReason", "queuePosition")} for v in page["executions"]} == one_by_one
+    # 1397 wait before 1400 (ids 3..1399), of which 200 are of "late", which no node can run: 1197 ahead of it.
+    assert one_by_one[1400] == {"waitingReason": "all 2 slots busy, 1197 ahead of it", "queuePosition": 1197}
