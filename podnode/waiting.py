@@ -143,6 +143,9 @@ class Waiting:
         best = min(free, key=lambda n: placement.rank(n, free[n], None)) if free else None
         total = sum(self.state.nodes[n]["slots"] for n in have)
         installing = self._installing_elsewhere(activity, have)
+        if not total:   # nodes started with --slots 0 run nothing
+            return "; ".join(part for part in (f"every node that has it installed has no slots ({_names(have)})",
+                                               installing, scaling) if part)
         return sum(free.values()), total, best, [part for part in (installing, scaling) if part]
 
     # ---- what is known about the cluster ----------------------------------------------------------------

@@ -158,6 +158,13 @@ def test_no_node_takes_work_or_there_is_none():
     assert why(state, exec_id)["waitingReason"] == "no node in the cluster"
 
 
+def test_nodes_without_slots_run_nothing():
+    state = approved_state({"n1": 0})
+    exec_id, = submit(state)
+    assert why(state, exec_id)["waitingReason"] == "every node that has it installed has no slots (n1)"
+    assert scheduler.plan(state, NOW, live_nodes=["n1"], expire=False) == []
+
+
 def test_scaling_out_names_the_launches_in_flight():
     state = approved_state({"n1": 1})
     submit(state)
