@@ -56,6 +56,7 @@ class Facts:
     """What the answering node knows beyond the replicated state."""
     now: float                            # seconds since the epoch, like the replicated times
     has_leader: bool = True               # this node knows a leader (Raft): else nothing is placed
+    leader: str | None = None             # its node id: the plan prefers it on a tie (placement.rank)
     live: frozenset[str] | None = None    # on the leader: the nodes it reaches (it plans with them); None: the up ones
     scaling: bool = False                 # this node has a provider: the active policy launches nodes
     new_node_price: float | None = None   # per hour, of one more node from that provider; None: not known (yet)
@@ -140,7 +141,7 @@ class Waiting:
         if not have:
             return "; ".join(self._not_runnable(activity, record) + ([scaling] if scaling else []))
         free = placement.free_slots(self.state.nodes, have, self.busy)
-        best = min(free, key=lambda n: placement.rank(n, free[n], None)) if free else None
+        best = min(free, key=lambda n: placement.rank(n, free[n], self.facts.leader)) if free else None
         total = sum(self.state.nodes[n]["slots"] for n in have)
         installing = self._installing_elsewhere(activity, have)
         if not total:   # nodes started with --slots 0 run nothing
@@ -190,14 +191,14 @@ class Waiting:
             if installing:
                 return [f"activity being verified: installing on {self._installing(activity, installing)}"]
             first = min(live, key=lambda n: placement.rank(n, self.state.nodes[n]["slots"] - self.busy.get(n, 0),
-                                                           None))
+                                                           self.facts.leader))   # as plan_installs chooses
             return [f"activity not installed on any node yet: its verification is about to start on {first}"]
         parts = []
         if installing:
             free = placement.free_slots(self.state.nodes, live, self.busy)
-            where = "every free node " if free and set(free) <= set(installing) else ""
-            parts.append(f"activity still installing on {where}({self._installing(activity, installing)})"
-                         if where else f"activity still installing on {self._installing(activity, installing)}")
+            nodes = self._installing(activity, installing)
+            parts.append(f"activity still installing on every free node ({nodes})"
+                         if free and set(free) <= set(installing) else f"activity still installing on {nodes}")
         unassigned = [n for n in live if self._install_status(activity, n) is None]
         if unassigned:
             parts.append(f"activity not installed yet on {_names(unassigned)}: its install is about to start")

@@ -275,12 +275,13 @@ class PodNode:
         """For waitingReason (podnode/waiting.py): does this node know a leader and reach a majority of the
         voters (without one, the leader it knew may be gone); on the leader, the nodes it plans with; the price
         of one more node from this node's provider (None until it answered)."""
-        leading = self.replica.is_leader()
+        leading, leader_addr = self.replica.is_leader(), self.replica.leader_addr()
         with self.replica.lock:
             live = frozenset(self.manager.live_nodes()) if leading else None
+            leader = next((n for n, rec in self.replica.state.nodes.items() if rec["raftAddr"] == leader_addr), None)
         # A node that reaches no majority keeps the last leader it knew (pysyncobj): it has none it can reach.
-        has_leader = self.replica.leader_addr() is not None and bool(self.replica.hasQuorum)
-        return Facts(now=time.time(), has_leader=has_leader, live=live,
+        has_leader = leader_addr is not None and bool(self.replica.hasQuorum)
+        return Facts(now=time.time(), has_leader=has_leader, leader=leader, live=live,
                      scaling=self.autoscaler is not None,
                      new_node_price=self.autoscaler.price if self.autoscaler is not None else None)
 

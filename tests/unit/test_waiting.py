@@ -57,6 +57,15 @@ def test_a_free_slot_means_about_to_start_and_a_partly_busy_cluster_says_how_man
     assert why(state, third)["queuePosition"] == 2
 
 
+def test_the_free_slot_named_is_the_one_the_leader_prefers_on_a_tie():
+    state = approved_state({"n1": 1, "n2": 1})
+    exec_id, = submit(state)
+    for leader in ("n1", "n2"):
+        said = why(state, exec_id, Facts(now=NOW, leader=leader))["waitingReason"]
+        planned = scheduler.plan(state, NOW, live_nodes=["n1", "n2"], prefer=leader, expire=False)[0].placements
+        assert said == f"about to start: a slot is free on {leader}" and planned == [[exec_id, leader]]
+
+
 def test_running_and_ended_executions_have_no_reason():
     state = approved_state({"n1": 1})
     running, = submit(state)
