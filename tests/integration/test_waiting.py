@@ -15,7 +15,7 @@ import pytest
 
 from podnode.waiting import NO_QUORUM
 
-from ..conftest import Client, approved, install_script, start_cluster, wait_until
+from ..conftest import FAST_RAFT, Client, approved, install_script, start_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -138,26 +138,28 @@ def test_activity_still_installing_on_every_free_node(cluster, client, scripts, 
     until_finished(client, [holder, exec_id])   # the installs end: it runs on one of those nodes
 
 
-def test_no_leader_without_quorum(tmp_path, scripts, shared_dir):
-    cluster = start_cluster(tmp_path, nodes=3, slots=1)
+def test_at_max_workers_then_no_leader_without_quorum(tmp_path, scripts, shared_dir):
+    """A cluster that launches nodes (the local provider) under a policy it has reached: the reason says the
+    policy launches no more; then 2 of its 3 nodes are killed and the third says it has no leader."""
+    cluster = start_cluster(tmp_path, nodes=3, slots=1, extra_args=FAST_RAFT + ["--provider", "local"])
     gate = shared_dir / "quorum-go"
     try:
         client = Client(cluster.urls, cluster.token)
         approved(client, "gated", scripts.add("gated.sh", GATED))
+        client.ok("newPolicy", name="three", rules="maxWorkers=3")
+        client.ok("applyPolicy", name="three")
         running = [client.ok("newExecution", name="gated", input=str(gate))["execution"]["id"] for _ in range(3)]
         until_status(client, running, "in progress")
         exec_id = client.ok("newExecution", 0, name="gated", input=str(gate))["execution"]["id"]
-        assert status(client, exec_id, 0)["waitingReason"] == "all 3 slots busy, 0 ahead of it"
+        assert [status(client, exec_id, node)["waitingReason"] for node in range(3)] == \
+            ["all 3 slots busy, 0 ahead of it; at maxWorkers=3"] * 3
         for node in cluster.nodes[1:]:   # killed: their executions wait on the gate, opened in finally
             cluster.stop_node(node, sig=signal.SIGKILL)
 
-        seen = []
-
         def no_leader():
             view = status(client, exec_id, 0)
-            seen[:] = [view]
-            return view if view.get("waitingReason") == NO_QUORUM else None
-        view = wait_until(no_leader, timeout_s=30, what=f"the lone node says it has no leader: {seen}")
+            return view if view["waitingReason"] == NO_QUORUM else None
+        view = wait_until(no_leader, timeout_s=30, what="the lone node says it has no leader")
         assert view["status"] == "waiting" and view["queuePosition"] == 0
         page = client.ok("getAllExecutions", 0, status="waiting")
         assert [(v["id"], v["waitingReason"]) for v in page["executions"]] == [(exec_id, NO_QUORUM)]
