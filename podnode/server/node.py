@@ -280,10 +280,16 @@ class PodNode:
             live = frozenset(self.manager.live_nodes()) if leading else None
             leader = next((n for n, rec in self.replica.state.nodes.items() if rec["raftAddr"] == leader_addr), None)
         # A node that reaches no majority keeps the last leader it knew (pysyncobj): it has none it can reach.
-        has_leader = leader_addr is not None and bool(self.replica.hasQuorum)
+        has_leader = leader_addr is not None and self._has_quorum()
         return Facts(now=time.time(), has_leader=has_leader, leader=leader, live=live,
                      scaling=self.autoscaler is not None,
                      new_node_price=self.autoscaler.price if self.autoscaler is not None else None)
+
+    def _has_quorum(self) -> bool:
+        for _ in range(5):  # pysyncobj reads sets its thread may be changing (see _raft_status)
+            with contextlib.suppress(RuntimeError):
+                return bool(self.replica.hasQuorum)
+        return False
 
     def workers_view(self) -> dict[str, Any]:
         """getWorkers (see views.workers), from the replicated state and this node's Raft connections."""

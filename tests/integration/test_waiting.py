@@ -1,6 +1,6 @@
-"""waitingReason and queuePosition on real clusters: all slots busy with the count ahead, an activity still
-installing on every free node, no quorum, and the CLI showing them. Executions and installs wait on files
-the test creates, so every wait is a poll with a deadline."""
+"""waitingReason and queuePosition on real clusters: all slots busy with the count ahead (and the CLI showing
+it), an activity still installing on every free node, a scaling policy at maxWorkers, no quorum. Executions
+and installs wait on files the test creates, so every wait is a poll with a deadline."""
 
 from __future__ import annotations
 
