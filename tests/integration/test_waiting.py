@@ -84,10 +84,11 @@ def test_all_slots_busy_with_the_count_ahead_through_the_api_and_the_cli(cluster
         running = [client.ok("newExecution", name="gated", input=str(gate))["execution"]["id"] for _ in range(3)]
         until_status(client, running, "in progress")
         waiting = [client.ok("newExecution", name="gated", input=str(gate))["execution"]["id"] for _ in range(4)]
-        for node in range(3):   # every node says the same, leader or not
-            views = [status(client, i, node) for i in waiting]
-            assert [(v["status"], v["waitingReason"], v["queuePosition"]) for v in views] == [
-                ("waiting", f"all 3 slots busy, {k} ahead of it", k) for k in range(4)], views
+        want = [("waiting", f"all 3 slots busy, {k} ahead of it", k) for k in range(4)]
+        for node in range(3):   # every node says the same, leader or not (once it has applied the placements)
+            wait_until(lambda: [(v["status"], v.get("waitingReason"), v.get("queuePosition"))
+                                for v in (status(client, i, node) for i in waiting)] == want,
+                       what=f"node {node} explains the queue")
             assert all("waitingReason" not in status(client, i, node) for i in running)
         page = client.ok("getAllExecutions", activity="gated", limit=3)
         assert [(v["id"], v.get("queuePosition")) for v in page["executions"]] == [(i, None) for i in running]
