@@ -68,6 +68,12 @@ def is_installed(installations: Installations, activity: str, node: str) -> bool
     return installations.get(activity, {}).get(node, {}).get("status") == INSTALLED
 
 
+def installed_on(installations: Installations, activity: str, nodes: Iterable[str]) -> list[str]:
+    """Of `nodes`, those where the activity is installed (in their order): where it may run."""
+    installs = installations.get(activity, {})
+    return [n for n in nodes if installs.get(n, {}).get("status") == INSTALLED]
+
+
 def waiting_in_order(executions: Records) -> list[int]:
     """Ids of the waiting executions, first in first out (a scan: the state keeps the queues, see `queues`)."""
     return sorted(i for i, e in executions.items() if e["status"] == WAITING)
@@ -84,6 +90,8 @@ def queues(executions: Records) -> dict[str, list[int]]:
 def oldest_first(queues: Queues, runnable: Callable[[str], bool]) -> Iterator[tuple[int, str]]:
     """(id, activity) of waiting executions, first in first out across the activities' queues, skipping the
     activities that are not `runnable` (asked again before each one: the caller uses up free slots as it goes).
+    The order is the ids' (a merge of the queues): what is placed before an execution are the waiting ones
+    with a smaller id of the activities that can run (podnode/waiting.py counts them for queuePosition).
     An activity found not runnable is dropped for the rest of the walk, so its queue is never walked: the cost
     is O((taken + activities) log activities), whatever the queues' lengths."""
     heap = [(ids[0], name, 0) for name, ids in queues.items() if len(ids)]
@@ -142,8 +150,7 @@ def why_not_place(execution: dict[str, Any] | None, node: str, *, nodes: Records
 def best_node(installations: Installations, activity: str, free: Mapping[str, int],
               prefer: str | None) -> str | None:
     """Of the nodes with free slots (free: node -> free slots), the best one where the activity is installed."""
-    installs = installations.get(activity, {})
-    candidates = [n for n in free if installs.get(n, {}).get("status") == INSTALLED]
+    candidates = installed_on(installations, activity, free)
     return min(candidates, key=lambda n: rank(n, free[n], prefer)) if candidates else None
 
 

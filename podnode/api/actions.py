@@ -9,8 +9,9 @@ from typing import Any
 
 from ..errors import NotFound, Unavailable
 from ..raft import commands as C
-from ..raft.lifecycle import TERMINAL
+from ..raft.lifecycle import TERMINAL, WAITING
 from ..raft.state import missing_execution
+from ..waiting import Facts, Waiting
 from . import params as P
 from . import views
 from .array_actions import ARRAY_ACTIONS
@@ -82,7 +83,16 @@ async def get_execution_status(node: NodeApi, a: Args) -> dict[str, Any]:
             # a later read returns the same result again.
             return {"execution": views.execution(record)}
         return {"execution": views.execution(result["execution"])}
-    return {"execution": views.execution(record, output=await node.live_output(record))}
+    output = await node.live_output(record)
+    return {"execution": views.execution(record, output=output, waiting=_waiting(node, record))}
+
+
+def _waiting(node: NodeApi, record: dict[str, Any]) -> dict[str, Any] | None:
+    """waitingReason and queuePosition of a waiting execution, as the state and this node see it now."""
+    if record["status"] != WAITING:
+        return None
+    facts = node.waiting_facts()
+    return node.read(lambda s: Waiting(s, facts).explain(record))
 
 
 async def _wait_for_end(node: NodeApi, exec_id: int, record: dict, wait_s: float) -> dict:
@@ -110,20 +120,26 @@ async def get_all_executions(node: NodeApi, a: Args) -> dict[str, Any]:
     limit, after = a["limit"], a["cursor"]
     status, activity = a["status"], a["activity"]
     await node.caught_up()  # the list reflects every write made before, through any node
-    page = node.read(lambda s: execution_page(s, activity=activity, status=status, after=after, limit=limit))
+    facts = node.waiting_facts()
+    page = node.read(lambda s: execution_page(s, activity=activity, status=status, after=after, limit=limit,
+                                              facts=facts))
     for view in page["executions"]:   # without output: read an execution for that
         del view["stdout"], view["stderr"]
     return page
 
 
-def execution_page(state: Any, *, activity: str | None, status: str | None, after: int, limit: int) -> dict[str, Any]:
+def execution_page(state: Any, *, activity: str | None, status: str | None, after: int, limit: int,
+                   facts: Facts | None = None) -> dict[str, Any]:
     """One page (views with output) from the state: ids above `after`, at most `limit`; nextCursor when more
-    follow, else None; counts per status."""
+    follow, else None; counts per status. With `facts`, a waiting execution has its waitingReason and
+    queuePosition (one Waiting for the page: O(log n) each)."""
     table = state.execution_table
     ids = table.page(activity, status, after, limit + 1)
     more = len(ids) > limit
     ids = ids[:limit]
-    return {"executions": [views.execution(state.execution(i)) for i in ids],
+    records = [state.execution(i) for i in ids]
+    waiting = Waiting(state, facts) if facts is not None and any(r["status"] == WAITING for r in records) else None
+    return {"executions": [views.execution(r, waiting=waiting.explain(r) if waiting else None) for r in records],
             "nextCursor": P.cursor_of(ids[-1]) if more else None,
             "counts": table.counts(activity)}
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import NodeConfig
 from ..raft import commands as C
+from ..waiting import Facts
 
 T = TypeVar("T")
 
@@ -63,6 +64,10 @@ class NodeApi(Protocol):
     def metrics_text(self, accept: str) -> tuple[bytes, str]:
         """GET /metrics: this node's metrics in the format `accept` (the scraper's Accept header) asks for
         (Prometheus text or OpenMetrics), and its content type."""
+
+    def waiting_facts(self) -> Facts:
+        """What this node knows beyond the state for waitingReason: a leader, the leader's live nodes, the
+        price of one more node (podnode/waiting.py)."""
 
     # ---- the internal routes other nodes call (app.py checks their signature with cfg.secret) ----------------
     def local_output(self, exec_id: int) -> tuple[str, str] | None:

@@ -30,7 +30,11 @@ def activity(record: dict[str, Any], default_limits: dict[str, Any] | None = Non
     return view
 
 
-def execution(record: dict[str, Any], *, output: tuple[str, str] | None = None) -> dict[str, Any]:
+def execution(record: dict[str, Any], *, output: tuple[str, str] | None = None,
+              waiting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An execution. `waiting` (podnode/waiting.py: waitingReason, queuePosition) is given for a waiting one
+    only: the two keys are in the view while the execution waits, and absent once it runs or has ended, like
+    the other optional keys (errorDescription, lastError)."""
     stdout, stderr = output if output is not None else (record.get("stdout", ""), record.get("stderr", ""))
     view = {
         "id": record["id"],
@@ -55,6 +59,8 @@ def execution(record: dict[str, Any], *, output: tuple[str, str] | None = None) 
             view[key] = True
     if record.get("outputPending"):
         view["outputPending"] = True
+    if waiting:
+        view.update(waiting)
     return view
 
 

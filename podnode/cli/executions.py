@@ -105,7 +105,12 @@ def cmd_execution_status(args: argparse.Namespace, api: Api) -> int:
         ex = wait_execution(api, args.id, args.wait)
     else:
         ex = api.action("getExecutionStatus", executionId=args.id)["execution"]
-    emit_json({"execution": ex}) if args.json else show_execution(ex)
+    if args.json:
+        emit_json({"execution": ex})
+    else:
+        show_execution(ex)
+        if ex.get("waitingReason"):
+            say(f"waiting: {ex['waitingReason']} (queue position {ex.get('queuePosition')}: 0 starts next)")
     return exit_code_of(ex) if ex.get("status") in TERMINAL else 0
 
 
@@ -145,9 +150,10 @@ def cmd_execution_list(args: argparse.Namespace, api: Api) -> int:
         say("no executions" + (f" of {args.activity}" if args.activity else "") +
             (f" {args.status}" if args.status else ""))
     else:
-        table([["ID", "ACTIVITY", "STATUS", "WORKER", "ATTEMPTS", "EXIT"]] +
+        table([["ID", "ACTIVITY", "STATUS", "WORKER", "ATTEMPTS", "EXIT", "QUEUE", "REASON"]] +
               [[str(e["id"]), str(e.get("activityName")), str(e.get("status")), str(e.get("workerId") or "-"),
-                str(e.get("attempts", 0)), "-" if e.get("exitCode") is None else str(e["exitCode"])]
+                str(e.get("attempts", 0)), "-" if e.get("exitCode") is None else str(e["exitCode"]),
+                "-" if e.get("queuePosition") is None else str(e["queuePosition"]), e.get("waitingReason") or "-"]
                for e in executions])
     say(summary_line(len(executions), counts))
     return 0

@@ -109,6 +109,14 @@ class ExecutionIndex:
     def _keys(activity: str | None) -> list[Key]:
         return [(activity, status) for status in STATUSES]
 
+    def before(self, activity: str | None, status: str | None, exec_id: int) -> int:
+        """How many ids of the activity and status (None: any) are below `exec_id`: O(log n). For the waiting
+        status, the executions queued ahead of `exec_id` (the queues are first in first out by id)."""
+        if status is None:
+            return sum(ids.bisect_left(exec_id) for _, ids in self._lists_of(activity))
+        ids = self.ids.get((activity, status))
+        return ids.bisect_left(exec_id) if ids is not None else 0
+
     def queues(self) -> dict[str, SortedList]:
         """activity -> ids of its waiting executions, first in first out (non-empty lists only)."""
         return {key[0]: ids for key, ids in self.ids.items() if key[0] is not None and key[1] == WAITING and ids}

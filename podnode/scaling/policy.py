@@ -266,20 +266,26 @@ def _destroyable(s: Situation) -> list[NodeView]:
     return sorted(free, key=lambda node: (node.voter, -(node.idle_for_s or 0.0), node.id))
 
 
+def launches_within_cap(cap: float, spend: float, new_node_price: float, want: int) -> int:
+    """How many of `want` launches keep the spend rate within `cap` (maxCostPerHour), spending `spend` per hour
+    now (launches in flight included) and `new_node_price` per new node. The autoscaler cuts its launches with
+    it; podnode/waiting.py says a waiting execution is held at the spend cap when it allows none."""
+    limit = cap + COST_TOLERANCE
+    if new_node_price <= 0:
+        return want if spend <= limit else 0
+    fits = max(0, math.floor((limit - spend) / new_node_price))
+    while fits > 0 and spend + fits * new_node_price > limit:
+        fits -= 1
+    return min(want, fits)
+
+
 def _affordable(rules: dict, s: Situation, want: int) -> tuple[int, str]:
     """The part of `want` launches that keeps spend within maxCostPerHour, and a note when it was cut."""
     cap = rules.get("maxCostPerHour")
     if cap is None or want <= 0:
         return want, ""
     spend = sum(node.hourly_price for node in s.nodes) + s.absent_price + s.launching * s.new_node_price
-    limit = cap + COST_TOLERANCE
-    if s.new_node_price <= 0:
-        fits = want if spend <= limit else 0
-    else:
-        fits = max(0, math.floor((limit - spend) / s.new_node_price))
-        while fits > 0 and spend + fits * s.new_node_price > limit:
-            fits -= 1
-    k = min(want, fits)
+    k = launches_within_cap(cap, spend, s.new_node_price, want)
     if k == want:
         return k, ""
     return k, (f"maxCostPerHour={_fmt_number(cap)} allows {k} of {want} wanted launches "

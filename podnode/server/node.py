@@ -37,6 +37,7 @@ from ..scaling.autoscaler import Autoscaler
 from ..scaling.cost import spend
 from ..scaling.factory import make_provider
 from ..tls import peer_context, server_context
+from ..waiting import Facts
 from .peers import PEER_ERRORS, PeerClient
 from .reads import Reads
 
@@ -293,6 +294,26 @@ class PodNode:
             uptime_s=time.monotonic() - self.started_at, last_plan=self.manager.last_plan if leading else None,
             scaling=self.autoscaler.last_decision if leading and self.autoscaler is not None else None,
             workers_view=self.workers_view())
+
+    def waiting_facts(self) -> Facts:
+        """For waitingReason (podnode/waiting.py): does this node know a leader and reach a majority of the
+        voters (without one, the leader it knew may be gone); on the leader, the nodes it plans with; the price
+        of one more node from this node's provider (None until it answered)."""
+        leading, leader_addr = self.replica.is_leader(), self.replica.leader_addr()
+        with self.replica.lock:
+            live = frozenset(self.manager.live_nodes()) if leading else None
+            leader = next((n for n, rec in self.replica.state.nodes.items() if rec["raftAddr"] == leader_addr), None)
+        # A node that reaches no majority keeps the last leader it knew (pysyncobj): it has none it can reach.
+        has_leader = leader_addr is not None and self._has_quorum()
+        return Facts(now=time.time(), has_leader=has_leader, leader=leader, live=live,
+                     scaling=self.autoscaler is not None,
+                     new_node_price=self.autoscaler.price if self.autoscaler is not None else None)
+
+    def _has_quorum(self) -> bool:
+        for _ in range(5):  # pysyncobj reads sets its thread may be changing (see _raft_status)
+            with contextlib.suppress(RuntimeError):
+                return bool(self.replica.hasQuorum)
+        return False
 
     def workers_view(self) -> dict[str, Any]:
         """getWorkers (see views.workers), from the replicated state and this node's Raft connections."""
