@@ -14,6 +14,7 @@ from typing import Any
 
 from .api import views
 from .raft.lifecycle import IN_PROGRESS, NODE_LEFT_STATUS, WAITING
+from .waiting import Facts, Waiting
 
 HEAD = 20                  # executions shown of the queue's head, and of the running ones
 ENDED = 10                 # recently ended executions shown
@@ -22,7 +23,6 @@ ENDED_TAIL_CHARS = 200     # of a recently ended one's
 INPUT_CHARS = 200          # of any execution's input
 HISTORY = 300              # throughput samples kept: five minutes at one a second
 DECISIONS = 10             # scaling decisions kept (distinct ones; a repeated decision only updates its time)
-_QUEUE_EXTRAS = ("waitingReason", "queuePosition")   # shown when the records or views carry them
 
 
 def ended_total(state: Any) -> int:
@@ -82,19 +82,19 @@ class DecisionLog:
         return [{k: v for k, v in entry.items() if k != "key"} for entry in self.entries]
 
 
-def read_cluster(state: Any, *, head: int = HEAD, ended: int = ENDED) -> dict[str, Any]:
-    """From the replicated state (read under the replica's lock): the queue's count and head, the running
-    executions' count and records (the first `head` of each, oldest first), the `ended` newest ended executions
-    whose result is unread, the activities with their installations and their own counts, and the active scaling
-    policy."""
+def read_cluster(state: Any, *, head: int = HEAD, ended: int = ENDED, facts: Facts | None = None) -> dict[str, Any]:
+    """From the replicated state (read under the replica's lock): the queue's count and head (with facts, each
+    with its waitingReason and queuePosition, as getExecutionStatus gives them), the running executions' count and
+    records (the first `head` of each, oldest first), the `ended` newest ended executions whose result is unread,
+    the activities with their installations and their own counts, and the active scaling policy."""
     table = state.execution_table
     counts = table.counts()
     queue = []
+    waiting = Waiting(state, facts) if facts is not None else None
     for position, exec_id in enumerate(table.page(None, WAITING, 0, head), start=1):
         record = state.execution(exec_id)   # every field (a waiting record is kept compact)
-        view = _without_output(views.execution(record))
+        view = _without_output(views.execution(record, waiting=waiting.explain(record) if waiting else None))
         view["position"] = position   # its place in the cluster's queue (oldest first)
-        view.update({k: record[k] for k in _QUEUE_EXTRAS if k in record and k not in view})
         queue.append(view)
     running = [state.execution(i) for i in table.page(None, IN_PROGRESS, 0, head)]
     # The newest ended executions whose result is unread: the tail of the index's list by finish time (a

@@ -83,7 +83,8 @@ class UiFeed:
     async def _build(self) -> dict[str, Any]:
         node = self.node
         status, workers, members = node.status_view(), node.workers_view(), node.members()
-        cluster = node.read(U.read_cluster)
+        facts = node.waiting_facts()
+        cluster = node.read(lambda state: U.read_cluster(state, facts=facts))
         outputs = await asyncio.gather(*(self._output(r) for r in cluster["running"]))
         return U.summary(now=self.clock(), this_node=node.cfg.node_id, status=status, workers=workers,
                          members=members, cluster=cluster, outputs=list(outputs),

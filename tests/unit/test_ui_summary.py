@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from podnode import ui_summary as U
 from podnode.raft import commands as C
+from podnode.waiting import Facts, explain
 
 from .builders import NOW, approved_state, ok
 
@@ -56,14 +57,21 @@ def test_counts_and_ended_total_follow_every_transition_without_a_scan():
     assert {i["workerId"]: i["status"] for i in activity["installations"]} == {"n1": "installed", "n2": "installed"}
 
 
-def test_a_queued_record_carrying_a_reason_shows_it_and_a_long_input_is_cut():
-    state = approved_state()
-    (exec_id,) = submit(state, 1)
-    state.executions[exec_id]["stdin"] = "x" * 100_000
-    state.executions[exec_id].update(waitingReason="all 4 slots busy, 0 ahead of it", queuePosition=1)
-    (view,) = U.read_cluster(state)["queue"]
-    assert view["waitingReason"] == "all 4 slots busy, 0 ahead of it" and view["queuePosition"] == 1
-    assert view["stdin"] == "x" * U.INPUT_CHARS and view["stdinTruncated"] is True
+def test_the_queue_shows_why_each_waits_as_the_api_does_and_a_long_input_is_cut():
+    state = approved_state()   # n1 and n2, 2 slots each
+    ids = submit(state, 6)
+    for exec_id, node in zip(ids, ("n1", "n1", "n2", "n2")):
+        place(state, exec_id, node)
+    state.executions[ids[5]]["stdin"] = "x" * 100_000
+    facts = Facts(now=NOW + 60, leader="n1")
+    queue = U.read_cluster(state, facts=facts)["queue"]
+    assert [(v["id"], v["queuePosition"], v["waitingReason"]) for v in queue] == [
+        (ids[4], 0, "all 4 slots busy, 0 ahead of it"), (ids[5], 1, "all 4 slots busy, 1 ahead of it")]
+    for view in queue:   # the same words getExecutionStatus gives
+        assert {k: view[k] for k in ("waitingReason", "queuePosition")} == explain(state, state.execution(view["id"]),
+                                                                                    facts)
+    assert queue[1]["stdin"] == "x" * U.INPUT_CHARS and queue[1]["stdinTruncated"] is True
+    assert "waitingReason" not in U.read_cluster(state)["queue"][0]   # without facts: no reason made up
 
 
 def test_throughput_is_finished_per_second_between_samples():
