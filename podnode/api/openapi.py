@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..tokens import STATUS_SCOPE
-from .schemas import ANSWERS, COMPONENTS, ref
+from .schemas import ANSWERS, COMPONENTS, Schema, ref
 from .spec import COMMON_ERRORS, SPECS_LIST, ActionSpec, Param
 
 SECURITY_SCHEME = "bearerToken"
@@ -103,6 +103,53 @@ def _operation(spec: ActionSpec, method: str) -> dict[str, Any]:
     return op
 
 
+def _read_route(operation_id: str, summary: str, content_type: str, schema: Schema, *, codes: tuple[int, ...],
+                parameters: list[dict[str, Any]] | None = None, stream: bool = False) -> dict[str, Any]:
+    """A GET route outside the action API that needs the read scope."""
+    op: dict[str, Any] = {
+        "operationId": operation_id, "summary": summary, "tags": ["nodes"],
+        "security": [{SECURITY_SCHEME: [STATUS_SCOPE]}], "x-pod-scope": STATUS_SCOPE,
+        "responses": {"200": {"description": summary, "content": {content_type: {"schema": schema}}},
+                      **_error_responses(codes)}}
+    if parameters:
+        op["parameters"] = parameters
+    if stream:
+        op["x-pod-stream"] = True   # Server-Sent Events: the answer goes on while there is something to say
+    return {"get": op}
+
+
+def _stream_and_page_paths() -> dict[str, Any]:
+    """Live output, the metrics and the status page's data (api/stream.py, app.py, api/ui_feed.py)."""
+    events = {"type": "object", "required": ["data"], "description": "one event: `attempt` {attempt, workerId, "
+              "reason, message}, `output` {stream, text}, `end` (the final record), `gone`, `snapshot`; ids "
+              "ATTEMPT:STDOUTBYTES:STDERRBYTES", "properties": {
+                  "event": {"enum": ["attempt", "output", "end", "gone", "snapshot"]},
+                  "data": {"type": "string", "description": "a JSON object"}, "id": {"type": "string"}}}
+    summaries = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+    return {
+        "/POD/executions/{id}/stream": _read_route(
+            "streamExecution", "An execution's stdout and stderr as they are written, through any node (SSE); "
+                               "consumes nothing", "text/event-stream", events, stream=True,
+            codes=(400, 401, 403, 404, 414, 431, 503), parameters=[
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                {"name": "follow", "in": "query", "schema": {"enum": ["0", "1"]},
+                 "description": "1 (default): until the end; 0: what is there now, then the stream ends"},
+                {"name": "lastEventId", "in": "query", "schema": {"type": "string", "pattern": r"^\d+:\d+:\d+$"},
+                 "description": "resume after this event id (the Last-Event-ID header does the same)"}]),
+        "/metrics": _read_route(
+            "metrics", "Prometheus metrics of the cluster as this node applied them, and of this node",
+            "text/plain", {"type": "string"}, codes=(401, 403, 414, 431, 503)),
+        "/status/summary": _read_route(
+            "statusSummary", "The status page's data: nodes, queue head with reasons, running, activities, scaling, "
+                             "spend, throughput", "application/json", {"type": "object"},
+            codes=(401, 403, 414, 431, 503)),
+        "/status/feed": _read_route(
+            "statusFeed", "The status page's data as Server-Sent Events, one summary a second (ends after 60 s: "
+                          "reconnect)", "text/event-stream", summaries, stream=True,
+            codes=(401, 403, 414, 431, 503)),
+    }
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a fresh copy: callers may change it)."""
     paths: dict[str, Any] = {f"/POD/{spec.name}": {"get": _operation(spec, "get"), "post": _operation(spec, "post")}
@@ -118,6 +165,7 @@ def document() -> dict[str, Any]:
         "tags": ["nodes"], "security": [],
         "responses": {"200": {"description": "Up.", "content": {"application/json": {"schema": ref("Health")}}},
                       **_error_responses((400, 414, 431))}}}
+    paths.update(_stream_and_page_paths())
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi", "summary": "This document (open, like /health: it holds no cluster state).",
         "tags": ["nodes"], "security": [],

@@ -40,6 +40,10 @@ INT: Schema = {"type": "integer"}
 NUMBER: Schema = {"type": "number"}
 BOOL: Schema = {"type": "boolean"}
 MS = nullable("integer", description="milliseconds since the epoch (null: not yet)")
+WAITING_REASON: Schema = {"type": "string", "description": "while it waits (absent otherwise): why, in plain words "
+                                                           "from the leader's placement rules (podnode/waiting.py)"}
+QUEUE_POSITION: Schema = {"type": "integer", "minimum": 0, "description": "while it waits: how many waiting "
+                                                                          "executions start before it (0: next)"}
 
 _TOKEN = obj(("name", "scope", "createdAt"), name=STRING, scope={"enum": list(SCOPES)},
              createdAt=nullable("number", description="seconds since the epoch (null: the birth admin token)"),
@@ -61,12 +65,13 @@ COMPONENTS: dict[str, Schema] = {
         id=INT, stdin=STRING, stdout=STRING, stderr=STRING, status={"enum": list(EXECUTION_STATUSES)},
         activityId=INT, activityName=STRING, submitTime=MS, startTime=MS, finishTime=MS,
         exitCode=nullable("integer"), workerId=nullable("string"), attempts=INT, errorDescription=STRING,
-        requestId=STRING, lastError=STRING, stdoutTruncated=BOOL, stderrTruncated=BOOL, outputPending=BOOL),
+        requestId=STRING, lastError=STRING, stdoutTruncated=BOOL, stderrTruncated=BOOL, outputPending=BOOL,
+        waitingReason=WAITING_REASON, queuePosition=QUEUE_POSITION),
     "ExecutionListed": obj(
         ("id", "stdin", "status", "activityId", "activityName"), "An execution without its output.",
         id=INT, stdin=STRING, status={"enum": list(EXECUTION_STATUSES)}, activityId=INT, activityName=STRING,
         submitTime=MS, startTime=MS, finishTime=MS, exitCode=nullable("integer"), workerId=nullable("string"),
-        attempts=INT),
+        attempts=INT, waitingReason=WAITING_REASON, queuePosition=QUEUE_POSITION),
     "ExecutionSummary": obj(("id", "stdin", "status", "activityId", "activityName"),
                             id=INT, stdin=STRING, status={"enum": list(EXECUTION_STATUSES)}, activityId=INT,
                             activityName=STRING),
