@@ -11,18 +11,9 @@ import pytest
 
 from podnode.local.cluster import get_json
 
-from ..conftest import Client, approved, install_script, start_cluster, wait_until
+from ..conftest import Client, approved, install_script, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def routes_cluster(tmp_path_factory):
-    cluster = start_cluster(tmp_path_factory.mktemp("routes-cluster"), nodes=3, slots=2)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -49,8 +40,8 @@ def first_event(url: str, token: str) -> tuple[str, dict]:
     return fields["event"], json.loads(fields["data"])
 
 
-def test_the_page_is_open_and_its_data_needs_a_token(routes_cluster):
-    url = routes_cluster.urls[0]
+def test_the_page_is_open_and_its_data_needs_a_token(cluster):
+    url = cluster.urls[0]
     code, headers, body = fetch(url + "/")
     assert code == 200 and b'<script type="module" src="/ui/app.js">' in body
     assert "default-src 'self'" in headers["Content-Security-Policy"]
@@ -66,7 +57,7 @@ def test_the_page_is_open_and_its_data_needs_a_token(routes_cluster):
     assert code == 401 and headers["WWW-Authenticate"].startswith("Bearer") and "token" in json.loads(body)["error"]
     code, _, _ = fetch(url + "/status/feed", {"Authorization": "Bearer pod_00000000_" + "A" * 43})
     assert code == 401
-    code, _, body = fetch(url + "/status/feed", {"Authorization": f"Bearer {routes_cluster.token}",
+    code, _, body = fetch(url + "/status/feed", {"Authorization": f"Bearer {cluster.token}",
                                                  "Origin": "http://evil.example"})
     assert code == 403 and "cross-site" in json.loads(body)["error"]
     code, _, body = fetch(url + "/internal/ui-leader")   # a peer route, and a POST one
@@ -79,21 +70,21 @@ def test_the_page_is_open_and_its_data_needs_a_token(routes_cluster):
         assert err.code == 401
 
 
-def test_a_read_token_sees_the_feed_and_cannot_terminate(routes_cluster):
-    admin = Client(routes_cluster.urls, routes_cluster.token)
+def test_a_read_token_sees_the_feed_and_cannot_terminate(cluster):
+    admin = Client(cluster.urls, cluster.token)
     reader = admin.ok("newToken", name="viewer", scope="read")["token"]["token"]
-    event, data = first_event(routes_cluster.urls[1], reader)
+    event, data = first_event(cluster.urls[1], reader)
     assert event == "summary"
-    assert {n["id"] for n in data["nodes"]} == {n.node_id for n in routes_cluster.nodes}
+    assert {n["id"] for n in data["nodes"]} == {n.node_id for n in cluster.nodes}
     assert data["node"] == "n2" and [n["id"] for n in data["nodes"] if n["self"]] == ["n2"]
-    code, body = get_json(routes_cluster.urls[1] + "/POD/?action=terminateExecution&executionId=1", token=reader)
+    code, body = get_json(cluster.urls[1] + "/POD/?action=terminateExecution&executionId=1", token=reader)
     assert code == 403 and "submit scope" in body["error"]
 
 
-def test_every_node_shows_the_leaders_scaling_view(routes_cluster):
-    client = Client(routes_cluster.urls, routes_cluster.token)
-    for url in routes_cluster.urls:
-        code, summary = get_json(url + "/status/summary", token=routes_cluster.token, timeout_s=10)
+def test_every_node_shows_the_leaders_scaling_view(cluster):
+    client = Client(cluster.urls, cluster.token)
+    for url in cluster.urls:
+        code, summary = get_json(url + "/status/summary", token=cluster.token, timeout_s=10)
         assert code == 200, summary
         leader = summary["leader"]
         assert [n["id"] for n in summary["nodes"] if n["role"] == "leader"] == [leader]
@@ -104,13 +95,13 @@ def test_every_node_shows_the_leaders_scaling_view(routes_cluster):
     assert client.ok("getWorkers")["workers"]
 
 
-def test_throughput_counts_finished_executions(routes_cluster, scripts):
-    client = Client(routes_cluster.urls, routes_cluster.token)
+def test_throughput_counts_finished_executions(cluster, scripts):
+    client = Client(cluster.urls, cluster.token)
     approved(client, "quick", scripts.add("quick.sh", install_script('echo "hi $1"')))
-    url = routes_cluster.urls[2]
+    url = cluster.urls[2]
 
     def finished_in_window() -> float:
-        _, summary = get_json(url + "/status/summary", token=routes_cluster.token, timeout_s=10)
+        _, summary = get_json(url + "/status/summary", token=cluster.token, timeout_s=10)
         points = summary["throughput"]
         return sum(b["finishedPerS"] * (b["t"] - a["t"]) / 1000 for a, b in zip(points, points[1:]))
     before = finished_in_window()
@@ -128,6 +119,6 @@ def test_throughput_counts_finished_executions(routes_cluster, scripts):
     assert set(results.values()) == {"finished"}, results
     # Read, they are gone from the state, and still counted: within a few samples the window holds all 5.
     wait_until(lambda: round(finished_in_window() - before) >= 5, timeout_s=10, what="5 finished in the window")
-    _, summary = get_json(url + "/status/summary", token=routes_cluster.token, timeout_s=10)
+    _, summary = get_json(url + "/status/summary", token=cluster.token, timeout_s=10)
     assert summary["queue"]["count"] == 0 and summary["running"]["count"] == 0
     assert all(e["id"] not in ids for e in summary["ended"])   # read results are not held any more

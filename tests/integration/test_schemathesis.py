@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 from podnode.api.openapi import document
 from podnode.local.cluster import get_json
 
-from ..conftest import Client, approved, install_script, start_cluster
+from ..conftest import Client, approved, install_script
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +46,6 @@ WAIT_CAP_S = 0.3
 RUN_TOKEN = "schemathesis-run"
 URL_SCHEMES = ("http", "https", "file")
 OPEN_PATHS = ("/health", "/openapi.json")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = start_cluster(tmp_path_factory.mktemp("st"), nodes=3, slots=2)
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -298,28 +298,33 @@ class Lines:
             self.lines.append(line)
 
 
+def follow_cli(cmd: list[str], env: dict[str, str], flag, first: list[str]) -> tuple[int, list[str], str]:
+    """Run a following `pod` command: its first lines must come while main.sh still waits for `flag`; then the
+    flag is made and the command read to its end. Its exit code, stdout lines and stderr."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out = Lines(proc)
+        wait_until(lambda: out.lines == first, what=f"the first lines {first}, printed while main.sh still runs")
+        assert proc.poll() is None
+        flag.touch()
+        code = proc.wait(timeout=60)
+        out.thread.join(timeout=10)
+        return code, out.lines, proc.stderr.read()
+    finally:
+        stop_popen(proc, 5.0)
+
+
 def test_pod_run_follow_prints_as_it_comes_and_exits_with_the_code(stream_cluster, scripts, shared_dir):
     client = Client(stream_cluster.urls, stream_cluster.token)
     body = ('for i in 1 2 3; do echo "out $i"; echo "err $i" >&2; done\n'
             'while [ ! -e "$1" ]; do sleep 0.05; done\necho "out 4"\nexit 3')
     approved(client, "follower", scripts.add("follower.sh", install_script(body)))
     flag = shared_dir / "go-cli"
-    proc = subprocess.Popen(pod_cmd(stream_cluster.urls[1], "run", "follower", str(flag), "--follow"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=pod_env(stream_cluster.token), start_new_session=True)
-    try:
-        out = Lines(proc)
-        wait_until(lambda: len(out.lines) >= 3, what="the first lines, printed while main.sh still runs")
-        assert proc.poll() is None
-        assert out.lines == ["out 1\n", "out 2\n", "out 3\n"]
-        flag.touch()
-        code = proc.wait(timeout=60)
-        out.thread.join(timeout=10)
-        stderr = proc.stderr.read()
-    finally:
-        stop_popen(proc, 5.0)
+    code, lines, stderr = follow_cli(pod_cmd(stream_cluster.urls[1], "run", "follower", str(flag), "--follow"),
+                                     pod_env(stream_cluster.token), flag, ["out 1\n", "out 2\n", "out 3\n"])
     assert code == 3, stderr
-    assert out.lines == ["out 1\n", "out 2\n", "out 3\n", "out 4\n"]
+    assert lines == ["out 1\n", "out 2\n", "out 3\n", "out 4\n"]
     assert stderr == "err 1\nerr 2\nerr 3\n"
     # Like pod run --wait, it read the result: the execution is gone.
     listed = client.ok("getAllExecutions", activity="follower")["executions"]
@@ -338,21 +343,11 @@ def test_pod_execution_logs(stream_cluster, waiter, shared_dir):
             return done if done.stdout == "first line\n" else None
         now = wait_until(logs_now, what="pod execution logs with the first line")
         assert now.returncode == 0 and now.stderr == "err one\n"
-        proc = subprocess.Popen(pod_cmd(url, "execution", "logs", str(ex["id"]), "-f"), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-        try:
-            out = Lines(proc)
-            wait_until(lambda: out.lines == ["first line\n"], what="logs -f printing the first line")
-            assert proc.poll() is None
-            flag.touch()
-            code = proc.wait(timeout=60)
-            out.thread.join(timeout=10)
-            stderr = proc.stderr.read()
-        finally:
-            stop_popen(proc, 5.0)
+        code, lines, stderr = follow_cli(pod_cmd(url, "execution", "logs", str(ex["id"]), "-f"), env, flag,
+                                         ["first line\n"])
     finally:
         flag.touch()
-    assert code == 3 and out.lines == ["first line\n", "second line été\n"] and stderr == "err one\nerr two\n"
+    assert code == 3 and lines == ["first line\n", "second line été\n"] and stderr == "err one\nerr two\n"
     # logs reads nothing: the result is still there.
     assert client.ok("getExecutionStatus", executionId=ex["id"])["execution"]["exitCode"] == 3
 
