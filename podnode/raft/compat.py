@@ -61,6 +61,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("SyncObj", "_getLeader", "knowing which node leads"),
     Member("replica", "_SyncObj__lastResponseTime", "lost-node detection (when each peer last answered)"),
     Member("replica", "_poller", "waking the Raft thread when a command is submitted"),
+    Member("SyncObj", "encryptor", "encrypting Raft messages with AES-GCM (Replica overrides this property)",
+           lambda v: isinstance(v, property)),
     Member("pysyncobj.monotonic", "monotonic", "lost-node detection (the clock of the answer times)", callable),
     Member("pysyncobj.tcp_connection", "zlib", "sending small Raft messages uncompressed",
            lambda v: hasattr(v, "compress") and hasattr(v, "decompress")),
@@ -108,6 +110,12 @@ def last_response_times(replica: SyncObj) -> dict:
 
 def poller(replica: SyncObj) -> Any:
     return replica._poller
+
+
+def encryptor_override(get: Callable[[Any], Any]) -> property:
+    """A property for a SyncObj subclass in place of SyncObj.encryptor, which pysyncobj's transport reads to give
+    every connection its encryptor (`encrypt_at_time`, `extract_timestamp`, `decrypt`)."""
+    return property(get, doc=SyncObj.encryptor.__doc__)
 
 
 def now() -> float:

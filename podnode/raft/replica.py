@@ -27,6 +27,7 @@ from ..config import RaftTiming
 from ..errors import IncompatibleDependency
 from . import commands as C
 from . import compat, wire
+from .crypto import MessageCipher
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Replica(SyncObj):
         wire.install()
         # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.
         self.state = State()
+        # pysyncobj's transport gives every connection `self.encryptor` (the property below), from __init__ on.
+        self._cipher = MessageCipher(password)
         self.lock = threading.RLock()
         self._on_change = on_change
         os.makedirs(data_dir, exist_ok=True)
@@ -97,6 +100,12 @@ class Replica(SyncObj):
             self.destroy_synchronous()
             raise
         self.addOnTickCallback(self._after_tick)
+
+    # What pysyncobj encrypts and opens Raft messages with: AES-GCM (crypto.py) instead of its Fernet.
+    encryptor = compat.encryptor_override(lambda self: self._cipher)
+
+    def _getEncryptor(self) -> MessageCipher:
+        return self._cipher
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Hand a command to Raft from any thread, and wake the Raft thread to send it now."""
