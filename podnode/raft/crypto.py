@@ -129,7 +129,8 @@ class MessageCipher:
         if aead is None:
             aead = AESGCM(session_key(self._master, session))
         try:
-            plaintext = aead.decrypt(NONCE_PAD + view[COUNTER_AT:HEADER.size].tobytes(), view[HEADER.size:], view[:HEADER.size])
+            nonce = NONCE_PAD + view[COUNTER_AT:HEADER.size].tobytes()
+            plaintext = aead.decrypt(nonce, view[HEADER.size:], view[:HEADER.size])
         except InvalidTag:
             raise InvalidMessage("does not open with the cluster's key") from None
         if not known:   # only keys that opened a message are kept
