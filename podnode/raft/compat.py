@@ -55,12 +55,15 @@ _OWNERS: dict[str, Any] = {
 }
 
 MEMBERS: tuple[Member, ...] = (
-    Member("SyncObj", "_SyncObj__sendAppendEntries", "sending new entries at the end of each Raft tick"),
+    Member("SyncObj", "_SyncObj__sendAppendEntries", "sending new entries at the end of each Raft tick, and "
+           "choosing who gets each round (Replica puts its own in front of it)"),
     Member("SyncObj", "_SyncObj__getCurrentLogIndex", "sending new entries at the end of each Raft tick"),
     Member("SyncObj", "_isLeader", "knowing whether this node leads"),
     Member("SyncObj", "_getLeader", "knowing which node leads"),
     Member("replica", "_SyncObj__lastResponseTime", "lost-node detection (when each peer last answered)"),
     Member("replica", "_poller", "waking the Raft thread when a command is submitted"),
+    Member("replica", "_SyncObj__readonlyNodes", "sending to observers at a capped rate (a round to voters only)",
+           lambda v: isinstance(v, set)),
     Member("SyncObj", "encryptor", "encrypting Raft messages with AES-GCM (Replica overrides this property)",
            lambda v: isinstance(v, property)),
     Member("pysyncobj.monotonic", "monotonic", "lost-node detection (the clock of the answer times)", callable),
@@ -86,8 +89,30 @@ def check(replica: Any | None = None) -> None:
 
 
 # ---- the accesses themselves ----------------------------------------------------------------------------
-def send_append_entries(replica: SyncObj) -> None:
-    replica._SyncObj__sendAppendEntries()
+def send_append_entries(replica: SyncObj, *, observers: bool = True) -> None:
+    """One round of pysyncobj's AppendEntries (its own method, whatever route_append_entries put in front of it):
+    to every voter, and to every observer (pysyncobj's read-only nodes) unless observers=False. Raft thread only.
+
+    Voters only: the round runs with pysyncobj's set of read-only nodes emptied, put back after. Only the Raft
+    thread changes that set (when an observer connects or disconnects, on receiving or on its own socket's
+    error), and a round to voters only touches no observer's socket, so nothing is lost meanwhile; other threads
+    read it only in getStatus's count of read-only nodes."""
+    send = SyncObj._SyncObj__sendAppendEntries
+    if observers:
+        send(replica)
+        return
+    kept = replica._SyncObj__readonlyNodes
+    replica._SyncObj__readonlyNodes = set()
+    try:
+        send(replica)
+    finally:
+        replica._SyncObj__readonlyNodes = kept
+
+
+def route_append_entries(replica: SyncObj, send: Callable[[], None]) -> None:
+    """Make pysyncobj's own AppendEntries rounds (its heartbeat, a new leader's first round) call `send`: SyncObj's
+    code calls `self.__sendAppendEntries()`, an attribute looked up on the instance first."""
+    replica._SyncObj__sendAppendEntries = send
 
 
 def current_log_index(replica: SyncObj) -> int:

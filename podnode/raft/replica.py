@@ -32,6 +32,18 @@ from .state import State
 
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
+# Observers (non-voting members) do not count for commits, so the leader sends to them at a capped rate: new
+# entries and commit indexes reach them at most every OBSERVER_PERIOD_S (many entries in one message), and a
+# heartbeat at least every OBSERVER_HEARTBEAT_S (their liveness is /internal/alive; this keeps the connection).
+OBSERVER_PERIOD_S = 0.02
+OBSERVER_HEARTBEAT_S = 0.25
+
+
+def observers_due(now: float, last_sent: float, news: bool, *, period_s: float = OBSERVER_PERIOD_S,
+                  heartbeat_s: float = OBSERVER_HEARTBEAT_S) -> bool:
+    """Does this AppendEntries round go to the observers too? With news for them (entries or a commit index they
+    have not had), once period_s has passed since their last round; without, once heartbeat_s has."""
+    return now - last_sent >= (period_s if news else heartbeat_s)
 
 
 class ReplicaRef:
@@ -89,7 +101,10 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
-        self._sent = (0, 0)  # (last log index, commit index) the leader last sent its peers
+        self._sent = (0, 0)  # (last log index, commit index) the leader last sent its voters
+        self._observers_sent = (0, 0)            # ...and its observers,
+        self._observers_at = float("-inf")       # at this time (compat.now())
+        compat.route_append_entries(self, self._send_round)   # pysyncobj's heartbeats too go through it
         self._snapshot_child: tuple[int, float, str] | None = None   # (pid, start, file) of the writing child
         self._snapshot_aborted = False
         self.snapshot_pauses_s: list[float] = []   # how long each snapshot held the Raft thread (the last 20)
@@ -128,11 +143,24 @@ class Replica(SyncObj):
             compat.poller(self).subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
             self._wake_subscribed = True
         if not compat.is_leader(self):
+            self._observers_at = float("-inf")   # a new leader's first round goes to everyone
             return
-        now = (compat.current_log_index(self), self.raftCommitIndex)
-        if now != self._sent:
-            self._sent = now
+        mark = (compat.current_log_index(self), self.raftCommitIndex)
+        if mark != self._sent:
+            self._sent = mark
+            self._send_round()
+        elif mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
+            self._send_round()                   # news held back from the observers: their turn now
+
+    def _send_round(self) -> None:
+        """Raft thread: one AppendEntries round, to the voters always, to the observers when observers_due."""
+        now = compat.now()
+        mark = (compat.current_log_index(self), self.raftCommitIndex)
+        if observers_due(now, self._observers_at, mark != self._observers_sent):
+            self._observers_at, self._observers_sent = now, mark
             compat.send_append_entries(self)
+        else:
+            compat.send_append_entries(self, observers=False)
 
     def destroy_synchronous(self) -> None:
         super().destroy_synchronous()

@@ -1,0 +1,27 @@
+"""podnode.raft.replica.observers_due: which AppendEntries rounds the leader also sends to its observers."""
+
+from __future__ import annotations
+
+from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, observers_due
+
+
+def test_news_waits_for_the_period_since_the_observers_last_round():
+    assert not observers_due(10.0, 10.0, True)
+    assert not observers_due(10.0 + OBSERVER_PERIOD_S / 2, 10.0, True)
+    assert observers_due(10.0 + OBSERVER_PERIOD_S, 10.0, True)
+
+
+def test_without_news_only_the_slower_heartbeat():
+    assert OBSERVER_HEARTBEAT_S > OBSERVER_PERIOD_S
+    assert not observers_due(10.0 + OBSERVER_PERIOD_S * 2, 10.0, False)
+    assert observers_due(10.0 + OBSERVER_HEARTBEAT_S, 10.0, False)
+
+
+def test_a_new_leader_sends_to_everyone_at_once():
+    assert observers_due(0.0, float("-inf"), False)
+    assert observers_due(0.0, float("-inf"), True)
+
+
+def test_the_limits_can_be_given():
+    assert observers_due(1.0, 0.0, True, period_s=0.5, heartbeat_s=2.0)
+    assert not observers_due(1.0, 0.0, False, period_s=0.5, heartbeat_s=2.0)
