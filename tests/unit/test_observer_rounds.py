@@ -8,13 +8,13 @@ from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, observ
 def test_news_waits_for_the_period_since_the_observers_last_round():
     assert not observers_due(10.0, 10.0, True)
     assert not observers_due(10.0 + OBSERVER_PERIOD_S / 2, 10.0, True)
-    assert observers_due(10.0 + OBSERVER_PERIOD_S, 10.0, True)
+    assert observers_due(10.0 + OBSERVER_PERIOD_S * 1.01, 10.0, True)
 
 
 def test_without_news_only_the_slower_heartbeat():
     assert OBSERVER_HEARTBEAT_S > OBSERVER_PERIOD_S
     assert not observers_due(10.0 + OBSERVER_PERIOD_S * 2, 10.0, False)
-    assert observers_due(10.0 + OBSERVER_HEARTBEAT_S, 10.0, False)
+    assert observers_due(10.0 + OBSERVER_HEARTBEAT_S * 1.01, 10.0, False)
 
 
 def test_a_new_leader_sends_to_everyone_at_once():
