@@ -39,6 +39,14 @@ OBSERVER_PERIOD_S = 0.02
 OBSERVER_HEARTBEAT_S = 0.25
 
 
+def voters_due(mark: tuple[int, int], sent: tuple[int, int]) -> bool:
+    """Does a Raft tick that ends with (last log index, commit index) = `mark` send a round to the voters, who
+    last got `sent`? New entries: at once. A commit index alone: only once every entry is committed; while some
+    are still out, the round that the next new entry or the last acknowledgment brings will carry it (one
+    round a batch of entries instead of two, at most a round trip later)."""
+    return mark[0] != sent[0] or (mark[1] != sent[1] and mark[1] >= mark[0])
+
+
 def observers_due(now: float, last_sent: float, news: bool, *, period_s: float = OBSERVER_PERIOD_S,
                   heartbeat_s: float = OBSERVER_HEARTBEAT_S) -> bool:
     """Does this AppendEntries round go to the observers too? With news for them (entries or a commit index they
@@ -138,7 +146,8 @@ class Replica(SyncObj):
             pass
 
     def _after_tick(self) -> None:
-        """Raft thread, end of every tick: send new entries or a new commit index to the peers at once."""
+        """Raft thread, end of every tick: new entries to the voters at once, a new commit index when voters_due,
+        and what the observers have not had once observers_due."""
         if not self._wake_subscribed:
             compat.poller(self).subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
             self._wake_subscribed = True
@@ -146,8 +155,7 @@ class Replica(SyncObj):
             self._observers_at = float("-inf")   # a new leader's first round goes to everyone
             return
         mark = (compat.current_log_index(self), self.raftCommitIndex)
-        if mark != self._sent:
-            self._sent = mark
+        if mark != self._sent and voters_due(mark, self._sent):
             self._send_round()
         elif mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
             self._send_round()                   # news held back from the observers: their turn now
@@ -156,6 +164,7 @@ class Replica(SyncObj):
         """Raft thread: one AppendEntries round, to the voters always, to the observers when observers_due."""
         now = compat.now()
         mark = (compat.current_log_index(self), self.raftCommitIndex)
+        self._sent = mark
         if observers_due(now, self._observers_at, mark != self._observers_sent):
             self._observers_at, self._observers_sent = now, mark
             compat.send_append_entries(self)

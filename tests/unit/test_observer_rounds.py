@@ -1,8 +1,8 @@
-"""podnode.raft.replica.observers_due: which AppendEntries rounds the leader also sends to its observers."""
+"""podnode.raft.replica.voters_due and observers_due: which AppendEntries rounds the leader sends, and to whom."""
 
 from __future__ import annotations
 
-from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, observers_due
+from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, observers_due, voters_due
 
 
 def test_news_waits_for_the_period_since_the_observers_last_round():
@@ -25,3 +25,14 @@ def test_a_new_leader_sends_to_everyone_at_once():
 def test_the_limits_can_be_given():
     assert observers_due(1.0, 0.0, True, period_s=0.5, heartbeat_s=2.0)
     assert not observers_due(1.0, 0.0, False, period_s=0.5, heartbeat_s=2.0)
+
+
+def test_voters_get_new_entries_at_once():
+    assert voters_due((11, 9), (10, 9))
+    assert voters_due((11, 10), (10, 9))
+
+
+def test_a_commit_index_alone_waits_while_entries_are_out():
+    assert not voters_due((12, 11), (12, 10))      # entry 12 not acknowledged yet: its round will carry 11
+    assert voters_due((12, 12), (12, 11))          # everything committed: tell the voters now
+    assert not voters_due((12, 12), (12, 12))      # nothing new
