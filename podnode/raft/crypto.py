@@ -1,9 +1,10 @@
 """AES-GCM for pysyncobj's Raft messages, in place of its Fernet: one AEAD pass a message, verified once.
 
 pysyncobj encrypts every Raft message with Fernet (AES-CBC, then HMAC-SHA256, then base64) and, on receipt,
-verifies the HMAC twice (`extract_timestamp`, then `decrypt`): about 25 µs a message, a third of a 20-node
-leader's CPU. `MessageCipher` has the same three methods pysyncobj calls on `conn.encryptor` and does one
-AES-GCM pass (about 1 µs), verifying each message once.
+verifies the HMAC twice (`extract_timestamp`, then `decrypt`): for a 400-byte message here, 12 µs to seal and
+38 µs to open, a third of a 20-node leader's CPU. `MessageCipher` has the same three methods pysyncobj calls
+on `conn.encryptor` and does one AES-GCM pass each way (1.3 µs to seal, 1.6 µs to open), verifying each
+message once.
 
 Keys. The cluster password is stretched once per process as pysyncobj stretches it (PBKDF2-HMAC-SHA256,
 100,000 iterations), with a salt of POD's own, so this key is not Fernet's; HKDF-SHA256 then derives from it
@@ -18,15 +19,16 @@ Wire format of a message (49 bytes more than its plaintext, against Fernet's 57 
 
     version (1) | timestamp (8) | session id (16) | counter (8) | AES-GCM ciphertext and tag (n + 16)
 
-The first 33 bytes are the associated data: the version, the timestamp and the session are authenticated
-with the message and the counter is the nonce. The version byte is 0xA1, never Fernet's 0x80.
+The first 33 bytes are the associated data, authenticated with the ciphertext; the counter is also the
+nonce (4 zero bytes and the counter: 12 bytes). The version byte is 0xA1, never Fernet's 0x80.
 
-Replays. pysyncobj drops a connection whose messages' timestamps go backwards (`extract_timestamp`'s
-value must not decrease on one connection). Here that value is the authenticated timestamp and the
-sender's counter (timestamp * 2**64 + counter): it grows with every message a sender sends, so a message
-replayed into a connection after a later one is refused (not only one from an earlier second, as with
-Fernet). Replays into another connection fail on pysyncobj's random per-connection keys, inside the
-ciphertext.
+Replays. A receiver keeps, for each sender's session, the highest counter it opened, and refuses any message
+whose counter is not higher: each message opens once, on any connection (a sender sends to one receiver over
+one connection at a time, in counter order). pysyncobj checks besides that the value `extract_timestamp`
+returns never decreases on one connection: here the authenticated timestamp and the counter, timestamp *
+2**64 + counter. (With Fernet, any message could be replayed within the second it was sent.) Replays into
+another connection also fail on pysyncobj's random per-connection keys, inside the ciphertext. A session
+dropped from a full cache (over MAX_SESSIONS senders) loses its highest counter.
 
 Compatibility: nodes with Fernet (POD before this module, or pysyncobj's own `syncobj_admin`) and nodes
 with this cannot talk: each drops the other's connection at its first message. Accepting both formats on
@@ -87,7 +89,7 @@ class MessageCipher:
 
     def __init__(self, password: str | bytes, *, master: bytes | None = None):
         self._master = master if master is not None else master_key(password)
-        self._peers: OrderedDict[bytes, AESGCM] = OrderedDict()
+        self._peers: OrderedDict[bytes, list] = OrderedDict()   # session id -> [AESGCM, highest counter]
         self._opened: tuple[bytes, bytes] | None = None    # (token, plaintext) of the last extract_timestamp
         self._new_session()
         _ciphers.add(self)
@@ -123,18 +125,20 @@ class MessageCipher:
         version, timestamp, session, counter = HEADER.unpack_from(token)
         if version != VERSION:
             raise InvalidMessage(f"unknown format {version:#x}")
-        aead = self._peers.get(session)
-        known = aead is not None
-        if aead is None:
-            aead = AESGCM(session_key(self._master, session))
+        peer = self._peers.get(session)     # [its key, the highest counter opened from it]
+        if peer is not None and counter <= peer[1]:
+            raise InvalidMessage("a message of this sender opened already (replayed, or out of order)")
+        aead = peer[0] if peer is not None else AESGCM(session_key(self._master, session))
         try:
             # bytes slices: cryptography takes them faster than memoryviews (1.5 against 2.5 µs a message)
             plaintext = aead.decrypt(NONCE_PAD + token[COUNTER_AT:HEADER.size], token[HEADER.size:],
                                      token[:HEADER.size])
         except InvalidTag:
             raise InvalidMessage("does not open with the cluster's key") from None
-        if not known:   # only keys that opened a message are kept
-            self._peers[session] = aead
+        if peer is not None:
+            peer[1] = counter
+        else:   # only keys that opened a message are kept
+            self._peers[session] = [aead, counter]
             if len(self._peers) > MAX_SESSIONS:
                 self._peers.popitem(last=False)
         return plaintext, timestamp, counter

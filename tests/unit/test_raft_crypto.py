@@ -93,8 +93,8 @@ def test_decrypt_verifies_a_token_other_than_the_one_just_opened(pair):
     receiver.extract_timestamp(good)
     with pytest.raises(InvalidMessage):
         receiver.decrypt(bytes(bad))
-    other = sender.encrypt_at_time(b"other", 2)
-    receiver.extract_timestamp(good)
+    again, other = sender.encrypt_at_time(b"again", 2), sender.encrypt_at_time(b"other", 2)
+    receiver.extract_timestamp(again)
     assert receiver.decrypt(other) == b"other"
 
 
@@ -164,3 +164,16 @@ def test_sealing_and_opening_cost_a_few_microseconds(pair):
     for _ in range(2000):
         opened(receiver, sender.encrypt_at_time(data, 1))
     assert (time.process_time() - start) / 2000 < 20e-6
+
+
+def test_a_message_opens_once_and_a_sender_s_counter_only_grows(pair):
+    sender, receiver = pair
+    first, second = sender.encrypt_at_time(b"1", 1), sender.encrypt_at_time(b"2", 1)
+    assert opened(receiver, first)[1] == b"1"
+    with pytest.raises(InvalidMessage):
+        receiver.extract_timestamp(first)            # the same message again
+    assert opened(receiver, second)[1] == b"2"
+    with pytest.raises(InvalidMessage):
+        receiver.extract_timestamp(first)            # an older one after a newer one
+    other = MessageCipher(b"", master=sender._master)
+    assert opened(receiver, other.encrypt_at_time(b"3", 1))[1] == b"3"   # each sender has its own counter
