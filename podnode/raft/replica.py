@@ -33,9 +33,10 @@ from .state import State
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
 # Observers (non-voting members) do not count for commits, so the leader sends to them at a capped rate: new
-# entries and commit indexes reach them at most every OBSERVER_PERIOD_S (many entries in one message), and a
+# entries and commit indexes reach them at most every OBSERVER_PERIOD_S (many entries in one message: they are
+# at most that much behind the voters), and a
 # heartbeat at least every OBSERVER_HEARTBEAT_S (their liveness is /internal/alive; this keeps the connection).
-OBSERVER_PERIOD_S = 0.02
+OBSERVER_PERIOD_S = 0.01
 OBSERVER_HEARTBEAT_S = 0.25
 
 
@@ -109,6 +110,7 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
+        self._alarm = WakeAlarm(self._wake_w)   # wakes the Raft thread when news held from observers is due
         self._sent = (0, 0)  # (last log index, commit index) the leader last sent its voters
         self._observers_sent = (0, 0)            # ...and its observers,
         self._observers_at = float("-inf")       # at this time (compat.now())
@@ -159,6 +161,8 @@ class Replica(SyncObj):
             self._send_round()
         elif mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
             self._send_round()                   # news held back from the observers: their turn now
+        if self._observers_sent != mark:         # still held back: a tick when it is due, even if nothing else comes
+            self._alarm.set_in(self._observers_at + OBSERVER_PERIOD_S - compat.now())
 
     def _send_round(self) -> None:
         """Raft thread: one AppendEntries round, to the voters always, to the observers when observers_due."""
@@ -173,6 +177,7 @@ class Replica(SyncObj):
 
     def destroy_synchronous(self) -> None:
         super().destroy_synchronous()
+        self._alarm.close()      # before the pipe it writes to is closed
         self._abort_snapshot()   # a snapshot half written is never put in place
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
@@ -323,6 +328,46 @@ class Replica(SyncObj):
 
     def peer_connected(self, addr: str) -> bool:
         return self.isNodeConnected(_tcp_node(addr))
+
+
+class WakeAlarm:
+    """One daemon thread that writes a byte to a pipe (the Raft thread's wake-up) at the earliest time asked for:
+    pysyncobj's tick otherwise sleeps in poll() up to autoTickPeriod (50 ms) when no message comes."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._cond = threading.Condition()
+        self._at: float | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="raft-wake-alarm", daemon=True)
+        self._thread.start()
+
+    def set_in(self, delay_s: float) -> None:
+        at = time.monotonic() + max(0.0, delay_s)
+        with self._cond:
+            if self._at is None or at < self._at:
+                self._at = at
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._at is None:
+                    self._cond.wait()
+                    continue
+                delay = self._at - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                self._at = None
+                with contextlib.suppress(OSError):   # BlockingIOError: the pipe is full of wake-ups already
+                    os.write(self._fd, b"!")
 
 
 def _write_snapshot(filename: str, data: dict[str, Any]) -> None:
