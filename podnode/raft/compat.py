@@ -109,6 +109,11 @@ def send_append_entries(replica: SyncObj, *, observers: bool = True) -> None:
         replica._SyncObj__readonlyNodes = kept
 
 
+def has_observers(replica: SyncObj) -> bool:
+    """Are read-only nodes (POD's observers) connected to this node? Raft thread (no copy of the set)."""
+    return bool(replica._SyncObj__readonlyNodes)
+
+
 def route_append_entries(replica: SyncObj, send: Callable[[], None]) -> None:
     """Make pysyncobj's own AppendEntries rounds (its heartbeat, a new leader's first round) call `send`: SyncObj's
     code calls `self.__sendAppendEntries()`, an attribute looked up on the instance first."""

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
 # Observers (non-voting members) do not count for commits, so the leader sends to them at a capped rate: new
 # entries and commit indexes reach them at most every OBSERVER_PERIOD_S (many entries in one message: they are
-# at most that much behind the voters), and a
-# heartbeat at least every OBSERVER_HEARTBEAT_S (their liveness is /internal/alive; this keeps the connection).
+# about that much behind the voters at most), and a heartbeat at least every OBSERVER_HEARTBEAT_S (their
+# liveness is /internal/alive; this keeps the connection).
 OBSERVER_PERIOD_S = 0.01
 OBSERVER_HEARTBEAT_S = 0.25
 
@@ -157,11 +157,12 @@ class Replica(SyncObj):
             self._observers_at = float("-inf")   # a new leader's first round goes to everyone
             return
         mark = (compat.current_log_index(self), self.raftCommitIndex)
+        observers = compat.has_observers(self)
         if mark != self._sent and voters_due(mark, self._sent):
             self._send_round()
-        elif mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
+        elif observers and mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
             self._send_round()                   # news held back from the observers: their turn now
-        if self._observers_sent != mark:         # still held back: a tick when it is due, even if nothing else comes
+        if observers and self._observers_sent != mark:   # still held back: a tick when due, even if nothing comes
             self._alarm.set_in(self._observers_at + OBSERVER_PERIOD_S - compat.now())
 
     def _send_round(self) -> None:
@@ -169,6 +170,8 @@ class Replica(SyncObj):
         now = compat.now()
         mark = (compat.current_log_index(self), self.raftCommitIndex)
         self._sent = mark
+        if not compat.has_observers(self):       # nobody to hold news back from
+            self._observers_sent = mark
         if observers_due(now, self._observers_at, mark != self._observers_sent):
             self._observers_at, self._observers_sent = now, mark
             compat.send_append_entries(self)
