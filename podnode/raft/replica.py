@@ -110,7 +110,7 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
-        self._alarm = WakeAlarm(self._wake_w)   # wakes the Raft thread when news held from observers is due
+        self._alarm = WakeAlarm(self._wake_w, compat.now)   # wakes the Raft thread when observers' news is due
         self._sent = (0, 0)  # (last log index, commit index) the leader last sent its voters
         self._observers_sent = (0, 0)            # ...and its observers,
         self._observers_at = float("-inf")       # at this time (compat.now())
@@ -163,7 +163,7 @@ class Replica(SyncObj):
         elif observers and mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
             self._send_round()                   # news held back from the observers: their turn now
         if observers and self._observers_sent != mark:   # still held back: a tick when due, even if nothing comes
-            self._alarm.set_in(self._observers_at + OBSERVER_PERIOD_S - compat.now())
+            self._alarm.set_at(self._observers_at + OBSERVER_PERIOD_S)   # the same time on every tick till then
 
     def _send_round(self) -> None:
         """Raft thread: one AppendEntries round, to the voters always, to the observers when observers_due."""
@@ -335,18 +335,20 @@ class Replica(SyncObj):
 
 class WakeAlarm:
     """One daemon thread that writes a byte to a pipe (the Raft thread's wake-up) at the earliest time asked for:
-    pysyncobj's tick otherwise sleeps in poll() up to autoTickPeriod (50 ms) when no message comes."""
+    pysyncobj's tick otherwise sleeps in poll() up to autoTickPeriod (50 ms) when no message comes. Asking again
+    for the time already pending costs a lock and a comparison: the thread is woken only for an earlier time."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, clock: Callable[[], float] = time.monotonic):
         self._fd = fd
+        self._clock = clock
         self._cond = threading.Condition()
         self._at: float | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="raft-wake-alarm", daemon=True)
         self._thread.start()
 
-    def set_in(self, delay_s: float) -> None:
-        at = time.monotonic() + max(0.0, delay_s)
+    def set_at(self, at: float) -> None:
+        """Write to the pipe at `at` (on `clock`), unless an earlier time is pending."""
         with self._cond:
             if self._at is None or at < self._at:
                 self._at = at
@@ -364,7 +366,7 @@ class WakeAlarm:
                 if self._at is None:
                     self._cond.wait()
                     continue
-                delay = self._at - time.monotonic()
+                delay = self._at - self._clock()
                 if delay > 0:
                     self._cond.wait(delay)
                     continue

@@ -50,7 +50,7 @@ def test_a_commit_index_alone_waits_while_entries_are_out():
 def alarm_pipe():
     r, w = os.pipe()
     os.set_blocking(r, False)
-    alarm = WakeAlarm(w)
+    alarm = WakeAlarm(w, time.monotonic)
     try:
         yield alarm, r
     finally:
@@ -69,9 +69,9 @@ def _woken(fd: int) -> bool:
 def test_the_alarm_wakes_the_pipe_once_at_the_earliest_time_asked(alarm_pipe):
     alarm, r = alarm_pipe
     start = time.monotonic()
-    alarm.set_in(5.0)
-    alarm.set_in(0.05)                      # earlier: this one counts
-    alarm.set_in(1.0)                       # later: ignored while 0.05 is pending
+    alarm.set_at(start + 5.0)
+    alarm.set_at(start + 0.05)              # earlier: this one counts
+    alarm.set_at(start + 1.0)               # later: ignored while 0.05 is pending
     wait_until(lambda: _woken(r), timeout_s=3, interval_s=0.005, what="the alarm")
     assert 0.04 <= time.monotonic() - start < 2.0
     time.sleep(0.2)                         # nothing more is pending: no second byte
@@ -80,6 +80,6 @@ def test_the_alarm_wakes_the_pipe_once_at_the_earliest_time_asked(alarm_pipe):
 
 def test_a_closed_alarm_stops_its_thread(alarm_pipe):
     alarm, _ = alarm_pipe
-    alarm.set_in(60)
+    alarm.set_at(time.monotonic() + 60)
     alarm.close()
     assert not alarm._thread.is_alive()
