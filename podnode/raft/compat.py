@@ -61,7 +61,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("SyncObj", "_isLeader", "knowing whether this node leads"),
     Member("SyncObj", "_getLeader", "knowing which node leads"),
     Member("replica", "_SyncObj__lastResponseTime", "lost-node detection (when each peer last answered)"),
-    Member("replica", "_poller", "waking the Raft thread when a command is submitted"),
+    Member("replica", "_poller", "waking the Raft thread when a command is submitted, and ending its wait when "
+           "news held back from observers is due"),
     Member("replica", "_SyncObj__readonlyNodes", "sending to observers at a capped rate (a round to voters only)",
            lambda v: isinstance(v, set)),
     Member("SyncObj", "encryptor", "encrypting Raft messages with AES-GCM (Replica overrides this property)",
@@ -146,6 +147,14 @@ def encryptor_override(get: Callable[[Any], Any]) -> property:
     """A property for a SyncObj subclass in place of SyncObj.encryptor, which pysyncobj's transport reads to give
     every connection its encryptor (`encrypt_at_time`, `extract_timestamp`, `decrypt`)."""
     return property(get, doc=SyncObj.encryptor.__doc__)
+
+
+def cap_poll(replica: SyncObj, timeout: Callable[[float], float]) -> None:
+    """Let `timeout(t)` shorten each wait of the Raft thread's poller (pysyncobj's tick ends with
+    `self._poller.poll(autoTickPeriod)`): the poller's method, looked up on the instance first."""
+    poller = replica._poller
+    real = poller.poll
+    poller.poll = lambda t: real(timeout(t))
 
 
 def now() -> float:

@@ -55,6 +55,12 @@ def observers_due(now: float, last_sent: float, news: bool, *, period_s: float =
     return now - last_sent >= (period_s if news else heartbeat_s)
 
 
+def poll_wait(timeout: float, due: float | None, now: float) -> float:
+    """How long the Raft thread's poll waits for a message: pysyncobj's `timeout`, ended early at `due` (when
+    news held back from the observers is due), never negative."""
+    return timeout if due is None else max(0.0, min(timeout, due - now))
+
+
 class ReplicaRef:
     """The node's current replica, for every part that uses it: promoting an observer to a voter swaps
     the replica underneath without the parts noticing."""
@@ -110,7 +116,7 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
-        self._alarm = WakeAlarm(self._wake_w, compat.now)   # wakes the Raft thread when observers' news is due
+        self._observers_due_at: float | None = None   # news held back from them: the Raft thread's poll ends then
         self._sent = (0, 0)  # (last log index, commit index) the leader last sent its voters
         self._observers_sent = (0, 0)            # ...and its observers,
         self._observers_at = float("-inf")       # at this time (compat.now())
@@ -125,6 +131,7 @@ class Replica(SyncObj):
             self.destroy_synchronous()
             raise
         self.addOnTickCallback(self._after_tick)
+        compat.cap_poll(self, self._poll_timeout)
 
     # What pysyncobj encrypts and opens Raft messages with: AES-GCM (crypto.py) instead of its Fernet.
     encryptor = compat.encryptor_override(lambda self: self._cipher)
@@ -162,8 +169,13 @@ class Replica(SyncObj):
             self._send_round()
         elif observers and mark != self._observers_sent and observers_due(compat.now(), self._observers_at, True):
             self._send_round()                   # news held back from the observers: their turn now
-        if observers and self._observers_sent != mark:   # still held back: a tick when due, even if nothing comes
-            self._alarm.set_at(self._observers_at + OBSERVER_PERIOD_S)   # the same time on every tick till then
+        # Still held back: the tick's poll (which waits up to 50 ms for a message) ends when they are due.
+        self._observers_due_at = (self._observers_at + OBSERVER_PERIOD_S
+                                  if observers and self._observers_sent != mark else None)
+
+    def _poll_timeout(self, timeout: float) -> float:
+        """Raft thread: how long the tick's poll may wait for a message (compat.cap_poll)."""
+        return poll_wait(timeout, self._observers_due_at, compat.now())
 
     def _send_round(self) -> None:
         """Raft thread: one AppendEntries round, to the voters always, to the observers when observers_due."""
@@ -180,7 +192,6 @@ class Replica(SyncObj):
 
     def destroy_synchronous(self) -> None:
         super().destroy_synchronous()
-        self._alarm.close()      # before the pipe it writes to is closed
         self._abort_snapshot()   # a snapshot half written is never put in place
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
@@ -331,48 +342,6 @@ class Replica(SyncObj):
 
     def peer_connected(self, addr: str) -> bool:
         return self.isNodeConnected(_tcp_node(addr))
-
-
-class WakeAlarm:
-    """One daemon thread that writes a byte to a pipe (the Raft thread's wake-up) at the earliest time asked for:
-    pysyncobj's tick otherwise sleeps in poll() up to autoTickPeriod (50 ms) when no message comes. Asking again
-    for the time already pending costs a lock and a comparison: the thread is woken only for an earlier time."""
-
-    def __init__(self, fd: int, clock: Callable[[], float] = time.monotonic):
-        self._fd = fd
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._at: float | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="raft-wake-alarm", daemon=True)
-        self._thread.start()
-
-    def set_at(self, at: float) -> None:
-        """Write to the pipe at `at` (on `clock`), unless an earlier time is pending."""
-        with self._cond:
-            if self._at is None or at < self._at:
-                self._at = at
-                self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._at is None:
-                    self._cond.wait()
-                    continue
-                delay = self._at - self._clock()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                self._at = None
-                with contextlib.suppress(OSError):   # BlockingIOError: the pipe is full of wake-ups already
-                    os.write(self._fd, b"!")
 
 
 def _write_snapshot(filename: str, data: dict[str, Any]) -> None:

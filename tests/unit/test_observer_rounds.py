@@ -1,16 +1,11 @@
 """podnode.raft.replica.voters_due and observers_due: which AppendEntries rounds the leader sends, and to whom;
-WakeAlarm: the Raft thread woken when news held back from the observers is due."""
+poll_wait: the Raft thread's wait for messages ends when news held back from the observers is due."""
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 
-from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, WakeAlarm, observers_due, voters_due
-
-from ..conftest import wait_until
+from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, observers_due, poll_wait, voters_due
 
 
 def test_news_waits_for_the_period_since_the_observers_last_round():
@@ -46,40 +41,12 @@ def test_a_commit_index_alone_waits_while_entries_are_out():
     assert not voters_due((12, 12), (12, 12))      # nothing new
 
 
-@pytest.fixture
-def alarm_pipe():
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-    alarm = WakeAlarm(w, time.monotonic)
-    try:
-        yield alarm, r
-    finally:
-        alarm.close()
-        os.close(r)
-        os.close(w)
+
+def test_the_poll_waits_as_pysyncobj_asks_when_nothing_is_held_back():
+    assert poll_wait(0.05, None, 100.0) == 0.05
 
 
-def _woken(fd: int) -> bool:
-    try:
-        return bool(os.read(fd, 64))
-    except BlockingIOError:
-        return False
-
-
-def test_the_alarm_wakes_the_pipe_once_at_the_earliest_time_asked(alarm_pipe):
-    alarm, r = alarm_pipe
-    start = time.monotonic()
-    alarm.set_at(start + 5.0)
-    alarm.set_at(start + 0.05)              # earlier: this one counts
-    alarm.set_at(start + 1.0)               # later: ignored while 0.05 is pending
-    wait_until(lambda: _woken(r), timeout_s=3, interval_s=0.005, what="the alarm")
-    assert 0.04 <= time.monotonic() - start < 2.0
-    time.sleep(0.2)                         # nothing more is pending: no second byte
-    assert not _woken(r)
-
-
-def test_a_closed_alarm_stops_its_thread(alarm_pipe):
-    alarm, _ = alarm_pipe
-    alarm.set_at(time.monotonic() + 60)
-    alarm.close()
-    assert not alarm._thread.is_alive()
+def test_the_poll_ends_when_the_observers_round_is_due():
+    assert poll_wait(0.05, 100.0 + OBSERVER_PERIOD_S / 2, 100.0) == pytest.approx(OBSERVER_PERIOD_S / 2)
+    assert poll_wait(0.05, 100.5, 100.0) == 0.05          # due later than pysyncobj's own wait
+    assert poll_wait(0.05, 99.0, 100.0) == 0.0            # overdue: do not wait at all
