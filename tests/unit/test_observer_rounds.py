@@ -1,33 +1,72 @@
-"""podnode.raft.replica.voters_due and observers_due: which AppendEntries rounds the leader sends, and to whom;
+"""podnode.raft.replica.voters_due and ObserverPacer: which AppendEntries rounds the leader sends, and to whom;
 poll_wait: the Raft thread's wait for messages ends when news held back from the observers is due."""
 
 from __future__ import annotations
 
 import pytest
 
-from podnode.raft.replica import OBSERVER_HEARTBEAT_S, OBSERVER_PERIOD_S, observers_due, poll_wait, voters_due
+from podnode.raft.replica import (
+    OBSERVER_BURST,
+    OBSERVER_HEARTBEAT_S,
+    OBSERVER_PERIOD_S,
+    ObserverPacer,
+    poll_wait,
+    voters_due,
+)
 
 
-def test_news_waits_for_the_period_since_the_observers_last_round():
-    assert not observers_due(10.0, 10.0, True)
-    assert not observers_due(10.0 + OBSERVER_PERIOD_S / 2, 10.0, True)
-    assert observers_due(10.0 + OBSERVER_PERIOD_S * 1.01, 10.0, True)
+def test_on_an_idle_cluster_an_entry_and_its_commit_both_go_at_once():
+    pacer = ObserverPacer()
+    assert pacer.due(10.0, True)
+    pacer.sent(10.0, True)                  # the entry
+    assert pacer.due(10.001, True)
+    pacer.sent(10.001, True)                # its commit index, a round trip later
+    assert not pacer.due(10.002, True)      # a third within the period waits
+    assert pacer.next_due() == pytest.approx(10.001 + OBSERVER_PERIOD_S * (1 - pacer.tokens))
+
+
+def test_under_load_one_round_with_news_per_period():
+    pacer = ObserverPacer()
+    rounds, now = 0, 0.0
+    while now < 1.0:                        # a tick with news every millisecond for a second
+        if pacer.due(now, True):
+            pacer.sent(now, True)
+            rounds += 1
+        now += 0.001
+    assert 1.0 / OBSERVER_PERIOD_S <= rounds <= 1.0 / OBSERVER_PERIOD_S + OBSERVER_BURST + 1
+
+
+def test_news_held_back_is_due_after_at_most_a_period():
+    pacer = ObserverPacer()
+    for t in (5.0, 5.0, 5.0):
+        if pacer.due(t, True):
+            pacer.sent(t, True)
+    assert not pacer.due(5.0, True)
+    assert 5.0 < pacer.next_due() <= 5.0 + OBSERVER_PERIOD_S
+    assert pacer.due(pacer.next_due() + 1e-9, True)
 
 
 def test_without_news_only_the_slower_heartbeat():
+    pacer = ObserverPacer()
+    pacer.sent(10.0, False)
     assert OBSERVER_HEARTBEAT_S > OBSERVER_PERIOD_S
-    assert not observers_due(10.0 + OBSERVER_PERIOD_S * 2, 10.0, False)
-    assert observers_due(10.0 + OBSERVER_HEARTBEAT_S * 1.01, 10.0, False)
+    assert not pacer.due(10.0 + OBSERVER_PERIOD_S * 2, False)
+    assert pacer.due(10.0 + OBSERVER_HEARTBEAT_S * 1.01, False)
 
 
 def test_a_new_leader_sends_to_everyone_at_once():
-    assert observers_due(0.0, float("-inf"), False)
-    assert observers_due(0.0, float("-inf"), True)
+    pacer = ObserverPacer()
+    for _ in range(3):
+        pacer.sent(1.0, True)
+    pacer.reset()
+    assert pacer.due(1.0, False) and pacer.due(1.0, True)
 
 
 def test_the_limits_can_be_given():
-    assert observers_due(1.0, 0.0, True, period_s=0.5, heartbeat_s=2.0)
-    assert not observers_due(1.0, 0.0, False, period_s=0.5, heartbeat_s=2.0)
+    pacer = ObserverPacer(period_s=0.5, heartbeat_s=2.0, burst=1, tokens=1)
+    pacer.sent(0.0, True)
+    assert not pacer.due(0.4, True) and pacer.due(0.51, True)
+    assert not pacer.due(1.0, False) and pacer.due(2.0, False)
 
 
 def test_voters_get_new_entries_at_once():
