@@ -119,12 +119,20 @@ def registered(cluster: LocalCluster, via: LocalNode) -> dict[str, str]:
     return {w["id"]: w["status"] for w in body.get("workers", [])} if code == 200 else {}
 
 
+def exited(cluster: LocalCluster, node: LocalNode, lines: int = 15) -> str:
+    """A node that exited: its exit code and the end of its log (the log is in a directory removed at the end)."""
+    log = cluster.log_dir / (node.node_id + ".log")
+    tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log)"]
+    return f"{node.node_id} exited with code {node.proc.returncode if node.proc else '?'}; its log ends:\n" + \
+        "\n".join("  " + line for line in tail)
+
+
 def wait_up(cluster: LocalCluster, nodes: list[LocalNode], timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for node in nodes:
             if node.proc is not None and node.proc.poll() is not None:
-                raise RuntimeError(f"{node.node_id} exited; see {cluster.log_dir / (node.node_id + '.log')}")
+                raise RuntimeError(exited(cluster, node))
         leader = cluster.leader()
         if leader is not None and all(registered(cluster, leader).get(n.node_id) == "up" for n in nodes):
             return
@@ -270,7 +278,7 @@ def join_and_take_work(cluster: LocalCluster, timeout_s: float = 120.0) -> dict[
     i = 0
     while time.monotonic() < deadline and "first execution" not in marks:
         if node.proc is not None and node.proc.poll() is not None:
-            raise RuntimeError(f"{node.node_id} exited; see {cluster.log_dir / (node.node_id + '.log')}")
+            raise RuntimeError(exited(cluster, node))
         try:
             code, body = get_json(f"{node.url}/health", timeout_s=5)
         except OSError:

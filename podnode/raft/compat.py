@@ -55,12 +55,18 @@ _OWNERS: dict[str, Any] = {
 }
 
 MEMBERS: tuple[Member, ...] = (
-    Member("SyncObj", "_SyncObj__sendAppendEntries", "sending new entries at the end of each Raft tick"),
+    Member("SyncObj", "_SyncObj__sendAppendEntries", "sending new entries at the end of each Raft tick, and "
+           "choosing who gets each round (Replica puts its own in front of it)"),
     Member("SyncObj", "_SyncObj__getCurrentLogIndex", "sending new entries at the end of each Raft tick"),
     Member("SyncObj", "_isLeader", "knowing whether this node leads"),
     Member("SyncObj", "_getLeader", "knowing which node leads"),
     Member("replica", "_SyncObj__lastResponseTime", "lost-node detection (when each peer last answered)"),
-    Member("replica", "_poller", "waking the Raft thread when a command is submitted"),
+    Member("replica", "_poller", "waking the Raft thread when a command is submitted, and ending its wait when "
+           "news held back from observers is due"),
+    Member("replica", "_SyncObj__readonlyNodes", "sending to observers at a capped rate (a round to voters only)",
+           lambda v: isinstance(v, set)),
+    Member("SyncObj", "encryptor", "encrypting Raft messages with AES-GCM (Replica overrides this property)",
+           lambda v: isinstance(v, property)),
     Member("pysyncobj.monotonic", "monotonic", "lost-node detection (the clock of the answer times)", callable),
     Member("pysyncobj.tcp_connection", "zlib", "sending small Raft messages uncompressed",
            lambda v: hasattr(v, "compress") and hasattr(v, "decompress")),
@@ -84,8 +90,35 @@ def check(replica: Any | None = None) -> None:
 
 
 # ---- the accesses themselves ----------------------------------------------------------------------------
-def send_append_entries(replica: SyncObj) -> None:
-    replica._SyncObj__sendAppendEntries()
+def send_append_entries(replica: SyncObj, *, observers: bool = True) -> None:
+    """One round of pysyncobj's AppendEntries (its own method, whatever route_append_entries put in front of it):
+    to every voter, and to every observer (pysyncobj's read-only nodes) unless observers=False. Raft thread only.
+
+    Voters only: the round runs with pysyncobj's set of read-only nodes emptied, put back after. Only the Raft
+    thread changes that set (when an observer connects or disconnects, on receiving or on its own socket's
+    error), and a round to voters only touches no observer's socket, so nothing is lost meanwhile; other threads
+    read it only in getStatus's count of read-only nodes."""
+    send = SyncObj._SyncObj__sendAppendEntries
+    if observers:
+        send(replica)
+        return
+    kept = replica._SyncObj__readonlyNodes
+    replica._SyncObj__readonlyNodes = set()
+    try:
+        send(replica)
+    finally:
+        replica._SyncObj__readonlyNodes = kept
+
+
+def has_observers(replica: SyncObj) -> bool:
+    """Are read-only nodes (POD's observers) connected to this node? Raft thread (no copy of the set)."""
+    return bool(replica._SyncObj__readonlyNodes)
+
+
+def route_append_entries(replica: SyncObj, send: Callable[[], None]) -> None:
+    """Make pysyncobj's own AppendEntries rounds (its heartbeat, a new leader's first round) call `send`: SyncObj's
+    code calls `self.__sendAppendEntries()`, an attribute looked up on the instance first."""
+    replica._SyncObj__sendAppendEntries = send
 
 
 def current_log_index(replica: SyncObj) -> int:
@@ -108,6 +141,20 @@ def last_response_times(replica: SyncObj) -> dict:
 
 def poller(replica: SyncObj) -> Any:
     return replica._poller
+
+
+def encryptor_override(get: Callable[[Any], Any]) -> property:
+    """A property for a SyncObj subclass in place of SyncObj.encryptor, which pysyncobj's transport reads to give
+    every connection its encryptor (`encrypt_at_time`, `extract_timestamp`, `decrypt`)."""
+    return property(get, doc=SyncObj.encryptor.__doc__)
+
+
+def cap_poll(replica: SyncObj, timeout: Callable[[float], float]) -> None:
+    """Let `timeout(t)` shorten each wait of the Raft thread's poller (pysyncobj's tick ends with
+    `self._poller.poll(autoTickPeriod)`): the poller's method, looked up on the instance first."""
+    poller = replica._poller
+    real = poller.poll
+    poller.poll = lambda t: real(timeout(t))
 
 
 def now() -> float:

@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -27,10 +28,64 @@ from ..config import RaftTiming
 from ..errors import IncompatibleDependency
 from . import commands as C
 from . import compat, wire
+from .crypto import MessageCipher
 from .state import State
 
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
+# Observers (non-voting members) do not count for commits, so the leader sends to them at a capped rate
+# (ObserverPacer): under load, new entries and commit indexes reach them once every OBSERVER_PERIOD_S (many
+# entries in one message: they are about that much behind the voters), and without news a heartbeat every
+# OBSERVER_HEARTBEAT_S (their liveness is /internal/alive; this keeps the connection).
+OBSERVER_PERIOD_S = 0.01
+OBSERVER_HEARTBEAT_S = 0.25
+OBSERVER_BURST = 2   # rounds with news that may go back to back: on an idle cluster, an entry and then its commit
+
+
+def voters_due(mark: tuple[int, int], sent: tuple[int, int]) -> bool:
+    """Does a Raft tick that ends with (last log index, commit index) = `mark` send a round to the voters, who
+    last got `sent`? New entries: at once. A commit index alone: only once every entry is committed; while some
+    are still out, the round that the next new entry or the last acknowledgment brings will carry it (one
+    round a batch of entries instead of two, at most a round trip later)."""
+    return mark[0] != sent[0] or (mark[1] != sent[1] and mark[1] >= mark[0])
+
+
+@dataclass
+class ObserverPacer:
+    """Which of the leader's AppendEntries rounds also go to the observers: a token bucket. A round with news for
+    them (entries or a commit index they have not had) takes a token; tokens come back one per period_s, up to
+    burst. Without news, a round goes to them once heartbeat_s has passed since their last one. Pure: the
+    caller gives the time (Raft thread)."""
+
+    period_s: float = OBSERVER_PERIOD_S
+    heartbeat_s: float = OBSERVER_HEARTBEAT_S
+    burst: float = OBSERVER_BURST
+    tokens: float = OBSERVER_BURST
+    at: float = float("-inf")            # their last round (tokens are counted as of then)
+
+    def _tokens(self, now: float) -> float:
+        return min(self.burst, self.tokens + (now - self.at) / self.period_s)
+
+    def due(self, now: float, news: bool) -> bool:
+        return self._tokens(now) >= 1 if news else now - self.at >= self.heartbeat_s
+
+    def sent(self, now: float, news: bool) -> None:
+        self.tokens = self._tokens(now) - (1 if news else 0)
+        self.at = now
+
+    def next_due(self) -> float:
+        """When a round with news may go next (news is held back until then)."""
+        return self.at + max(0.0, 1 - self.tokens) * self.period_s
+
+    def reset(self) -> None:
+        """A new leader: everyone gets its first round at once."""
+        self.tokens, self.at = self.burst, float("-inf")
+
+
+def poll_wait(timeout: float, due: float | None, now: float) -> float:
+    """How long the Raft thread's poll waits for a message: pysyncobj's `timeout`, ended early at `due` (when
+    news held back from the observers is due), never negative."""
+    return timeout if due is None else max(0.0, min(timeout, due - now))
 
 
 class ReplicaRef:
@@ -57,6 +112,8 @@ class Replica(SyncObj):
         wire.install()
         # Set before SyncObj.__init__: its tick thread may load the snapshot and apply the journal at once.
         self.state = State()
+        # pysyncobj's transport gives every connection `self.encryptor` (the property below), from __init__ on.
+        self._cipher = MessageCipher(password)
         self.lock = threading.RLock()
         self._on_change = on_change
         os.makedirs(data_dir, exist_ok=True)
@@ -86,7 +143,11 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
-        self._sent = (0, 0)  # (last log index, commit index) the leader last sent its peers
+        self._observers_due_at: float | None = None   # news held back from them: the Raft thread's poll ends then
+        self._sent = (0, 0)  # (last log index, commit index) the leader last sent its voters
+        self._observers_sent = (0, 0)            # ...and its observers
+        self._pacer = ObserverPacer()            # when they get a round (compat.now() times)
+        compat.route_append_entries(self, self._send_round)   # pysyncobj's heartbeats too go through it
         self._snapshot_child: tuple[int, float, str] | None = None   # (pid, start, file) of the writing child
         self._snapshot_aborted = False
         self.snapshot_pauses_s: list[float] = []   # how long each snapshot held the Raft thread (the last 20)
@@ -97,6 +158,13 @@ class Replica(SyncObj):
             self.destroy_synchronous()
             raise
         self.addOnTickCallback(self._after_tick)
+        compat.cap_poll(self, self._poll_timeout)
+
+    # What pysyncobj encrypts and opens Raft messages with: AES-GCM (crypto.py) instead of its Fernet.
+    encryptor = compat.encryptor_override(lambda self: self._cipher)
+
+    def _getEncryptor(self) -> MessageCipher:
+        return self._cipher
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Hand a command to Raft from any thread, and wake the Raft thread to send it now."""
@@ -114,16 +182,41 @@ class Replica(SyncObj):
             pass
 
     def _after_tick(self) -> None:
-        """Raft thread, end of every tick: send new entries or a new commit index to the peers at once."""
+        """Raft thread, end of every tick: new entries to the voters at once, a new commit index when voters_due,
+        and what the observers have not had when the pacer lets it go."""
         if not self._wake_subscribed:
             compat.poller(self).subscribe(self._wake_r, self._drain_wake, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
             self._wake_subscribed = True
         if not compat.is_leader(self):
+            self._pacer.reset()                  # a new leader's first round goes to everyone
             return
-        now = (compat.current_log_index(self), self.raftCommitIndex)
-        if now != self._sent:
-            self._sent = now
+        mark = (compat.current_log_index(self), self.raftCommitIndex)
+        observers = compat.has_observers(self)
+        if mark != self._sent and voters_due(mark, self._sent):
+            self._send_round()
+        elif observers and mark != self._observers_sent and self._pacer.due(compat.now(), True):
+            self._send_round()                   # news held back from the observers: their turn now
+        # Still held back: the tick's poll (which waits up to 50 ms for a message) ends when they are due.
+        self._observers_due_at = self._pacer.next_due() if observers and self._observers_sent != mark else None
+
+    def _poll_timeout(self, timeout: float) -> float:
+        """Raft thread: how long the tick's poll may wait for a message (compat.cap_poll)."""
+        return poll_wait(timeout, self._observers_due_at, compat.now())
+
+    def _send_round(self) -> None:
+        """Raft thread: one AppendEntries round, to the voters always, to the observers when the pacer says."""
+        now = compat.now()
+        mark = (compat.current_log_index(self), self.raftCommitIndex)
+        self._sent = mark
+        if not compat.has_observers(self):       # nobody to hold news back from
+            self._observers_sent = mark
+        news = mark != self._observers_sent
+        if self._pacer.due(now, news):
+            self._pacer.sent(now, news)
+            self._observers_sent = mark
             compat.send_append_entries(self)
+        else:
+            compat.send_append_entries(self, observers=False)
 
     def destroy_synchronous(self) -> None:
         super().destroy_synchronous()
