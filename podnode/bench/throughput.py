@@ -3,8 +3,14 @@
     python -m podnode.bench [--executions N] [--concurrency C] [--nodes 3]
 
 Prints executions/s and p50/p95 latency (submit to finished-and-read) through the HTTP API, the single
-execution latency on an idle cluster, the raw rate of asyncio.create_subprocess_exec on the same main.sh,
-and the ratios. Figures, not assertions: this machine is shared.
+execution latency on an idle cluster and where it goes, the raw rate of asyncio.create_subprocess_exec on the same
+main.sh, and the ratios. Figures, not assertions: this machine is shared.
+
+Where an idle execution's time goes: main.sh writes bash's $EPOCHREALTIME (a builtin: no process) to stderr
+as its first instruction, so one clock splits the round trip into submit -> main.sh runs (newExecution's HTTP
+request, its Raft commit, the worker applying it, its agent waking, the spawn) and main.sh runs -> result read
+(main.sh itself, its exit noticed, the ExecFinish commit, the waiting read waking, the ExecForget commit, the
+HTTP answer); newExecution's own answer is timed too.
 
 The client is podnode.bench.loadclient, a lean keep-alive HTTP/1.1 client: it runs on the same cores as the
 nodes, so its own CPU per execution is printed too.
@@ -22,7 +28,7 @@ from pathlib import Path
 from ..local.cluster import LocalCluster
 from .loadclient import LoadClient
 
-MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
+MAIN = '#!/usr/bin/env bash\necho $EPOCHREALTIME >&2\necho "hello $1"\n'
 INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
 TERMINAL = {"finished", "error", "terminated"}
 
@@ -34,11 +40,13 @@ async def call(client: LoadClient, url: str, **params) -> dict:
     return body
 
 
-async def submit_and_read(client: LoadClient, urls: list[str], i: int) -> dict:
+async def submit_and_read(client: LoadClient, urls: list[str], i: int, marks: list[float] | None = None) -> dict:
     """Execution i of activity `bench`: submitted through one node, read through the next until it ends, its
-    output checked; its final record."""
+    output checked; its final record. `marks`: gets the time newExecution answered."""
     submit_url, read_url = urls[i % len(urls)], urls[(i + 1) % len(urls)]
     exec_id = (await call(client, submit_url, action="newExecution", name="bench", input=str(i)))["execution"]["id"]
+    if marks is not None:
+        marks.append(time.time())
     while True:
         e = (await call(client, read_url, action="getExecutionStatus", executionId=str(exec_id), wait="10"))
         if e["execution"]["status"] in TERMINAL:
@@ -51,6 +59,17 @@ async def one_execution(client: LoadClient, urls: list[str], i: int) -> float:
     start = time.perf_counter()
     await submit_and_read(client, urls, i)
     return time.perf_counter() - start
+
+
+async def traced_execution(client: LoadClient, urls: list[str], i: int) -> tuple[float, float, float]:
+    """One execution's milliseconds: submit -> newExecution answered, submit -> main.sh's first instruction,
+    main.sh's first instruction -> result read (one clock: main.sh writes $EPOCHREALTIME on stderr)."""
+    marks: list[float] = []
+    start = time.time()
+    record = await submit_and_read(client, urls, i, marks)
+    end = time.time()
+    ran = float(record["stderr"].split()[0])
+    return (marks[0] - start) * 1000, (ran - start) * 1000, (end - ran) * 1000
 
 
 async def install_activity(client: LoadClient, urls: list[str], name: str, script: Path) -> None:
@@ -107,6 +126,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, tok
         for i in range(10):  # warm-up
             await one_execution(client, urls, i)
         single = [await one_execution(client, urls, i) for i in range(40)]
+        traced = [await traced_execution(client, urls, i) for i in range(40)]
         await raw()
         cpu_before = time.process_time()
         elapsed, lat = await run_pool(n, concurrency, lambda i: one_execution(client, urls, i))
@@ -118,6 +138,9 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, tok
     pod_rate, raw_rate = n / elapsed, n / raw_elapsed
     print(f"idle cluster, one at a time : p50 {pct(single, 0.5):6.1f} ms   p95 {pct(single, 0.95):6.1f} ms"
           f"   (goal p50 < 25 ms)")
+    submitted, started, read = (statistics.median(t[k] for t in traced) for k in range(3))
+    print(f"  where it goes (p50 of 40 more): submit -> newExecution answered {submitted:5.1f} ms;"
+          f" submit -> main.sh runs {started:5.1f} ms; main.sh runs -> result read {read:5.1f} ms")
     print(f"POD, {n} executions, concurrency {concurrency}: {pod_rate:7.1f} executions/s"
           f"   p50 {pct(lat, 0.5):6.1f} ms   p95 {pct(lat, 0.95):6.1f} ms")
     print(f"  (the load generator itself used {client_cpu_ms:.2f} ms of CPU per execution on the same cores)")

@@ -25,7 +25,6 @@ from podnode.exec.sandbox import (
     WRAPPER_FAILED,
     Limits,
     Sandbox,
-    cgroup_name,
     detect_cgroups,
     resolve_run_as,
     spawn_helper,
@@ -62,8 +61,9 @@ def make_activity(tmp_path: Path, body: str) -> Path:
 
 
 def cgroup_sandbox(helper: str) -> Sandbox:
-    """A sandbox as a root node has one (built by hand: Sandbox.create sweeps the cgroups of other test runs)."""
-    backend, why = detect_cgroups("auto", cgroup_name(f"armed{uuid.uuid4().hex[:8]}", os.getpid()))
+    """A sandbox as a root node has one, built by hand: Sandbox.create sweeps the cgroups of other test runs. Its
+    cgroups are not named pod-*-PID either: a node starting meanwhile would sweep them as a dead node's."""
+    backend, why = detect_cgroups("auto", f"podtest-armed-{uuid.uuid4().hex[:8]}-{os.getpid()}")
     if backend is None:
         pytest.skip(f"no usable cgroup here: {why}")
     return Sandbox(run_as=resolve_run_as("pod"), cgroups=backend, helper=helper, spawn="pod-spawn")
@@ -145,7 +145,7 @@ async def test_an_armed_spawn_runs_the_execution_as_a_fresh_one_would(helper, tm
         assert f"PATH={SANE_PATH}" in rest
         cell = r._cell
         assert not cell.dirs   # released
-        cgroup_lines = [line for line in rest if line.count(":") >= 2 and "/pod-armed" in line]
+        cgroup_lines = [line for line in rest if line.count(":") >= 2 and "/podtest-armed-" in line]
         assert len(cgroup_lines) == 2 and all(line.endswith("/" + cell.cgroup) for line in cgroup_lines)
         await wait_until(lambda: len(pool.armed) == 2 and all(a.ready for a in pool.armed))  # refilled
     finally:
