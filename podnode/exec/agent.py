@@ -288,6 +288,7 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.sandbox.disarm()
         await asyncio.to_thread(self.sandbox.close)
 
 

@@ -205,6 +205,9 @@ class ArmedPool:
             armed.sock.settimeout(SEND_TIMEOUT_S)
             sent = socket.send_fds(armed.sock, [job], [pipes[0][1], pipes[1][1]])
             armed.sock.sendall(job[sent:])
+            # The job ends at EOF: shutdown, not close alone, which a copy of the socket in a child the node
+            # forked meanwhile (pysyncobj's snapshot writer) would hold back.
+            armed.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             log.warning("could not hand a job to an armed pod-spawn: %s", exc)
             for r, w in pipes:

@@ -743,12 +743,16 @@ class Sandbox:
                 self._reaper.stdin.write(f"{op}{pgid}\n".encode())
                 self._reaper.stdin.flush()
 
-    def close(self) -> None:
-        """At the node's stop: the armed spawns go; the reaper cleans up (kills what is left, removes the
-        cgroups) and exits."""
+    def disarm(self) -> None:
+        """The armed spawns go (in the loop's thread: the pool is the loop's)."""
         if self.armed is not None:
             self.armed.close()
             self.armed = None
+
+    def close(self) -> None:
+        """At the node's stop: the armed spawns go (if `disarm` was not called); the reaper cleans up (kills what
+        is left, removes the cgroups) and exits."""
+        self.disarm()
         if self._reaper is None:
             return
         with contextlib.suppress(OSError):

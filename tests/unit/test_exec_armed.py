@@ -245,3 +245,26 @@ def test_armed_spawns_die_with_a_sigkilled_node(helper):
     while any(pid_alive(p) for p in pids):   # PR_SET_PDEATHSIG: the kernel kills them; init reaps them
         assert time.monotonic() < end, "armed spawns outlived their node"
         time.sleep(0.02)
+
+
+async def test_a_forked_copy_of_the_control_socket_does_not_hold_the_job_back(helper, tmp_path):
+    """The node forks (pysyncobj's snapshot writer): the child's copy of an armed spawn's socket must not delay
+    the end of its job."""
+    sb = Sandbox(helper=helper, spawn="pod-spawn")
+    try:
+        pool = await armed_pool(sb, 1)
+        adir = make_activity(tmp_path, 'echo "ok $1"\n')
+        child = os.fork()
+        if child == 0:   # holds every descriptor of the node for a while, as a snapshot writer does
+            time.sleep(DEADLINE_S)
+            os._exit(0)
+        try:
+            started = time.monotonic()
+            _, res = await run(sb, adir, "x")
+            assert pool.used == 1 and res.stdout == "ok x\n", res
+            assert time.monotonic() - started < DEADLINE_S / 2
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+    finally:
+        close(sb)
