@@ -3,7 +3,7 @@
     python -m podnode.bench [--executions N] [--concurrency C] [--nodes 3]
 
 Prints executions/s and p50/p95 latency (submit to finished-and-read) through the HTTP API, the single
-execution latency on an idle cluster and where it goes, the raw rate of asyncio.create_subprocess_exec on the same
+execution latency on an idle cluster (back to back, and after a pause) and where it goes, the raw rate of asyncio.create_subprocess_exec on the same
 main.sh, and the ratios. Figures, not assertions: this machine is shared.
 
 Where an idle execution's time goes: main.sh writes bash's $EPOCHREALTIME (a builtin: no process) to stderr
@@ -31,6 +31,7 @@ from .loadclient import LoadClient
 MAIN = '#!/usr/bin/env bash\necho $EPOCHREALTIME >&2\necho "hello $1"\n'
 INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
 TERMINAL = {"finished", "error", "terminated"}
+PAUSE_S = 0.3   # "idle": nothing ran for this long (a v1 cgroup move then waits for an RCU grace period)
 
 
 async def call(client: LoadClient, url: str, **params) -> dict:
@@ -127,6 +128,10 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, tok
             await one_execution(client, urls, i)
         single = [await one_execution(client, urls, i) for i in range(40)]
         traced = [await traced_execution(client, urls, i) for i in range(40)]
+        paused = []
+        for i in range(20):   # one job now and then: the cluster (and the machine's cgroups) idle before each
+            await asyncio.sleep(PAUSE_S)
+            paused.append(await one_execution(client, urls, i))
         await raw()
         cpu_before = time.process_time()
         elapsed, lat = await run_pool(n, concurrency, lambda i: one_execution(client, urls, i))
@@ -141,6 +146,8 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, tok
     submitted, started, read = (statistics.median(t[k] for t in traced) for k in range(3))
     print(f"  where it goes (p50 of 40 more): submit -> newExecution answered {submitted:5.1f} ms;"
           f" submit -> main.sh runs {started:5.1f} ms; main.sh runs -> result read {read:5.1f} ms")
+    print(f"  one at a time with {PAUSE_S:g} s idle before each: p50 {pct(paused, 0.5):6.1f} ms"
+          f"   p95 {pct(paused, 0.95):6.1f} ms")
     print(f"POD, {n} executions, concurrency {concurrency}: {pod_rate:7.1f} executions/s"
           f"   p50 {pct(lat, 0.5):6.1f} ms   p95 {pct(lat, 0.95):6.1f} ms")
     print(f"  (the load generator itself used {client_cpu_ms:.2f} ms of CPU per execution on the same cores)")
