@@ -3,8 +3,8 @@
     python -m podnode.bench [--executions N] [--concurrency C] [--nodes 3]
 
 Prints executions/s and p50/p95 latency (submit to finished-and-read) through the HTTP API, the single
-execution latency on an idle cluster (back to back, and after a pause) and where it goes, the raw rate of asyncio.create_subprocess_exec on the same
-main.sh, and the ratios. Figures, not assertions: this machine is shared.
+execution latency on an idle cluster (back to back, and after a pause) and where it goes, the raw rate of
+asyncio.create_subprocess_exec on the same main.sh, and the ratios. Figures, not assertions: this machine is shared.
 
 Where an idle execution's time goes: main.sh writes bash's $EPOCHREALTIME (a builtin: no process) to stderr
 as its first instruction, so one clock splits the round trip into submit -> main.sh runs (newExecution's HTTP
