@@ -52,7 +52,7 @@ async def start_ms(sb: Sandbox, adir: Path, gap_s: float, runs: int, *, armed: b
         for i in range(runs):
             await asyncio.sleep(gap_s)
             if pool is not None:   # the refill after the previous run is ready (it is, long before the gap ends)
-                while not any(a.ready for a in pool.armed):
+                while not pool.poll():
                     await asyncio.sleep(0.001)
             run = ExecutionRun(execution_id=i, attempt=1, activity="bench", activity_dir=adir, input="",
                                output_cap_bytes=4096, kill_grace_s=1.0, sandbox=sb)

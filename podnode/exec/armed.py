@@ -119,22 +119,33 @@ class ArmedPool:
         sb.reaper_note("+", proc.pid)   # without cgroups, the reaper kills its session if the node dies
         self.armed.append(armed)
         ours.setblocking(False)
-        self.loop.add_reader(ours.fileno(), self._on_ready, armed)
         return True
 
-    def _on_ready(self, armed: Armed) -> None:
-        self.loop.remove_reader(armed.sock.fileno())
+    def _is_ready(self, armed: Armed) -> bool | None:
+        """Has it said "R" (True), not yet (False), or failed (None: discarded, why logged)? Looked at when one is
+        needed, not watched: a wake-up of the loop less per execution."""
+        if armed.ready:
+            return True
         try:
             said = armed.sock.recv(4096)
+        except BlockingIOError:
+            return False
         except OSError as exc:
             said = str(exc).encode()
         if said == b"R":
             armed.ready = True
             self.failures = 0
-            return
+            return True
         self._discard(armed)
         self._failed(said.decode(errors="replace").strip() or f"exited {armed.proc.returncode}")
-        self.refill()
+        return None
+
+    def poll(self) -> int:
+        """How many are ready now (failed ones discarded and re-armed)."""
+        ready = sum(1 for a in list(self.armed) if self._is_ready(a))
+        if len(self.armed) < self.count:
+            self.refill()
+        return ready
 
     def _failed(self, why: str) -> None:
         self.failures += 1
@@ -147,9 +158,6 @@ class ArmedPool:
         """Disarm: close its socket (it exits at the EOF), kill it to be sure, reap it, release its cell."""
         with contextlib.suppress(ValueError):
             self.armed.remove(armed)
-        if not armed.ready:
-            with contextlib.suppress(Exception):
-                self.loop.remove_reader(armed.sock.fileno())
         armed.sock.close()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(armed.proc.pid, signal.SIGKILL)
@@ -170,15 +178,16 @@ class ArmedPool:
     # ---- using one --------------------------------------------------------------------------------------
     def take(self) -> Armed | None:
         """A ready armed spawn (alive), or None; a new one is armed in the background."""
-        while self.armed:
-            armed = next((a for a in self.armed if a.ready), None)
-            if armed is None:
-                return None
+        for armed in list(self.armed):
+            if not self._is_ready(armed):
+                continue
             self.armed.remove(armed)
             self.loop.call_soon(self.refill)
             if armed.proc.poll() is None:
                 return armed
             self._discard(armed)
+        if len(self.armed) < self.count:   # failed ones were discarded
+            self.loop.call_soon(self.refill)
         return None
 
     def launch(self, name: str, limits: Limits, command: list[str], cwd: Path,
@@ -204,7 +213,8 @@ class ArmedPool:
         try:
             armed.sock.settimeout(SEND_TIMEOUT_S)
             sent = socket.send_fds(armed.sock, [job], [pipes[0][1], pipes[1][1]])
-            armed.sock.sendall(job[sent:])
+            if sent < len(job):
+                armed.sock.sendall(job[sent:])
             # The job ends at EOF: shutdown, not close alone, which a copy of the socket in a child the node
             # forked meanwhile (pysyncobj's snapshot writer) would hold back.
             armed.sock.shutdown(socket.SHUT_WR)

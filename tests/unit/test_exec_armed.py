@@ -72,7 +72,7 @@ def cgroup_sandbox(helper: str) -> Sandbox:
 async def armed_pool(sb: Sandbox, count: int = 2) -> ArmedPool:
     pool = ArmedPool.start(sb, count)
     assert pool is not None and sb.armed is pool
-    await wait_until(lambda: len(pool.armed) == count and all(a.ready for a in pool.armed))
+    await wait_until(lambda: pool.poll() == count)
     return pool
 
 
@@ -147,7 +147,7 @@ async def test_an_armed_spawn_runs_the_execution_as_a_fresh_one_would(helper, tm
         assert not cell.dirs   # released
         cgroup_lines = [line for line in rest if line.count(":") >= 2 and "/podtest-armed-" in line]
         assert len(cgroup_lines) == 2 and all(line.endswith("/" + cell.cgroup) for line in cgroup_lines)
-        await wait_until(lambda: len(pool.armed) == 2 and all(a.ready for a in pool.armed))  # refilled
+        await wait_until(lambda: pool.poll() == 2)  # refilled
     finally:
         close(sb)
 
@@ -224,7 +224,7 @@ from podnode.exec.sandbox import Sandbox
 async def main():
     sb = Sandbox(helper=sys.argv[1], spawn="pod-spawn")
     pool = ArmedPool.start(sb, 2)
-    while not all(a.ready for a in pool.armed):
+    while pool.poll() < 2:
         await asyncio.sleep(0.01)
     print(" ".join(str(a.proc.pid) for a in pool.armed), flush=True)
     await asyncio.sleep(600)
