@@ -14,6 +14,10 @@ execs main.sh: one exec more than main.sh alone. Where it cannot be built (no co
 more per execution than the helper. Either joins before main.sh exists, so nothing main.sh starts can escape
 the cgroup, nor runs as root.
 
+A node keeps one pod-spawn per slot armed ahead (exec/armed.py, `pod-spawn -a`): it has joined a cell already,
+which on cgroup v1 takes an RCU grace period (8-11 ms) when no move happened lately, and waits as root for its
+job; an execution that finds one ready skips the spawn and the move (`Sandbox.armed`, used by the runner).
+
 A node SIGKILLed cannot clean up, so `Sandbox.create` starts one reaper per node (exec/reaper.py) that waits
 for the node's death and then kills every process in the node's cgroups.
 """
