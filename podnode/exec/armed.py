@@ -70,7 +70,7 @@ class ArmedPool:
         self.armed: list[Armed] = []      # arming or ready
         self.failures = 0
         self.closed = False
-        self.used = 0                     # executions launched armed (for /status, the bench and the tests)
+        self.used = 0                     # executions launched armed (for the bench and the tests)
 
     @classmethod
     def start(cls, sandbox: Sandbox, count: int) -> ArmedPool | None:
