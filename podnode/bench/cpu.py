@@ -63,7 +63,7 @@ class ProfiledCluster(LocalCluster):
 async def measure(cluster: LocalCluster, workdir: Path, n: int, concurrency: int) -> None:
     urls = cluster.urls
     pids = [node.proc.pid for node in cluster.nodes]
-    async with LoadClient(timeout_s=60) as client:
+    async with LoadClient(timeout_s=60, token=cluster.token) as client:
         install = workdir / "install.sh"
         install.write_text(INSTALL)
         await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())

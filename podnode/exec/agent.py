@@ -22,6 +22,7 @@ from ..raft import commands as C
 from ..raft.bridge import CommandBridge
 from ..raft.lifecycle import NODE_LEFT_STATUS, NODE_LOST_STATUS
 from ..raft.replica import Replica
+from .armed import ArmedPool
 from .install import InstallError, install_activity, remove_activity
 from .netguard import guard_metadata
 from .output_slice import OutputSlice, take
@@ -60,6 +61,7 @@ class Agent:
     # ---- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:
         await asyncio.to_thread(_stop_stale_executions, self.activities_dir, self.cfg.stale_kill_timeout_s)
+        ArmedPool.start(self.sandbox, self.cfg.slots)   # one spawn armed per slot: its cgroup move done ahead
         self._spawn(self._report_loop())
         await self._register()
         while True:
@@ -307,6 +309,7 @@ class Agent:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.sandbox.disarm()
         await asyncio.to_thread(self.sandbox.close)
 
 

@@ -110,18 +110,24 @@ class ExecutionRun:
         if self._started:
             raise RuntimeError("execution already started")
         self._started = True
+        name = f"exec-{self.execution_id}-{self.attempt}"
         try:
-            command = self._command()
-            self._cell = self.sandbox.cell(f"exec-{self.execution_id}-{self.attempt}", self.limits)
-            self._proc = subprocess.Popen(
-                self._cell.argv(command),
-                cwd=self.activity_dir,
-                env=self._env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            command, env = self._command(), self._env()
+            armed = self.sandbox.armed   # spawns armed ahead (exec/armed.py): their cell joined already
+            launched = armed.launch(name, self.limits, command, self.activity_dir, env) if armed else None
+            if launched is not None:
+                self._cell, self._proc = launched
+            else:
+                self._cell = self.sandbox.cell(name, self.limits)
+                self._proc = subprocess.Popen(
+                    self._cell.argv(command),
+                    cwd=self.activity_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
         except OSError as exc:
             where = exc.filename or self.activity_dir / MAIN_SCRIPT_NAME
             self._error = f"could not start main.sh: {exc.strerror or exc} ({where})"

@@ -14,6 +14,10 @@ execs main.sh: one exec more than main.sh alone. Where it cannot be built (no co
 more per execution than the helper. Either joins before main.sh exists, so nothing main.sh starts can escape
 the cgroup, nor runs as root.
 
+A node keeps one pod-spawn per slot armed ahead (exec/armed.py, `pod-spawn -a`): it has joined a cell already,
+which on cgroup v1 takes an RCU grace period (8-11 ms) when no move happened lately, and waits as root for its
+job; an execution that finds one ready skips the spawn and the move (`Sandbox.armed`, used by the runner).
+
 A node SIGKILLed cannot clean up, so `Sandbox.create` starts one reaper per node (exec/reaper.py) that waits
 for the node's death and then kills every process in the node's cgroups.
 """
@@ -178,9 +182,12 @@ class Cgroups:
         self._procs: dict[str, list[str]] = {}   # and its cgroup.procs files, as the spawn's arguments
         self._seq = 0
 
-    def acquire(self, limits: Limits) -> tuple[str, list[Path]]:
-        """A cell for one run: an empty one kept from an earlier run, else a new one; with these limits."""
-        if self._free:
+    def acquire(self, limits: Limits, name: str | None = None) -> tuple[str, list[Path]]:
+        """A cell for one run: an empty one kept from an earlier run, else a new one; with these limits. `name`:
+        a cell acquired before (an armed spawn's, exec/armed.py), now given the run's limits."""
+        if name is not None:
+            pass
+        elif self._free:
             name = self._free.pop()
         else:
             self._seq += 1
@@ -445,15 +452,22 @@ def helper_argv(command: list[str], *, helper: str, procs_files: list[Path | str
     args: list[str] = []
     for f in procs_files:
         args += ["-c", str(f)]
+    args += spawn_options(rlimits=rlimits, run_as=run_as, as_root=as_root)
+    if not args:
+        return command
+    return [helper, *args, "--", *command]
+
+
+def spawn_options(*, rlimits: Limits | None, run_as: RunAs | None, as_root: bool) -> list[str]:
+    """pod-spawn's options after the cgroups: the rlimits (where there is no cgroup) and the user switch."""
+    args: list[str] = []
     if rlimits is not None and rlimits.memory_mb:
         args += ["-v", str(rlimits.memory_mb * 1024)]
     if rlimits is not None and rlimits.max_processes and (run_as is not None or not as_root):
         args += ["-p", str(rlimits.max_processes)]
     if run_as is not None:
         args += ["-u", str(run_as.uid), "-g", str(run_as.gid)]
-    if not args:
-        return command
-    return [helper, *args, "--", *command]
+    return args
 
 
 _helper_cache: dict[str, tuple[str | None, str]] = {}
@@ -575,7 +589,9 @@ def _smoke_test(path: Path) -> str | None:
 class Cell:
     """One execution's (or install's) place in the sandbox: its cgroup directories (none without cgroups)."""
 
-    def __init__(self, sandbox: Sandbox, name: str, limits: Limits):
+    def __init__(self, sandbox: Sandbox, name: str, limits: Limits, cgroup: str | None = None):
+        """`cgroup`: the cell an armed spawn has joined (exec/armed.py), given these limits now; else a cell is
+        acquired."""
         self.sandbox = sandbox
         self.name = name
         self.limits = limits
@@ -585,7 +601,7 @@ class Cell:
         self._seen_empty = False   # a SIGKILL found the cgroup empty: close() need not look again
         cg = sandbox.cgroups
         if cg is not None:
-            self.cgroup, self.dirs = cg.acquire(limits)
+            self.cgroup, self.dirs = cg.acquire(limits, cgroup)
             if limits.memory_mb:   # the OOM killer's count before this run, to tell whether it killed in it
                 self._oom_before = cg.oom_count(self.dirs)
 
@@ -660,6 +676,7 @@ class Sandbox:
         self.helper = helper   # pod-spawn's path; None: the sh + setpriv wrapper
         self.spawn = spawn     # how executions are spawned, in words (the log, /status)
         self.lang = lang
+        self.armed = None      # the spawns armed ahead of executions (exec/armed.py's ArmedPool), if any
         self._reaper: subprocess.Popen | None = None
 
     @property
@@ -692,8 +709,8 @@ class Sandbox:
             sb.start_reaper()
         return sb
 
-    def cell(self, name: str, limits: Limits | None = None) -> Cell:
-        return Cell(self, name, (limits or Limits()).over(self.defaults))
+    def cell(self, name: str, limits: Limits | None = None, *, cgroup: str | None = None) -> Cell:
+        return Cell(self, name, (limits or Limits()).over(self.defaults), cgroup)
 
     def env(self, home: Path, pod_vars: dict[str, str]) -> dict[str, str]:
         return build_env(home, pod_vars, lang=self.lang)
@@ -730,8 +747,16 @@ class Sandbox:
                 self._reaper.stdin.write(f"{op}{pgid}\n".encode())
                 self._reaper.stdin.flush()
 
+    def disarm(self) -> None:
+        """The armed spawns go (in the loop's thread: the pool is the loop's)."""
+        if self.armed is not None:
+            self.armed.close()
+            self.armed = None
+
     def close(self) -> None:
-        """At the node's stop: the reaper cleans up (kills what is left, removes the cgroups) and exits."""
+        """At the node's stop: the armed spawns go (if `disarm` was not called); the reaper cleans up (kills what
+        is left, removes the cgroups) and exits."""
+        self.disarm()
         if self._reaper is None:
             return
         with contextlib.suppress(OSError):

@@ -108,6 +108,26 @@ def test_setsid_and_double_forked_children_die_with_terminate(one_node, scripts)
     wait_until(lambda: gone(m), timeout_s=5, what=f"every process of execution {exec_id} gone")
 
 
+@ROOT_ONLY
+def test_the_armed_spawns_are_out_of_reach_of_executions(one_node, scripts):
+    """The node keeps pod-spawns armed ahead (exec/armed.py): root until their job, so an execution (the run-as
+    user) can neither signal them nor see their descriptors (the control socket)."""
+    client = Client(one_node.urls, one_node.token)
+    body = ('for p in /proc/[0-9]*; do\n'
+            '  if tr "\\0" " " < $p/cmdline 2>/dev/null | grep -q "pod-spawn[^ ]* -a "; then\n'
+            '    kill -0 ${p#/proc/} 2>/dev/null && echo "signalled ${p#/proc/}" || echo "refused ${p#/proc/}"\n'
+            '    ls $p/fd >/dev/null 2>&1 && echo "fds ${p#/proc/}" || echo "hidden ${p#/proc/}"\n'
+            '  fi\n'
+            'done\n')
+    approved(client, "reach", scripts.add("reach.sh", install_script(body)))
+    rec = run_and_wait(client, "reach")
+    words = [line.split()[0] for line in rec["stdout"].splitlines()]
+    assert rec["status"] == "finished" and words, rec   # the node's other slot has one armed
+    assert set(words) == {"refused", "hidden"}, rec["stdout"]
+    for pid in {int(line.split()[1]) for line in rec["stdout"].splitlines()}:
+        assert pid in pids()
+
+
 @pytest.mark.parametrize("one_node", [["--exec-timeout-s", "2"]], indirect=True)
 def test_a_timeout_ends_the_execution_in_error_and_kills_everything(one_node, scripts):
     client = Client(one_node.urls, one_node.token)
@@ -147,10 +167,13 @@ def test_a_sigkilled_node_leaves_no_process_of_its_executions(tmp_path, scripts)
         node = next(n for n in cluster.nodes if n.node_id == worker)
         node_pid = node.proc.pid
         cgroups = [p for p in Path("/sys/fs/cgroup").glob(f"*/**/pod-{worker}-{node_pid}") if p.is_dir()]
+        armed = [p for p in pids() if "-a" in cmdline(p)[1:2] and str(node_pid) in cmdline(p)[4:5]]
+        assert armed, "the node keeps a spawn armed for its next execution"
         os.kill(node_pid, signal.SIGKILL)
         node.proc.wait()
         killed_at = time.monotonic()
         wait_until(lambda: gone(first), timeout_s=3, interval_s=0.05, what="attempt 1's processes gone")
+        wait_until(lambda: not any(p in pids() for p in armed), timeout_s=3, what="its armed spawns gone")
         assert time.monotonic() - killed_at < 3
         wait_until(lambda: not any(p.exists() for p in cgroups), timeout_s=5, what="its cgroups removed")
     finally:
