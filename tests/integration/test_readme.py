@@ -123,6 +123,8 @@ EXPECTED: list[tuple[str, Callable[[Step], object]]] = [
     ("executionId=2&wait=5", lambda s: _execution(s)["status"] == "in progress"
      and _execution(s)["stdout"].startswith("a\n") and _alphabet_prefix(_execution(s)["stdout"])),
     ("action=terminateExecution&executionId=2", lambda s: _body(s) == {"execution": {"id": 2, "status": "terminated"}}),
+    ("grep '^pod_executions_finished_total'",   # the pipeline's last command: curl's output went to it
+     lambda s: 'pod_executions_finished_total{activity="greet"} 1.0' in s.stdout.splitlines()),
     ('curl "$N1/POD/?action=getActivityStatus', lambda s: _body(s)["error"].startswith("no token: send Authorization")),
     ("pod activity status greet", lambda s: "activity greet  status approved  id 1" in s.stdout
      and re.search(r"^nodes\s+n1 installed, n2 installed, n3 installed$", s.stdout, re.M)),
