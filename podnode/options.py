@@ -173,8 +173,10 @@ def check_str(opt: Option, text: str) -> str:
 def host_port(value: str) -> tuple[str, int]:
     """HOST:PORT (an empty host is 127.0.0.1) as (host, port); OptionError otherwise."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit():
         raise OptionError(f"expected HOST:PORT, got {value!r}")
+    if not 0 < int(port) < 65536:   # 0 would bind a random port that no peer or client could be told
+        raise OptionError(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
     return host or "127.0.0.1", int(port)
 
 

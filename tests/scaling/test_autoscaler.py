@@ -300,7 +300,8 @@ async def test_a_provider_taking_10_s_never_holds_up_placements_or_lost_node_det
                 for _ in range(count)]
 
     def running_on(node: str) -> set[int]:
-        return {i for i, e in replica.state.executions.items() if e["workerId"] == node and e["status"] == IN_PROGRESS}
+        return {i for i, e in replica.state.executions.items()
+                if e["status"] == IN_PROGRESS and e["workerId"] == node}   # a waiting record has no workerId yet
 
     async def placed_by_the_manager(ids: list[int]) -> None:
         t0 = time.monotonic()

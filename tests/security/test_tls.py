@@ -24,7 +24,7 @@ from cryptography import x509
 from podnode.cluster_secret import SECRET_FILE
 from podnode.local.certs import issue, make_ca
 from podnode.local.cluster import LocalCluster, get_json
-from podnode.local.procs import cmdline
+from podnode.local.procs import cmdline, free_ports
 from podnode.tls import client_context
 from podnode.tokens import admin_token
 
@@ -212,9 +212,10 @@ def test_a_node_with_an_unusable_certificate_stops_at_once_saying_why(tmp_path):
         "holds no PEM private key": ["--tls-cert", str(files.cert), "--tls-key", str(files.cert)],
         "cannot use it as a CA bundle": [*files.args()[:4], "--tls-ca", str(files.key)],
     }
+    http, raft = free_ports(2)   # never bound: the node stops before it listens
     for why, args in cases.items():
-        done = subprocess.run([sys.executable, "-m", "podnode", "--id", "n1", "--http", "127.0.0.1:0", "--raft",
-                               "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), "--no-announce", *args],
+        done = subprocess.run([sys.executable, "-m", "podnode", "--id", "n1", "--http", f"127.0.0.1:{http}", "--raft",
+                               f"127.0.0.1:{raft}", "--data-dir", str(tmp_path / "d"), "--no-announce", *args],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode != 0 and why in done.stderr, (why, done.stderr)
         assert "Traceback" not in done.stderr, done.stderr
