@@ -122,6 +122,20 @@ def _without_output(view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+OUTPUT_KEYS = ("stdoutTail", "stderrTail")
+
+
+def without_output(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary for a token that may not read results: the same, without any execution's output (the running
+    ones' and the ended ones' tails), and saying so. The shared summary is not changed."""
+    def strip(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in view.items() if k not in OUTPUT_KEYS} for view in views]
+    running = summary.get("running")
+    return {**summary, "outputHidden": True,
+            "running": {**running, "shown": strip(running.get("shown", []))} if isinstance(running, dict) else running,
+            "ended": strip(summary.get("ended") or [])}
+
+
 def ended_view(record: dict[str, Any]) -> dict[str, Any]:
     """One ended execution: how it ended, where, how long it ran, and its output's tail."""
     view = views.execution(record)

@@ -40,7 +40,10 @@ PAGE_ROUTE, STATIC_ROUTE = "ui-page", "ui-static"   # open by the route that mat
 PEER_PREFIX = "/internal/"
 METRICS_SCOPE = "read"   # GET /metrics: a scraper's token (Prometheus sends it with `authorization: credentials`)
 SCOPE_KEY = "pod_scope"   # request[SCOPE_KEY]: the caller's scope, set by the middleware
-STREAM_SCOPE = "read"     # GET /POD/executions/ID/stream (api/stream.py): consumes nothing, like the other reads
+# GET /POD/executions/ID/stream (api/stream.py): it consumes nothing, but an execution's output is its result,
+# which only a token that may run work and read its results sees (a read token, e.g. a metrics scraper's, does not).
+STREAM_SCOPE = "submit"
+OUTPUT_SCOPE = "submit"   # the status page shows output tails only to a token of this scope
 NO_TOKEN = ("no token: send Authorization: Bearer TOKEN (a `pod up` cluster keeps its admin token in "
             "pod-data/token; the pod CLI reads it from there, $POD_TOKEN or --token)")
 

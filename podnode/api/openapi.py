@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..tokens import STATUS_SCOPE
+from .auth import STREAM_SCOPE
 from .schemas import ANSWERS, COMPONENTS, Schema, ref
 from .spec import COMMON_ERRORS, SPECS_LIST, ActionSpec, Param
 
@@ -104,11 +105,12 @@ def _operation(spec: ActionSpec, method: str) -> dict[str, Any]:
 
 
 def _read_route(operation_id: str, summary: str, content_type: str, schema: Schema, *, codes: tuple[int, ...],
-                parameters: list[dict[str, Any]] | None = None, stream: bool = False) -> dict[str, Any]:
-    """A GET route outside the action API that needs the read scope."""
+                parameters: list[dict[str, Any]] | None = None, stream: bool = False,
+                scope: str = STATUS_SCOPE) -> dict[str, Any]:
+    """A GET route outside the action API (the read scope unless told)."""
     op: dict[str, Any] = {
         "operationId": operation_id, "summary": summary, "tags": ["nodes"],
-        "security": [{SECURITY_SCHEME: [STATUS_SCOPE]}], "x-pod-scope": STATUS_SCOPE,
+        "security": [{SECURITY_SCHEME: [scope]}], "x-pod-scope": scope,
         "responses": {"200": {"description": summary, "content": {content_type: {"schema": schema}}},
                       **_error_responses(codes)}}
     if parameters:
@@ -129,7 +131,8 @@ def _stream_and_page_paths() -> dict[str, Any]:
     return {
         "/POD/executions/{id}/stream": _read_route(
             "streamExecution", "An execution's stdout and stderr as they are written, through any node (SSE); "
-                               "consumes nothing", "text/event-stream", events, stream=True,
+                               "consumes nothing (output is a result: the submit scope)", "text/event-stream",
+            events, stream=True, scope=STREAM_SCOPE,
             codes=(400, 401, 403, 404, 414, 431, 503), parameters=[
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
                 {"name": "follow", "in": "query", "schema": {"enum": ["0", "1"]},

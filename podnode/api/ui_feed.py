@@ -22,10 +22,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from .. import tokens as T
 from .. import ui_summary as U
 from ..errors import NotFound, PodError, Unavailable
 from ..tokens import STATUS_SCOPE
-from .auth import PAGE_ROUTE, STATIC_ROUTE, require
+from .auth import OUTPUT_SCOPE, PAGE_ROUTE, SCOPE_KEY, STATIC_ROUTE, require
 from .node_api import NodeApi
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,13 @@ def add_routes(app: web.Application, node: NodeApi, check_peer: Callable[[web.Re
             raise NotFound(f"no file {name[:100]!r} in the status page's files")
         return web.FileResponse(UI_DIR / name)
 
+    def for_caller(request: web.Request, summary: dict[str, Any]) -> dict[str, Any]:
+        """Output tails only for a token that may read results (OUTPUT_SCOPE)."""
+        return summary if T.allows(request.get(SCOPE_KEY, "admin"), OUTPUT_SCOPE) else U.without_output(summary)
+
     async def summary(request: web.Request) -> web.Response:
         require(request, STATUS_SCOPE, "/status/summary")
-        return web.json_response(await feed.summary())
+        return web.json_response(for_caller(request, await feed.summary()))
 
     async def stream(request: web.Request) -> web.StreamResponse:
         require(request, STATUS_SCOPE, "/status/feed")
@@ -145,7 +150,7 @@ def add_routes(app: web.Application, node: NodeApi, check_peer: Callable[[web.Re
             try:
                 while resp.is_connected() and not feed.closing.is_set() and loop.time() < end:
                     try:
-                        event, data = "summary", await feed.summary()
+                        event, data = "summary", for_caller(request, await feed.summary())
                     except PodError as exc:   # e.g. no quorum for a read: say so, and go on
                         event, data = "problem", {"error": exc.message}
                     await resp.send(json.dumps(data), id=str(sent), event=event)

@@ -75,6 +75,9 @@ function runningCard(e, actions) {
   return card;
 }
 
+// A read-scope token sees no output: an execution's output is its result (the submit scope's).
+const HIDDEN = "(output hidden: it needs a token with the submit scope)";
+
 function renderRunning(s, actions) {
   $("running-count").textContent = `${s.running.count} running` +
     (s.running.count > s.running.shown.length ? `, the first ${s.running.shown.length} shown` : "");
@@ -91,8 +94,8 @@ function renderRunning(s, actions) {
     card.querySelector(".worker").textContent = e.workerId;
     card.querySelector(".elapsed").textContent =
       `for ${seconds(e.elapsedS)}` + (e.attempts > 1 ? `, attempt ${e.attempts}` : "");
-    card.querySelector(".stdout").textContent = e.stdoutTail;
-    card.querySelector(".stderr").textContent = e.stderrTail;
+    card.querySelector(".stdout").textContent = s.outputHidden ? HIDDEN : (e.stdoutTail ?? "");
+    card.querySelector(".stderr").textContent = e.stderrTail ?? "";
     card.querySelector(".stderr").hidden = !e.stderrTail;
     list.append(card);   // in the feed's order (moves an existing card)
   }
@@ -115,7 +118,7 @@ function renderEnded(s) {
     el("td", {}, e.workerId ?? ""),
     el("td", {}, seconds(e.runS)),
     el("td", {}, ago(e.finishTime, s.generatedAt)),
-    el("td", { class: "output" }, e.stdoutTail.trim(), e.stderrTail ? el("span", { class: "error" }, ` ${e.stderrTail.trim()}`) : null,
+    el("td", { class: "output" }, s.outputHidden ? HIDDEN : (e.stdoutTail ?? "").trim(), e.stderrTail ? el("span", { class: "error" }, ` ${e.stderrTail.trim()}`) : null,
        e.errorDescription ? el("span", { class: "muted" }, ` (${e.errorDescription})`) : null)));
   $("ended").tBodies[0].replaceChildren(...rows);
 }

@@ -77,6 +77,12 @@ def test_a_read_token_sees_the_feed_and_cannot_terminate(cluster):
     assert event == "summary"
     assert {n["id"] for n in data["nodes"]} == {n.node_id for n in cluster.nodes}
     assert data["node"] == "n2" and [n["id"] for n in data["nodes"] if n["self"]] == ["n2"]
+    assert data["outputHidden"] is True   # output is a result: the submit scope's
+    code, full = get_json(cluster.urls[1] + "/status/summary", token=cluster.token)
+    assert code == 200 and "outputHidden" not in full
+    code, summary = get_json(cluster.urls[1] + "/status/summary", token=reader)
+    assert code == 200 and summary["outputHidden"] is True
+    assert all("stdoutTail" not in e for e in [*summary["running"]["shown"], *summary["ended"]])
     code, body = get_json(cluster.urls[1] + "/POD/?action=terminateExecution&executionId=1", token=reader)
     assert code == 403 and "submit scope" in body["error"]
 

@@ -192,6 +192,9 @@ def test_snapshot_without_follow_and_bad_requests(stream_cluster, waiter, shared
             assert status == code and "error" in body, (path, status, body)
         status, body = get_json(base)   # no token
         assert status == 401 and "error" in body
+        reader = client.ok("newToken", name="stream-reader", scope="read")["token"]["token"]
+        status, body = get_json(base, token=reader)   # output is a result: a read token does not see it
+        assert status == 403 and "submit scope" in body["error"], (status, body)
         status, body = get_json(f"{url}/internal/executions/{ex['id']}/output-from?attempt=1")  # unsigned
         assert status == 401 and "error" in body
     finally:

@@ -125,3 +125,14 @@ def test_recently_ended_are_the_newest_unread_results():
     assert [(e["id"], e["status"], e["exitCode"]) for e in ended] == [(ids[1], "error", 3), (ids[0], "finished", 0)]
     assert ended[0]["stdoutTail"] == "out" and ended[0]["runS"] == 10.0
     assert [e["id"] for e in U.read_cluster(state, ended=1)["ended"]] == [ids[1]]
+
+
+def test_a_token_that_may_not_read_results_gets_the_summary_without_output():
+    shared = {"node": "n1", "running": {"count": 1, "shown": [{"id": 1, "stdoutTail": "secret", "stderrTail": "e"}]},
+              "ended": [{"id": 2, "status": "finished", "stdoutTail": "result", "stderrTail": ""}], "queue": []}
+    hidden = U.without_output(shared)
+    assert hidden["outputHidden"] is True and hidden["node"] == "n1"
+    assert hidden["running"] == {"count": 1, "shown": [{"id": 1}]}
+    assert hidden["ended"] == [{"id": 2, "status": "finished"}]
+    assert "secret" not in repr(hidden) and "result" not in repr(hidden)
+    assert shared["running"]["shown"][0]["stdoutTail"] == "secret"   # the summary other pages share is intact
