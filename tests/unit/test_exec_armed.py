@@ -27,21 +27,12 @@ from podnode.exec.sandbox import (
     Sandbox,
     detect_cgroups,
     resolve_run_as,
-    spawn_helper,
 )
 
 from ..conftest import pid_alive
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: cgroups and the run-as user")
 DEADLINE_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def helper() -> str:
-    path, why = spawn_helper()
-    if path is None:
-        pytest.skip(f"no pod-spawn here: {why}")
-    return path
 
 
 async def wait_until(pred, timeout: float = DEADLINE_S) -> None:

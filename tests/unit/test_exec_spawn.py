@@ -32,14 +32,6 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: cgroups an
 ENV = {"PATH": SANE_PATH, "LANG": "C.UTF-8"}
 
 
-@pytest.fixture(scope="module")
-def helper() -> str:
-    path, why = spawn_helper()
-    if path is None:
-        pytest.skip(f"no pod-spawn here: {why}")
-    return path
-
-
 def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=cwd, stdin=subprocess.DEVNULL,
                           timeout=30)
