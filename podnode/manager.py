@@ -137,7 +137,7 @@ class Manager:
             log.info("no leader: an election is under way or the cluster has no quorum", extra={"leader": None})
             return
         with self.replica.lock:
-            leader = next((n for n, rec in self.replica.state.nodes.items() if rec.get("raftAddr") == addr), addr)
+            leader = self.replica.state.node_at(addr) or addr
         log.info("the leader is %s", leader, extra={"leader": leader})
 
     async def say_alive(self) -> None:
@@ -179,8 +179,9 @@ class Manager:
         if leader is None:
             return None
         with self.replica.lock:
-            return next((rec.get("httpUrl") for rec in self.replica.state.nodes.values()
-                         if rec.get("raftAddr") == leader), None)
+            state = self.replica.state
+            node = state.node_at(leader)
+            return state.nodes[node].get("httpUrl") if node is not None else None
 
     async def _promote_if_needed(self) -> None:
         """Keep max_voters voters: drop a lost voter from Raft and promote an observer in its place."""

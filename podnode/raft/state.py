@@ -131,6 +131,10 @@ class State:
         """Slots taken on each node: running executions, and terminated ones still being stopped."""
         return self.execution_table.busy_slots()
 
+    def node_at(self, raft_addr: Any) -> str | None:
+        """The id of the node registered at this Raft address (e.g. the leader pysyncobj names), or None."""
+        return next((n for n, rec in self.nodes.items() if rec.get("raftAddr") == raft_addr), None)
+
     def execution(self, exec_id: int) -> dict[str, Any] | None:
         execution = self.executions.get(exec_id)
         return self.execution_table.full_record(execution) if execution is not None else None  # scalars

@@ -302,7 +302,7 @@ class PodNode:
         leading, leader_addr = self.replica.is_leader(), self.replica.leader_addr()
         with self.replica.lock:
             live = frozenset(self.manager.live_nodes()) if leading else None
-            leader = next((n for n, rec in self.replica.state.nodes.items() if rec["raftAddr"] == leader_addr), None)
+            leader = self.replica.state.node_at(leader_addr)
         # A node that reaches no majority keeps the last leader it knew (pysyncobj): it has none it can reach.
         has_leader = leader_addr is not None and self._has_quorum()
         return Facts(now=time.time(), has_leader=has_leader, leader=leader, live=live,
