@@ -109,6 +109,9 @@ def test_json_logs_of_a_cluster_through_a_workflow_hold_the_ids_and_no_secret(tm
         other_token = created["token"]["token"]
         for url in cluster.urls:   # the new token used on every node (once it has applied it)
             wait_until(lambda: get_json(url + "/status", token=other_token)[0] == 200, what=f"{url} takes it")
+        for node in cluster.nodes:   # each node's manager notes the leader on its own loop: a loaded one may be late
+            log = cluster.log_dir / f"{node.node_id}.log"
+            wait_until(lambda: '"the leader is ' in log.read_text(), what=f"{node.node_id} logging its leader")
     finally:
         cluster.stop()
     entries, texts = [], []
