@@ -26,8 +26,12 @@ def test_seven_nodes_capped_voters_survive_losing_voters(tmp_path, scripts):
             first = Client(cluster.urls[:1], cluster.token)
             wait_until(lambda: {w["id"]: w["status"] for w in first.ok("getWorkers")["workers"]}
                        .get(node.node_id) == "up", timeout_s=30, what=f"{node.node_id} up")
-        assert voters(cluster) == {"n1", "n2", "n3", "n4", "n5"}
-        assert {n: r for n, r in roles(cluster).items() if n in ("n6", "n7")} == {"n6": "observer", "n7": "observer"}
+        # A node's own /status answers once it has caught up (503 before, None here): poll, do not sample once.
+        expected = {"n1": "voter", "n2": "voter", "n3": "voter", "n4": "voter", "n5": "voter",
+                    "n6": "observer", "n7": "observer"}
+        wait_until(lambda: {n: ("voter" if r in ("leader", "follower", "candidate") else r)
+                            for n, r in roles(cluster).items()} == expected,
+                   timeout_s=30, what="five voters and two observers, each saying so on its own /status")
         client = Client(cluster.urls, cluster.token)
         approved(client, "wide", scripts.add("wide.sh", install_script('sleep 1; echo "w $1"')))
         ids = [submit(client, "wide", str(i)) for i in range(14)]   # 7 nodes x 2 slots
