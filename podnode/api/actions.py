@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..errors import NotFound, Unavailable
+from ..errors import Conflict, NotFound, Unavailable
 from ..raft import commands as C
 from ..raft.lifecycle import TERMINAL, WAITING
 from ..raft.state import missing_execution
@@ -16,6 +16,7 @@ from . import params as P
 from . import views
 from .array_actions import ARRAY_ACTIONS
 from .cluster_actions import CLUSTER_ACTIONS
+from .connection import client_connected
 from .node_api import NodeApi
 from .spec import SPECS, ActionSpec, Args
 from .token_actions import TOKEN_ACTIONS
@@ -55,36 +56,98 @@ def _node_limits(node: NodeApi) -> dict[str, float | int | None]:
             "maxProcesses": cfg.exec_max_processes or None}
 
 
+# A result collected for a newExecution&wait request is handed over or released within milliseconds of its end
+# (server/settle.py), or when its node is found lost: another reader waits this long for that before a 409.
+COLLECTED_GRACE_S = 2.0
+
+
 async def new_execution(node: NodeApi, a: Args) -> dict[str, Any]:
-    name = a["name"]
+    """Submit; with wait=S, also wait up to S seconds for the end and answer the result (reading it: it is
+    handed over and deleted, as getExecutionStatus would), in one request and without a commit of its own for the
+    delete (the node collects it: server/settle.py). Ended later: the execution as it stands, for any reader."""
+    name, wait_s = a["name"], a["wait"]
     cmd = C.ExecNew(name=name, input=a["input"], requestId=a["requestId"],
                     now=time.time(), node=node.propose_placement(name),
                     maxWaiting=node.cfg.max_waiting_executions or None,
-                    maxUnreadBytes=node.cfg.max_unread_result_bytes or None)
+                    maxUnreadBytes=node.cfg.max_unread_result_bytes or None,
+                    collector=node.cfg.node_id if wait_s > 0 else None)
     result = await node.submit(cmd)
-    return {"execution": views.execution_summary(result["execution"])}
+    record = result["execution"]
+    if wait_s <= 0:
+        return {"execution": views.execution_summary(record)}
+    if result.get("duplicate") or record.get("collector") != node.cfg.node_id or not node.claim(record["id"]):
+        return await _read(node, record, wait_s)   # a repeated request: read it as any reader would
+    return await _collect(node, record, wait_s)
+
+
+async def _collect(node: NodeApi, record: dict[str, Any], wait_s: float) -> dict[str, Any]:
+    """The request that submitted the execution, which this node collects: wait for its end and hand it over."""
+    exec_id, handed = record["id"], False
+    # The entry's result may come after the execution has moved on (its changes are only woken on, not kept).
+    record = node.read(lambda s: s.execution(exec_id)) or record
+    try:
+        record = await _wait_for_end(node, exec_id, record, wait_s, ready=_result_recorded)
+        if _result_recorded(record) and record.get("collector") == node.cfg.node_id and client_connected():
+            handed = True
+            return {"execution": views.execution(record)}
+    finally:
+        node.settle(exec_id, handed=handed)
+    if not _result_recorded(record):
+        return await _current(node, record)
+    if record.get("collector") != node.cfg.node_id:   # the cluster released it (this node was found lost)
+        return await _hand_over(node, exec_id, record)
+    return {"execution": views.execution(record)}     # its client has gone: released for the next reader
 
 
 async def get_execution_status(node: NodeApi, a: Args) -> dict[str, Any]:
     exec_id = a["executionId"]
-    wait_s = a["wait"]
     record = await node.read_execution(exec_id)
     if record is None:
         raise NotFound(missing_execution(exec_id)["message"])
+    return await _read(node, record, a["wait"])
+
+
+async def _read(node: NodeApi, record: dict[str, Any], wait_s: float) -> dict[str, Any]:
+    """Wait up to wait_s for the execution to end, then hand its result over (delete it), or answer it as it is."""
+    exec_id = record["id"]
     if record.get("outputPending"):  # terminated: its output is on the way from the worker
         wait_s = max(wait_s, min(node.cfg.kill_grace_s + 1.0, node.cfg.max_wait_s))
-    record = await _wait_for_end(node, exec_id, record, wait_s)
-    if record["status"] in TERMINAL and not record.get("outputPending"):
-        # Reading an ended execution hands over its result and deletes the record (the contract).
-        try:
-            result = await node.submit(C.ExecForget(id=exec_id))
-        except Unavailable:
-            # The delete may or may not commit; never lose the output over it. If it did not commit,
-            # a later read returns the same result again.
-            return {"execution": views.execution(record)}
-        return {"execution": views.execution(result["execution"])}
+    if _result_recorded(record) and "collector" in record:   # being handed to the request that submitted it
+        wait_s = max(wait_s, COLLECTED_GRACE_S)
+    record = await _wait_for_end(node, exec_id, record, wait_s, ready=_readable)
+    if _readable(record):
+        return await _hand_over(node, exec_id, record)
+    if _result_recorded(record):
+        raise Conflict(f"Execution {exec_id}'s result is being handed to the request that submitted it (newExecution "
+                       f"with wait, through node {record.get('collector')}); read it again in a few seconds")
+    return await _current(node, record)
+
+
+async def _hand_over(node: NodeApi, exec_id: int, record: dict[str, Any]) -> dict[str, Any]:
+    """Reading an ended execution hands its result over and deletes the record (the contract)."""
+    try:
+        result = await node.submit(C.ExecForget(id=exec_id))
+    except Unavailable:
+        # The delete may or may not commit; never lose the output over it. If it did not commit,
+        # a later read returns the same result again.
+        return {"execution": views.execution(record)}
+    return {"execution": views.execution(result["execution"])}
+
+
+async def _current(node: NodeApi, record: dict[str, Any]) -> dict[str, Any]:
+    """A waiting or running execution as it stands (with its output so far, or why it waits)."""
     output = await node.live_output(record)
     return {"execution": views.execution(record, output=output, waiting=_waiting(node, record))}
+
+
+def _result_recorded(record: dict[str, Any]) -> bool:
+    """Ended, with its output recorded."""
+    return record["status"] in TERMINAL and not record.get("outputPending")
+
+
+def _readable(record: dict[str, Any]) -> bool:
+    """Ended, with its output recorded, and for any reader (not collected for the request that submitted it)."""
+    return _result_recorded(record) and "collector" not in record
 
 
 def _waiting(node: NodeApi, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -95,10 +158,12 @@ def _waiting(node: NodeApi, record: dict[str, Any]) -> dict[str, Any] | None:
     return node.read(lambda s: Waiting(s, facts).explain(record))
 
 
-async def _wait_for_end(node: NodeApi, exec_id: int, record: dict, wait_s: float) -> dict:
+async def _wait_for_end(node: NodeApi, exec_id: int, record: dict, wait_s: float,
+                        ready: Callable[[dict[str, Any]], bool]) -> dict:
+    """The record once ready(record), or as it stands after wait_s; NotFound if it goes meanwhile."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    while (record["status"] not in TERMINAL or record.get("outputPending")) and loop.time() < deadline:
+    while not ready(record) and loop.time() < deadline:
         await node.wait_execution(exec_id, deadline - loop.time())
         fresh = node.read(lambda s: s.execution(exec_id))
         if fresh is None:

@@ -23,6 +23,7 @@ from ..errors import (
     UriTooLong,
 )
 from ..tokens import STATUS_SCOPE, action_scope
+from . import connection
 from .actions import ACTIONS
 from .array_actions import MAX_JSON_BODY_BYTES
 from .auth import METRICS_SCOPE, Authenticator, require
@@ -142,6 +143,7 @@ def build_app(node: NodeApi) -> web.Application:
         if handler is None:
             raise BadRequest(f"Unknown action {action!r}; one of: {', '.join(ACTIONS)}")
         require(request, action_scope(action), action)
+        connection.serve(request)
         return _json(await handler(node, params))
 
     async def status(request: web.Request) -> web.Response:

@@ -43,6 +43,13 @@ class NodeApi(Protocol):
     async def submit(self, cmd: C.Command) -> dict[str, Any]:
         """Commit a command; its result, or the error it was refused with raised as a PodError."""
 
+    def claim(self, exec_id: int) -> bool:
+        """A newExecution&wait request starts collecting the execution this node collects (server/settle.py);
+        False if another request here already does."""
+
+    def settle(self, exec_id: int, *, handed: bool) -> None:
+        """That request is done: it handed the result over (delete it) or not (release it), in a later entry."""
+
     def propose_placement(self, activity: str) -> str | None:
         """A node for a new execution of the activity to start on at once, or None."""
 

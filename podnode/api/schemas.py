@@ -89,7 +89,8 @@ COMPONENTS: dict[str, Schema] = {
 ANSWERS: dict[str, Schema] = {
     "ActivityAnswer": obj(("activity",), activity=ref("Activity"), status=STRING),
     "ExecutionAnswer": obj(("execution",), execution=ref("Execution")),
-    "NewExecutionAnswer": obj(("execution",), execution=ref("ExecutionSummary")),
+    "NewExecutionAnswer": obj(("execution",), execution={"anyOf": [ref("Execution"), ref("ExecutionSummary")],
+                                                          "description": "with wait: the whole execution"}),
     "TerminateAnswer": obj(("execution",), execution=obj(("id", "status"), id=INT, status=STRING)),
     "ExecutionPage": obj(("executions", "nextCursor", "counts"), executions=array(ref("ExecutionListed")),
                          nextCursor=nullable("string", description="pass as cursor for the next page; null: last"),

@@ -120,10 +120,14 @@ SPECS_LIST: tuple[ActionSpec, ...] = (
                 Param("input", lambda p, cfg: P.execution_input(p, cfg.max_input_bytes), {"type": "string"},
                       "main.sh's argument (up to the node's --max-input-bytes, UTF-8, no NUL; 413 over it).",
                       "world"),
-                REQUEST_ID)),
+                REQUEST_ID,
+                Param("wait", lambda p, cfg: P.wait_seconds(p, cfg.max_wait_s), SECONDS,
+                      "Seconds to wait for the end (capped at the node's --max-wait-s): if it ends in time, the answer "
+                      "is the whole execution with its result, which is then read (deleted) like getExecutionStatus "
+                      "reads it; else the execution as it stands, for any reader. 0: answer at once.", 0))),
     ActionSpec(
         "getExecutionStatus", "An execution; once it has ended, reading it hands its result over and deletes it.",
-        "ExecutionAnswer", errors=(404,), params=(EXECUTION_ID, WAIT)),
+        "ExecutionAnswer", errors=(404, 409), params=(EXECUTION_ID, WAIT)),
     ActionSpec("terminateExecution", "Stop an execution (waiting or running).", "TerminateAnswer",
                errors=(404, 409), params=(EXECUTION_ID,)),
     ActionSpec(

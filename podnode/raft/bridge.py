@@ -46,6 +46,8 @@ class CommandBridge:
         self._deadlines: dict[int, float] = {}  # token -> loop time it expires; oldest first
         self._expiry: asyncio.TimerHandle | None = None  # one timer, for the oldest batch in flight
         self._tokens = itertools.count(1)
+        self._riders: list[tuple[dict, asyncio.Future]] = []   # submit_soon's: they go with the next batch
+        self._riders_timer: asyncio.TimerHandle | None = None
 
     def _unavailable(self, why: str) -> Unavailable:
         return Unavailable(f"The cluster cannot accept writes right now: {why}; retry shortly",
@@ -69,8 +71,35 @@ class CommandBridge:
             raise from_result(result)
         return result
 
+    def submit_soon(self, cmd: C.Command, within_s: float) -> asyncio.Future:
+        """Commit a command that may wait: it rides in the next batch this node sends anyway, or goes on its own
+        after within_s (a node submitting one thing after another then sends one entry, not two). A future of
+        the result, as submit's (Unavailable when it could not be committed)."""
+        fut = self._loop.create_future()
+        self._riders.append((cmd.to_wire(), fut))
+        if self._riders_timer is None:
+            self._riders_timer = self._loop.call_later(within_s, self._riders_due)
+        return fut
+
+    def _riders_due(self) -> None:
+        self._riders_timer = None
+        if self._riders:
+            if self._replica.leader_addr() is None or not self._replica.has_quorum():
+                riders, self._riders = self._riders, []
+                self._fail([f for _, f in riders], self._unavailable("no leader or no majority reachable"))
+                return
+            self._pending += self._riders
+            self._riders = []
+            self._kick()
+
     def _kick(self) -> None:
         while self._pending and len(self._inflight) < self._max_inflight:
+            if self._riders:   # they go with this batch
+                self._pending += self._riders
+                self._riders = []
+                if self._riders_timer is not None:
+                    self._riders_timer.cancel()
+                    self._riders_timer = None
             group, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
             cmds = [c for c, _ in group]
             futs = [f for _, f in group]
@@ -141,5 +170,9 @@ class CommandBridge:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self._fail([f for _, f in self._pending], self._unavailable("the node is shutting down"))
+        self._fail([f for _, f in self._pending + self._riders], self._unavailable("the node is shutting down"))
         self._pending.clear()
+        self._riders.clear()
+        if self._riders_timer is not None:
+            self._riders_timer.cancel()
+            self._riders_timer = None

@@ -58,6 +58,7 @@ TOKEN_NEW = "token_new"
 TOKEN_DELETE = "token_delete"
 EXEC_NEW_MANY = "exec_new_many"
 EXEC_FORGET_MANY = "exec_forget_many"
+EXEC_SETTLE = "exec_settle"
 
 Wire = dict[str, Any]
 
@@ -288,6 +289,7 @@ class ExecNew(Command):
     node: str | None = None  # the proposer's placement, re-checked
     maxWaiting: int | None = None      # the proposer's quotas: refused (too_many) when this many are waiting,
     maxUnreadBytes: int | None = None  # or when this many bytes of ended executions' output are unread
+    collector: str | None = None       # newExecution&wait: this node hands the result to the request (ExecSettle)
 
 
 @command(EXEC_PLACE)
@@ -409,4 +411,15 @@ class ExecNewMany(Command):
 class ExecForgetMany(Command):
     """getExecutionResults: delete many read executions in one entry; each id as ExecForget would."""
     ids: list[int] | None = None
+    now: float | None = None
+
+
+@command(EXEC_SETTLE)
+class ExecSettle(Command):
+    """The collector node's batch (podnode/server/settle.py): results it handed to the requests that submitted
+    them with newExecution&wait (deleted), and executions whose request left before the end (released: anyone
+    may read them now). Only executions collected by `node` are touched."""
+    node: str
+    forget: list[int] | None = None
+    release: list[int] | None = None
     now: float | None = None

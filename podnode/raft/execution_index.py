@@ -12,7 +12,9 @@ loaded a snapshot orders exactly like one that applied every entry.
   two sorted-list entries, not four, in memory and in work per transition;
 - ids holding a slot on each node (running, or terminated and still being stopped);
 - ended executions whose result is ready and unread, by age (finish time, then id), per activity and in all:
-  for expiry and bulk reads.
+  for expiry and bulk reads (not those a node collects for the request that submitted them);
+- ids collected by each node (newExecution&wait: that node hands the result to its request), released when the
+  node is lost, leaves or restarts.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ STATUSES = tuple(EXECUTION_TRANSITIONS)
 
 
 def result_ready(execution: dict[str, Any]) -> bool:
-    """Ended, with its output recorded (not still coming from a terminated run)."""
-    return execution["status"] in TERMINAL and not execution.get("outputPending")
+    """Ended, with its output recorded (not still coming from a terminated run), and for anyone to read (not
+    collected by a node for the request that submitted it)."""
+    return execution["status"] in TERMINAL and not execution.get("outputPending") and "collector" not in execution
 
 
 def age(execution: dict[str, Any]) -> tuple[float, int]:
@@ -49,6 +52,7 @@ class ExecutionIndex:
         self.ids: dict[Key, SortedList] = {}               # (activity|None, status|None) -> ids, increasing
         self.on_node: dict[Any, dict[int, None]] = {}      # node -> ids holding a slot there
         self.ready: dict[Any, SortedList] = {}             # activity|None -> (finish time, id) of unread results
+        self.collected: dict[Any, dict[int, None]] = {}    # node -> ids it collects (newExecution&wait)
 
     def rebuild(self, executions: Iterable[dict[str, Any]]) -> None:
         self.__init__()
@@ -64,6 +68,9 @@ class ExecutionIndex:
             ids.add(exec_id)
         if holds_slot(execution):
             self.on_node.setdefault(execution["workerId"], {})[exec_id] = None
+        collector = execution.get("collector")
+        if collector is not None:
+            self.collected.setdefault(collector, {})[exec_id] = None
         if result_ready(execution):
             key = age(execution)
             for name in (activity, None):
@@ -85,6 +92,12 @@ class ExecutionIndex:
             del mine[exec_id]
             if not mine:
                 del self.on_node[execution["workerId"]]
+        collector = execution.get("collector")
+        if collector is not None:
+            mine = self.collected[collector]
+            del mine[exec_id]
+            if not mine:
+                del self.collected[collector]
         if result_ready(execution):
             key = age(execution)
             for name in (activity, None):

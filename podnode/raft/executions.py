@@ -155,6 +155,8 @@ class ExecutionTable:
         if request_id:
             execution["requestId"] = request_id
             self.request_ids[request_id] = [exec_id, now]
+        if cmd.collector is not None:   # newExecution&wait: that node hands the result over (exec_settle)
+            execution["collector"] = str(cmd.collector)
         self.executions[exec_id] = execution
         self.index.add(execution)
         self.waiting += 1
@@ -242,8 +244,33 @@ class ExecutionTable:
             return missing_execution(cmd.id)
         if execution["status"] not in TERMINAL:
             return refuse("conflict", f"Execution {cmd.id} has not ended yet")
+        if "collector" in execution:
+            return refuse("conflict", f"Execution {cmd.id}'s result is being handed to the request that submitted "
+                                      f"it, through node {execution['collector']}")
         self._delete(execution)
         return {"ok": True, "execution": execution}
+
+    def exec_settle(self, cmd: C.ExecSettle) -> Result:
+        """The collector's batch: delete the ended executions it handed to their requests, release the ones whose
+        request left (anyone may read them now). Ids it does not collect (any more) are left alone."""
+        node = str(cmd.node)
+        forget, release = list(cmd.forget or []), list(cmd.release or [])
+        for exec_id in forget + release:  # all checked before the first changes anything
+            if not isinstance(exec_id, int) or isinstance(exec_id, bool):
+                return refuse("bad_request", f"execution id {exec_id!r} is not a whole number")
+        forgotten, released = [], []
+        for exec_id in forget:
+            execution = self.executions.get(exec_id)
+            if (execution is not None and execution.get("collector") == node and execution["status"] in TERMINAL
+                    and not execution.get("outputPending")):
+                self._delete(execution)
+                forgotten.append(exec_id)
+        for exec_id in release:
+            execution = self.executions.get(exec_id)
+            if execution is not None and execution.get("collector") == node:
+                self._uncollect(execution)
+                released.append(exec_id)
+        return {"ok": True, "forgotten": forgotten, "released": released}
 
     def exec_expire(self, cmd: C.ExecExpire) -> Result:
         expired = []
@@ -254,7 +281,7 @@ class ExecutionTable:
         old_rids = [] if horizon is None else self._old_request_ids(horizon)
         for exec_id in ids:
             execution = self.executions.get(exec_id)
-            if execution is not None and execution["status"] in TERMINAL:
+            if execution is not None and execution["status"] in TERMINAL and "collector" not in execution:
                 self._delete(execution)
                 expired.append(exec_id)
         for rid in old_rids:
@@ -275,6 +302,15 @@ class ExecutionTable:
             elif self._set_pending(execution, False):
                 self._output_lost(execution, reason)
         return moved
+
+    def release_collected(self, node: Any) -> list[int]:
+        """The node is gone or restarted: the requests it held for newExecution&wait are gone with it, so the
+        executions it collected are for anyone to read again (one it had handed over just before may be read
+        twice: at least once, never lost). Their ids."""
+        ids = sorted(self.index.collected.get(node, ()))
+        for exec_id in ids:
+            self._uncollect(self.executions[exec_id])
+        return ids
 
     def terminate_activity(self, name: str, activity_id: Any, now: float, reason: str) -> None:
         """The activity is being deleted (its record may be gone already: its id is given): terminate its
@@ -340,6 +376,13 @@ class ExecutionTable:
         del self.executions[execution["id"]]
         self.index.remove(execution)
         self.unread_bytes -= output_bytes(execution)
+        self.touched.add(execution["id"])
+
+    def _uncollect(self, execution: dict) -> None:
+        """No node collects the execution any more: its result, once ready, is for anyone to read."""
+        self.index.remove(execution)
+        del execution["collector"]
+        self.index.add(execution)
         self.touched.add(execution["id"])
 
     def _set_pending(self, execution: dict, pending: bool) -> bool:

@@ -58,7 +58,7 @@ class State:
         executions, policies = self.execution_table, self.policy_table
         # One apply case per command type: the command's class (it decodes the logged dict) and its handler.
         cases: dict[type[C.Command], Callable[[Any], Result]] = {
-            C.NodeUp: nodes.node_up,
+            C.NodeUp: self._node_up,
             C.ActivityNew: activities.activity_new,
             C.ActivityDelete: self._activity_delete,
             C.InstallAssign: activities.install_assign,
@@ -88,6 +88,7 @@ class State:
             C.TokenDelete: self.token_table.token_delete,
             C.ExecNewMany: lambda cmd: arrays.exec_new_many(activities, executions, cmd),
             C.ExecForgetMany: lambda cmd: arrays.exec_forget_many(executions, cmd),
+            C.ExecSettle: executions.exec_settle,
         }
         assert set(cases) == set(C.TYPES.values()), "a command type without its apply case"
         self._cases: dict[str, tuple[Callable[[dict], Any], Callable[[Any], Result]]] = {
@@ -192,6 +193,15 @@ class State:
         return {"ok": True, "results": results}
 
     # ---- commands whose effects cross resources -------------------------------------------------
+    def _node_up(self, cmd: C.NodeUp) -> Result:
+        """A node registers; after a restart (a new incarnation) the requests it held are gone: release what it
+        collected for them."""
+        before = (self.nodes.get(str(cmd.node)) or {}).get("incarnation")
+        result = self.node_table.node_up(cmd)
+        if "error" not in result and before is not None and before != result["node"].get("incarnation"):
+            self.execution_table.release_collected(str(cmd.node))
+        return result
+
     def _node_lost(self, cmd: C.NodeLost) -> Result:
         """The leader has not reached the node for node_lost_after_s: move its work elsewhere, and drop its
         unfinished installs and removals."""
@@ -199,6 +209,7 @@ class State:
         if not self.node_table.mark_lost(node, now, reason):
             return {"ok": True, "ignored": True}
         moved = self.execution_table.release_node(node, now, reason)
+        self.execution_table.release_collected(node)
         self.activity_table.drop_unfinished_installs(node)
         return {"ok": True, "moved": moved}
 
@@ -210,6 +221,7 @@ class State:
         if not self.node_table.mark_left(node, now, destroyed=bool(cmd.destroyed)):
             return {"ok": True, "ignored": True}
         self.execution_table.release_node(node, now, f"node {node} left the cluster")
+        self.execution_table.release_collected(node)
         self.activity_table.drop_node(node)
         return {"ok": True}
 

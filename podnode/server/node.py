@@ -40,6 +40,7 @@ from ..tls import peer_context, server_context
 from ..waiting import Facts
 from .peers import PEER_ERRORS, PeerClient
 from .reads import Reads
+from .settle import SETTLE_WITHIN_S, Settler
 
 log = logging.getLogger("podnode")
 T = TypeVar("T")
@@ -84,6 +85,9 @@ class PodNode:
         self._peers = PeerClient(secret=cfg.secret, timeout_s=cfg.peer_timeout_s, ssl_context=peer_context(cfg))
         self.manager = Manager(cfg, self.replica, self.bridge, self.changes, autoscaler=self.autoscaler,
                                peers=self._peers)
+        self.settler = Settler(cfg.node_id, lambda cmd: self.bridge.submit_soon(cmd, SETTLE_WITHIN_S),
+                               retry_first_s=cfg.retry_first_s,
+                               retry_max_s=cfg.retry_max_s)
         self.reads = Reads(node_id=cfg.node_id, replica=self.replica, bridge=self.bridge, changes=self.changes,
                            peers=self._peers, local_output=self.agent.output_of,
                            execution_arrival_s=cfg.execution_arrival_s, local_output_from=self.agent.output_from)
@@ -161,6 +165,7 @@ class PodNode:
         if self.announcer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.announcer.stop(), self.cfg.announce_stop_timeout_s)
+        await self.settler.stop(timeout_s=1.0)
         log.info("stopping: executions")
         with contextlib.suppress(Exception):
             await self.agent.shutdown()
@@ -198,6 +203,12 @@ class PodNode:
 
     async def submit(self, cmd: C.Command) -> dict[str, Any]:
         return await self.bridge.submit_ok(cmd)
+
+    def claim(self, exec_id: int) -> bool:
+        return self.settler.claim(exec_id)
+
+    def settle(self, exec_id: int, *, handed: bool) -> None:
+        self.settler.settle(exec_id, handed=handed)
 
     def propose_placement(self, activity: str) -> str | None:
         """A node for a new execution to start on at once, as this node sees the cluster (see scheduler)."""

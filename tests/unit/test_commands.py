@@ -25,7 +25,7 @@ WIRE_TYPES = [
     "exec_place", "exec_finish", "exec_terminate", "exec_forget", "exec_expire", "sync", "node_lost", "exec_lost",
     "reinstall", "policy_new", "policy_delete", "policy_apply", "policy_reset", "node_drain", "node_left",
     "node_launched", "node_launch_failed", "batch", "node_launch_ref", "token_new", "token_delete",
-    "exec_new_many", "exec_forget_many",
+    "exec_new_many", "exec_forget_many", "exec_settle",
 ]
 
 
