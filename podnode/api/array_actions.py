@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound, Unavailable
 from ..raft import commands as C
-from ..raft.lifecycle import TERMINAL
+from ..raft.execution_index import result_ready
 from ..raft.quotas import output_bytes
 from . import views
 from .node_api import NodeApi
@@ -53,8 +53,8 @@ async def get_execution_results(node: NodeApi, a: Args) -> dict[str, Any]:
 
 
 def _ready(record: dict[str, Any] | None) -> bool:
-    """Ended, with its output recorded: a read hands it over."""
-    return record is not None and record["status"] in TERMINAL and not record.get("outputPending")
+    """Ended, with its output recorded, not collected by a node for its request: a read hands it over."""
+    return record is not None and result_ready(record)
 
 
 async def _results_by_ids(node: NodeApi, ids: list[int], wait_s: float) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def _look(state: Any, ids: list[int]) -> dict[int, dict[str, Any] | str | None]:
         record = executions.get(exec_id)
         if record is None:
             found[exec_id] = None
-        elif record["status"] in TERMINAL and not record.get("outputPending"):
+        elif result_ready(record):   # (not one collected for the newExecution&wait request that submitted it)
             found[exec_id] = dict(record)
         else:
             found[exec_id] = record["status"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..local.cluster import LocalCluster, LocalNode
 from .loadclient import LoadClient
-from .throughput import INSTALL, call, one_execution, run_pool
+from .throughput import INSTALL, call, one_execution, run_pool, submit_and_read, submit_and_wait
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -60,7 +60,7 @@ class ProfiledCluster(LocalCluster):
                 *cmd[3:]]
 
 
-async def measure(cluster: LocalCluster, workdir: Path, n: int, concurrency: int) -> None:
+async def measure(cluster: LocalCluster, workdir: Path, n: int, concurrency: int, way=submit_and_read) -> None:
     urls = cluster.urls
     pids = [node.proc.pid for node in cluster.nodes]
     async with LoadClient(timeout_s=60, token=cluster.token) as client:
@@ -77,10 +77,10 @@ async def measure(cluster: LocalCluster, workdir: Path, n: int, concurrency: int
                 raise RuntimeError(f"activity not installed everywhere within 60 s: {act}")
             await asyncio.sleep(0.1)
         for i in range(20):   # warm-up
-            await one_execution(client, urls, i)
+            await one_execution(client, urls, i, way)
         before = [proc_cpu(p) for p in pids]
         machine_before, client_before = machine_cpu(), time.process_time()
-        elapsed, _ = await run_pool(n, concurrency, lambda i: one_execution(client, urls, i))
+        elapsed, _ = await run_pool(n, concurrency, lambda i: one_execution(client, urls, i, way))
         client_s = time.process_time() - client_before
         machine_s = machine_cpu() - machine_before
         after = [proc_cpu(p) for p in pids]
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--slots", type=int, default=None, help="slots per node (default: the CPU count)")
+    ap.add_argument("--wait", action="store_true",
+                    help="each execution in one request (newExecution&wait) instead of submit, then read")
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR", help="run the nodes under cProfile")
     ap.add_argument("--top", type=int, default=40, help="functions to print with --profile")
     a = ap.parse_args(argv)
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
             cluster = LocalCluster(Path(tmp) / "cluster", nodes=a.nodes, slots=a.slots)
         with cluster:
             cluster.start(timeout_s=60)
-            asyncio.run(measure(cluster, Path(tmp), a.executions, a.concurrency))
+            asyncio.run(measure(cluster, Path(tmp), a.executions, a.concurrency,
+                                submit_and_wait if a.wait else submit_and_read))
     if a.profile is not None:
         print_profile(a.profile, a.top)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..local.cluster import LocalCluster, LocalNode
 from .loadclient import LoadClient
-from .throughput import TERMINAL, call, submit_and_read
+from .throughput import TERMINAL, call, submit_and_read, submit_and_wait
 
 MAIN = '#!/usr/bin/env bash\necho "hello $1"\n'
 INSTALL = "#!/usr/bin/env bash\ncat > main.sh <<'EOF'\n" + MAIN + "EOF\nchmod +x main.sh\n"
@@ -77,9 +77,13 @@ def load_average() -> str:
 
 
 # ---- the action API ---------------------------------------------------------------------------------------
+WAY = {"way": submit_and_wait}   # --read: submit_and_read
+
+
 async def one_execution(client: LoadClient, urls: list[str], i: int) -> str:
-    """Submit through one node, read the result through the next; the node it ran on."""
-    return (await submit_and_read(client, urls, i))["workerId"]
+    """One request through one node (newExecution&wait), or with --read submit through one node and read the result
+    through the next; the node it ran on."""
+    return (await WAY["way"](client, urls, i))["workerId"]
 
 
 async def run_pool(n: int, concurrency: int, urls: list[str], client: LoadClient,
@@ -313,7 +317,9 @@ def join_and_take_work(cluster: LocalCluster, timeout_s: float = 120.0) -> dict[
 
 
 def run(a: argparse.Namespace, tmp: Path) -> None:
-    print(f"machine: {os.cpu_count()} cores, load average {load_average()}")
+    WAY["way"] = submit_and_read if a.read else submit_and_wait
+    print(f"machine: {os.cpu_count()} cores, load average {load_average()}; each execution: "
+          + ("submitted, then read through another node" if a.read else "one request, newExecution&wait"))
     args = node_args(a.slots, a.max_voters)
     with LocalCluster(tmp / "three", nodes=3, extra_args=args) as three:
         three.start(timeout_s=120)
@@ -351,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--slots", type=int, default=1, help="slots per node (small: every node shares 2 cores)")
     ap.add_argument("--max-voters", type=int, default=5)
+    ap.add_argument("--read", action="store_true",
+                    help="submit, then read through another node (2 requests), instead of newExecution&wait")
     ap.add_argument("--joins", type=int, default=1, help="nodes joined one after another at the end, each timed")
     ap.add_argument("--profile", default=None, help="py-spy the leader during the large cluster's batch into FILE")
     ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only samples holding the GIL")

@@ -19,17 +19,34 @@ def cmd_run(args: argparse.Namespace, api: Api) -> int:
     if args.inputs is not None:
         return cmd_run_inputs(args, api)
     request_id = uuid.uuid4().hex
+    if args.wait and not args.follow:
+        return run_and_wait(args, api, request_id)
     body = retrying(lambda: api.action("newExecution", post=True, name=args.name, input=args.input,
                                        requestId=request_id))
     ex = body["execution"]
     if args.follow:
         return follow_run(api, ex["id"])
-    if not args.wait:
-        emit_json(body) if args.json else say(f"execution {ex['id']}  status {ex['status']}\n"
-                                              f"(see its result with: pod execution status {ex['id']} --wait 60)")
-        return 0
+    emit_json(body) if args.json else say(f"execution {ex['id']}  status {ex['status']}\n"
+                                          f"(see its result with: pod execution status {ex['id']} --wait 60)")
+    return 0
+
+
+def run_and_wait(args: argparse.Namespace, api: Api, request_id: str) -> int:
+    """`pod run --wait`: submit and wait in one request (newExecution with wait: the result comes in its answer),
+    then, for a longer run, long-poll getExecutionStatus until the end or --timeout."""
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    wait = POLL_WAIT_S if args.timeout is None else min(POLL_WAIT_S, args.timeout)
     try:
-        final = wait_execution(api, ex["id"], args.timeout)
+        ex = retrying(lambda: api.action("newExecution", post=True, name=args.name, input=args.input,
+                                         requestId=request_id, wait=f"{wait:.1f}", timeout_s=wait + 30))["execution"]
+    except KeyboardInterrupt:
+        warn("interrupted while submitting: the execution may have been submitted; see pod execution list")
+        return EXIT_INTERRUPTED
+    if ex.get("status") in TERMINAL and not ex.get("outputPending"):
+        return finish_run(ex, args.json)
+    try:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        final = wait_execution(api, ex["id"], left)
     except KeyboardInterrupt:
         warn(f"interrupted; execution {ex['id']} goes on: pod execution status {ex['id']}")
         return EXIT_INTERRUPTED
