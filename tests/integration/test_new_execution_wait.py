@@ -185,7 +185,7 @@ def test_the_collector_killed_mid_wait_loses_nothing(cluster, client, sleepy):
     """Runs last in this module: it kills n3. Four requests wait through n3 (two slots): at least two of their
     executions run on other nodes; after n3 is lost, every result is read through a surviving node, once."""
     victim = cluster.nodes[2]
-    words = [f"4-e{i}" for i in range(4)]
+    words = [f"6-e{i}" for i in range(4)]
     request_ids = [rid() for _ in words]
     calls = [Background(client.call, "newExecution", 2, name=sleepy, input=w, wait=30, requestId=r)
              for w, r in zip(words, request_ids, strict=True)]
