@@ -254,6 +254,8 @@ class ExecutionTable:
         """The collector's batch: delete the ended executions it handed to their requests, release the ones whose
         request left (anyone may read them now). Ids it does not collect (any more) are left alone."""
         node = str(cmd.node)
+        if not all(ids is None or isinstance(ids, list) for ids in (cmd.forget, cmd.release)):
+            return refuse("bad_request", "forget and release must be lists of execution ids")
         forget, release = list(cmd.forget or []), list(cmd.release or [])
         for exec_id in forget + release:  # all checked before the first changes anything
             if not isinstance(exec_id, int) or isinstance(exec_id, bool):

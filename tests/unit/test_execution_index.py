@@ -37,11 +37,15 @@ def recomputed(state: State) -> dict[str, Any]:
             on_node.setdefault(e.get("workerId"), []).append(exec_id)
     ready: dict[Any, list] = {}
     for e in sorted(executions.values(), key=lambda e: (e.get("finishTime") or 0.0, e["id"])):
-        if e["status"] in TERMINAL and not e.get("outputPending"):
+        if e["status"] in TERMINAL and not e.get("outputPending") and "collector" not in e:
             for key in (e["activityName"], None):
                 ready.setdefault(key, []).append((float(e.get("finishTime") or 0.0), e["id"]))
-    return {"ids": ids, "on_node": on_node, "ready": ready, "queues": placement.queues(executions),
-            "busy": placement.busy_slots(state.nodes, executions)}
+    collected: dict[Any, list[int]] = {}
+    for exec_id in sorted(executions):
+        if "collector" in executions[exec_id]:
+            collected.setdefault(executions[exec_id]["collector"], []).append(exec_id)
+    return {"ids": ids, "on_node": on_node, "ready": ready, "collected": collected,
+            "queues": placement.queues(executions), "busy": placement.busy_slots(state.nodes, executions)}
 
 
 def kept(state: State) -> dict[str, Any]:
@@ -49,6 +53,7 @@ def kept(state: State) -> dict[str, Any]:
     return {"ids": {k: list(v) for k, v in index.ids.items() if len(v)},
             "on_node": {n: sorted(v) for n, v in index.on_node.items()},
             "ready": {k: list(v) for k, v in index.ready.items() if len(v)},
+            "collected": {n: sorted(v) for n, v in index.collected.items()},
             "queues": {a: list(v) for a, v in table.queues().items()},
             "busy": table.busy_slots()}
 
@@ -61,7 +66,10 @@ def _draw(data: st.DataObject, state: State) -> Any:
     """helper-a's random commands (test_quotas), and as often commands aimed at the executions that hold slots,
     so that terminations, late outputs, lost attempts and lost nodes meet running work."""
     holding = sorted(i for i, e in state.executions.items() if e["status"] == "in progress" or e.get("outputPending"))
-    kind = data.draw(st.sampled_from(["any", "any", "terminate", "finish", "lost", "node", "place"]))
+    kind = data.draw(st.sampled_from(["any", "any", "terminate", "finish", "lost", "node", "place",
+                                      "collect", "settle", "restart"]))
+    if kind in ("collect", "settle", "restart"):
+        return _draw_collecting(data, state, kind)
     if kind == "any" or (not holding and kind != "place"):
         return _draw_command(data, state)
     if kind == "place":
@@ -80,6 +88,29 @@ def _draw(data: st.DataObject, state: State) -> Any:
     if kind == "lost":
         return C.ExecLost(now=NOW, reports=[report])
     return C.ExecFinish(now=NOW, reports=[report], pull=data.draw(st.none() | st.sampled_from(NODES)))
+
+
+def _draw_collecting(data: st.DataObject, state: State, kind: str) -> Any:
+    """newExecution&wait's commands: a submission collected by a node, that node's settle of random ids (some
+    collected by it, some by another, some gone), and a node's restart (a new incarnation releases its ids)."""
+    node = st.sampled_from(NODES)
+    if kind == "collect":
+        return C.ExecNew(name=data.draw(st.sampled_from(ACTIVITIES)), now=NOW, input="in", collector=data.draw(node),
+                         requestId=data.draw(st.none() | st.sampled_from(["r1", "r2"])))
+    if kind == "restart":
+        return node_up(data.draw(node), slots=1, incarnation=data.draw(st.sampled_from(["i1", "i2", "i3"])))
+    collected = state.execution_table.index.collected
+    ended_by = sorted({state.executions[i]["collector"] for ids in collected.values() for i in ids
+                       if state.executions[i]["status"] in TERMINAL})
+    who = data.draw(st.sampled_from(ended_by) if ended_by and data.draw(st.booleans()) else node)
+    mine = sorted(collected.get(who, ()))
+    ended = [i for i in mine if state.executions[i]["status"] in TERMINAL]
+
+    def ids(preferred: list[int]) -> st.SearchStrategy:
+        if preferred and data.draw(st.booleans()):
+            return st.lists(st.sampled_from(preferred), min_size=1, max_size=3)
+        return st.none() | st.lists(st.sampled_from(sorted(state.executions) + [999]), max_size=3)
+    return C.ExecSettle(node=who, forget=data.draw(ids(ended)), release=data.draw(ids(mine)), now=NOW)
 
 
 def _with_time(data: st.DataObject, cmd: Any) -> Any:
@@ -115,7 +146,8 @@ def test_the_indexes_equal_a_recomputation_after_random_commands(data):
         mine = [e for _, e in sorted(state.executions.items()) if activity in (None, e["activityName"])]
         counts = state.execution_table.counts(activity)
         assert counts == {s: sum(1 for e in mine if e["status"] == s) for s in EXECUTION_STATUSES}
-        ready = sorted((e for e in mine if e["status"] in TERMINAL and not e.get("outputPending")), key=age)
+        ready = sorted((e for e in mine if e["status"] in TERMINAL and not e.get("outputPending")
+                        and "collector" not in e), key=age)
         assert state.execution_table.ended_ids(activity, 3) == [e["id"] for e in ready[:3]]
         for status in (None, *EXECUTION_STATUSES):
             want = [e["id"] for e in mine if status in (None, e["status"])]
