@@ -75,6 +75,8 @@ async def new_execution(node: NodeApi, a: Args) -> dict[str, Any]:
     record = result["execution"]
     if wait_s <= 0:
         return {"execution": views.execution_summary(record)}
+    # The entry's result may come after the execution has moved on (its changes are only woken on, not kept).
+    record = node.read(lambda s: s.execution(record["id"])) or record
     if result.get("duplicate") or record.get("collector") != node.cfg.node_id or not node.claim(record["id"]):
         return await _read(node, record, wait_s)   # a repeated request: read it as any reader would
     return await _collect(node, record, wait_s)
@@ -83,8 +85,6 @@ async def new_execution(node: NodeApi, a: Args) -> dict[str, Any]:
 async def _collect(node: NodeApi, record: dict[str, Any], wait_s: float) -> dict[str, Any]:
     """The request that submitted the execution, which this node collects: wait for its end and hand it over."""
     exec_id, handed = record["id"], False
-    # The entry's result may come after the execution has moved on (its changes are only woken on, not kept).
-    record = node.read(lambda s: s.execution(exec_id)) or record
     try:
         record = await _wait_for_end(node, exec_id, record, wait_s, ready=_result_recorded)
         if _result_recorded(record) and record.get("collector") == node.cfg.node_id and client_connected():

@@ -65,8 +65,9 @@ class Settler:
             try:
                 result = await self._submit(C.ExecSettle(node=self.node_id, forget=forget, release=release,
                                                          now=time.time()))
-            except Unavailable as exc:
-                log.info("settling %d collected executions waits: %s", len(forget) + len(release), exc)
+            except Exception as exc:   # Unavailable (no leader, no quorum, no commit in time), or a bug: again later
+                log.log(logging.INFO if isinstance(exc, Unavailable) else logging.ERROR,
+                        "settling %d collected executions waits: %s", len(forget) + len(release), exc)
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, self._retry_max_s)
                 continue
