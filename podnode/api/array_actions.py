@@ -117,7 +117,7 @@ async def _results_of_activity(node: NodeApi, activity: str, limit: int, wait_s:
         while True:
             records = node.read(lambda s: [s.execution(i) for i in s.execution_table.ended_ids(activity, want + 1)])
             ready = [r for r in records if _ready(r)]
-            if ready or handed or loop.time() >= deadline:
+            if ready or handed or loop.time() >= deadline or not exists:   # no activity: no new results to wait for
                 break
             await asyncio.sleep(min(_WAIT_POLL_S, deadline - loop.time()))
         chosen, deferred = _budget(ready[:want])

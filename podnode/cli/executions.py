@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
 import uuid
@@ -25,7 +27,7 @@ def cmd_run(args: argparse.Namespace, api: Api) -> int:
                                        requestId=request_id))
     ex = body["execution"]
     if args.follow:
-        return follow_run(api, ex["id"])
+        return follow_run(api, ex["id"], args.timeout)
     emit_json(body) if args.json else say(f"execution {ex['id']}  status {ex['status']}\n"
                                           f"(see its result with: pod execution status {ex['id']} --wait 60)")
     return 0
@@ -71,11 +73,38 @@ def wait_execution(api: Api, exec_id: int, timeout_s: float | None) -> dict:
             return ex
 
 
-def follow_run(api: Api, exec_id: int) -> int:
-    """`pod run --follow`: print the output as it comes; at the end, read the result (which hands it over and
-    deletes it, as `pod run --wait` does) and exit with main.sh's code."""
+class _GaveUp(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _give_up_after(timeout_s: float | None):
+    """Raise _GaveUp in the main thread once timeout_s has passed (a blocking stream read included)."""
+    if timeout_s is None:
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise _GaveUp()
+    before = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 0.001))
     try:
-        end = follow(api, exec_id)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def follow_run(api: Api, exec_id: int, timeout_s: float | None = None) -> int:
+    """`pod run --follow`: print the output as it comes; at the end, read the result (which hands it over and
+    deletes it, as `pod run --wait` does) and exit with main.sh's code; after --timeout, exit 124 and leave it."""
+    try:
+        with _give_up_after(timeout_s):
+            end = follow(api, exec_id)
+    except _GaveUp:
+        warn(f"gave up after {timeout_s:g} s: execution {exec_id} goes on; see it later with: "
+             f"pod execution logs {exec_id} -f")
+        return EXIT_TIMEOUT
     except KeyboardInterrupt:
         warn(f"interrupted; execution {exec_id} goes on: pod execution logs {exec_id} -f")
         return EXIT_INTERRUPTED
@@ -192,7 +221,7 @@ def add_run(sub) -> None:
     p.add_argument("--follow", "-f", action="store_true",
                    help="print the output as it comes (stdout to stdout, stderr to stderr); exit with its code")
     p.add_argument("--timeout", type=float, default=None,
-                   help="with --wait or --inputs: give up after S seconds (exit 124)")
+                   help="with --wait, --follow or --inputs: give up after S seconds (exit 124)")
     p.add_argument("--inputs", default=None, metavar="FILE",
                    help="run one execution per line of FILE (- for stdin), submitted in arrays; print each result "
                         "as a JSON line as it ends; exit 0 if all finished, else the worst exit code")

@@ -144,6 +144,13 @@ def test_results_by_activity_are_handed_out_once(cluster, scripts):
     assert code == 200 and body["notFound"] == ids
 
 
+def test_results_of_an_unknown_activity_are_404_without_waiting(cluster):
+    started = time.monotonic()
+    code, body = post_json(cluster, {"action": "getExecutionResults", "activity": "arr-nosuch", "wait": "20"})
+    assert code == 404 and "arr-nosuch" in body["error"], body
+    assert time.monotonic() - started < 10, "it waited for results of an activity that does not exist"
+
+
 def test_unended_ids_are_reported_and_not_consumed(cluster, scripts):
     client = Client(cluster.urls, cluster.token)
     approved(client, "arr-slow", scripts.add("arr-slow.sh", install_script('[ "$1" = slow ] && sleep 600; echo $1')))

@@ -334,6 +334,27 @@ def test_pod_run_follow_prints_as_it_comes_and_exits_with_the_code(stream_cluste
     assert listed == []
 
 
+def test_pod_run_follow_gives_up_after_timeout_and_leaves_the_execution(stream_cluster, scripts, shared_dir):
+    client = Client(stream_cluster.urls, stream_cluster.token)
+    body = 'echo "started"\nwhile [ ! -e "$1" ]; do sleep 0.05; done\necho "late"'
+    approved(client, "slowfollow", scripts.add("slowfollow.sh", install_script(body)))
+    flag = shared_dir / "go-timeout"
+    try:
+        done = subprocess.run(pod_cmd(stream_cluster.urls[0], "run", "slowfollow", str(flag), "--follow",
+                                      "--timeout", "2"), capture_output=True, text=True,
+                              env=pod_env(stream_cluster.token), timeout=60)
+        assert done.returncode == 124, done.stderr
+        assert done.stdout == "started\n"
+        assert "gave up after 2 s" in done.stderr and "goes on" in done.stderr
+        # Left, not read: still there, still running.
+        listed = client.ok("getAllExecutions", activity="slowfollow")["executions"]
+        assert [e["status"] for e in listed] == ["in progress"]
+    finally:
+        flag.touch()
+    final = client.ok("getExecutionStatus", executionId=listed[0]["id"], wait="30")["execution"]
+    assert final["stdout"] == "started\nlate\n"
+
+
 def test_pod_execution_logs(stream_cluster, waiter, shared_dir):
     client = Client(stream_cluster.urls, stream_cluster.token)
     flag = shared_dir / "go-logs"
