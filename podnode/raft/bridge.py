@@ -9,6 +9,7 @@ forgotten; a late answer for it is ignored.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 from typing import Any
@@ -46,6 +47,8 @@ class CommandBridge:
         self._deadlines: dict[int, float] = {}  # token -> loop time it expires; oldest first
         self._expiry: asyncio.TimerHandle | None = None  # one timer, for the oldest batch in flight
         self._tokens = itertools.count(1)
+        self._results: collections.deque = collections.deque()   # (token, single, result, error) from the Raft thread
+        self._results_scheduled = False
         self._riders: list[tuple[dict, asyncio.Future]] = []   # submit_soon's: they go with the next batch
         self._riders_timer: asyncio.TimerHandle | None = None
 
@@ -109,7 +112,13 @@ class CommandBridge:
             single = len(cmds) == 1
 
             def on_result(res: Any, err: int, token=token, single=single) -> None:  # Raft thread
-                self._loop.call_soon_threadsafe(self._done, token, single, res, err)
+                self._results.append((token, single, res, err))
+                if not self._results_scheduled:   # one hop onto the loop for all the results of a burst
+                    self._results_scheduled = True
+                    try:
+                        self._loop.call_soon_threadsafe(self._take_results)
+                    except RuntimeError:   # the loop has closed (shutdown)
+                        pass
 
             self._deadlines[token] = self._loop.time() + self._timeout_s
             if self._expiry is None:
@@ -119,6 +128,14 @@ class CommandBridge:
             except Exception as exc:  # never leave futures hanging
                 log.exception("could not hand a command to Raft")
                 self._done(token, single, None, -1, repr(exc))
+
+    def _take_results(self) -> None:
+        """Loop: the results the Raft thread has handed over since the last call (cleared first: a result added
+        after this line schedules another call)."""
+        self._results_scheduled = False
+        results = self._results
+        while results:
+            self._done(*results.popleft())
 
     def _expire_due(self) -> None:
         """Fail the batches that got no answer in time, then arm the timer for the oldest left.

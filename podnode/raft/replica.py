@@ -143,6 +143,7 @@ class Replica(SyncObj):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._wake_subscribed = False
+        self._wake_pending = False   # a wake-up byte is in the pipe, not yet drained by the Raft thread
         self._observers_due_at: float | None = None   # news held back from them: the Raft thread's poll ends then
         self._sent = (0, 0)  # (last log index, commit index) the leader last sent its voters
         self._observers_sent = (0, 0)            # ...and its observers
@@ -167,14 +168,22 @@ class Replica(SyncObj):
         return self._cipher
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
-        """Hand a command to Raft from any thread, and wake the Raft thread to send it now."""
+        """Hand a command to Raft from any thread, and wake the Raft thread to send it now (unless a wake-up is
+        already on its way: the Raft thread takes every queued command once it is up, so one is enough; a write
+        that wakes another thread is among the dearest system calls on this machine)."""
         self.apply_command(payload, callback=callback)
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:  # the pipe is full of wake-ups already
             pass
 
     def _drain_wake(self, fd: int, events: int) -> None:
+        # Cleared before the commands are taken (in the tick after this poll): a command queued after this line
+        # writes a new wake-up; one queued before it is taken in that tick.
+        self._wake_pending = False
         try:
             while os.read(fd, 4096):
                 pass
