@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import cluster_secret, logs, tls
 from ..config import NodeConfig, is_loopback
+from .heap import freeze_startup_heap
 from .join import joined
 from .node import PodNode
 
@@ -61,6 +62,7 @@ async def serve(cfg: NodeConfig) -> None:
     cfg = await joined(cfg)
     node = PodNode(cfg)
     await node.start()
+    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
