@@ -61,7 +61,9 @@ class ExecutionTable:
         self._activities = activities
         self._nodes = nodes
         self.executions: dict[int, dict[str, Any]] = {}
-        self.request_ids: dict[str, list] = {}
+        # requestId -> (execution id, time): tuples of numbers, which the garbage collector stops tracking, so a
+        # million remembered request ids add nothing to its full collections (lists would: one object each).
+        self.request_ids: dict[str, tuple] = {}
         self.next_execution_id = 1
         # Counters for the quotas, kept by every transition (_set_status, _set_output, _delete), recomputed on load:
         self.waiting = 0        # executions waiting
@@ -75,7 +77,7 @@ class ExecutionTable:
 
     def load(self, data: dict[str, Any]) -> None:
         self.executions = data.get("executions", {})
-        self.request_ids = data.get("request_ids", {})
+        self.request_ids = {rid: tuple(seen) for rid, seen in data.get("request_ids", {}).items()}
         self.next_execution_id = data.get("next_execution_id", 1)
         self.waiting, self.unread_bytes = self.count()
         self.index.rebuild(self.executions.values())
@@ -154,7 +156,7 @@ class ExecutionTable:
         }   # compact while it waits: the RUN_FIELDS come with its first move (_set_status)
         if request_id:
             execution["requestId"] = request_id
-            self.request_ids[request_id] = [exec_id, now]
+            self.request_ids[request_id] = (exec_id, now)
         if cmd.collector is not None:   # newExecution&wait: that node hands the result over (exec_settle)
             execution["collector"] = str(cmd.collector)
         self.executions[exec_id] = execution

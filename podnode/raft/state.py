@@ -102,7 +102,7 @@ class State:
     installations = _field("activity_table", "installations", "activity name -> node id -> installation")
     next_activity_id = _field("activity_table", "next_activity_id", "the id of the next new activity")
     executions = _field("execution_table", "executions", "execution id -> record")
-    request_ids = _field("execution_table", "request_ids", "newExecution requestId -> [execution id, time]")
+    request_ids = _field("execution_table", "request_ids", "newExecution requestId -> (execution id, time)")
     next_execution_id = _field("execution_table", "next_execution_id", "the id of the next new execution")
     policies = _field("policy_table", "policies", "scaling policy name -> record")
     active_policy = _field("policy_table", "active_policy", "the active scaling policy's name, or None")

@@ -842,7 +842,10 @@ def test_a_snapshot_written_before_the_state_was_split_loads_and_packs_to_the_sa
     snapshot = state.to_dict()
     old_part = {k: v for k, v in snapshot.items() if k in old_snapshot.SNAPSHOT}
     assert C.encode(old_part) == old_snapshot.PACKED
-    assert old_part == old_snapshot.SNAPSHOT
+    # In memory, a request id's [execution id, time] is a tuple (the garbage collector does not track it); the
+    # bytes above are the same.
+    old_rids = old_snapshot.SNAPSHOT["request_ids"]
+    assert old_part == {**old_snapshot.SNAPSHOT, "request_ids": {rid: tuple(v) for rid, v in old_rids.items()}}
     assert list(snapshot)[:len(old_snapshot.SNAPSHOT)] == list(old_snapshot.SNAPSHOT)
     assert {k: v for k, v in snapshot.items() if k not in old_snapshot.SNAPSHOT} == \
         {"tokens": {}, "admin_revoked": False}
