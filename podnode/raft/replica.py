@@ -181,14 +181,16 @@ class Replica(SyncObj):
             pass
 
     def _drain_wake(self, fd: int, events: int) -> None:
-        # Cleared before the commands are taken (in the tick after this poll): a command queued after this line
-        # writes a new wake-up; one queued before it is taken in that tick.
-        self._wake_pending = False
         try:
             while os.read(fd, 4096):
                 pass
         except BlockingIOError:
             pass
+        # Cleared after the pipe is emptied and before the commands are taken (in the tick after this poll): a
+        # command queued after this line writes a wake-up that stays in the pipe; one queued before it is taken in
+        # that tick. Cleared before emptying, a wake-up written in between would be read here and lost, and the
+        # next command would wait for the poll's timeout.
+        self._wake_pending = False
 
     def _after_tick(self) -> None:
         """Raft thread, end of every tick: new entries to the voters at once, a new commit index when voters_due,
