@@ -61,9 +61,14 @@ def status_of(client: Client, node: int, exec_id: int, wait: float = 0) -> tuple
 
 def gone(client: Client, node: int, exec_id: int) -> None:
     """The execution is deleted (handed over): reads answer 404, never its result again. A read before the
-    collector's settle is committed waits for it and then answers 404 too (409 only if it took over 2 s)."""
+    collector's settle is committed waits for it and then answers 404 too (409 only if it took over 2 s). A node
+    that has not applied the end yet answers the execution still running (a read through another node than the
+    one that answered may lag behind it), never with its result."""
     def check() -> bool:
         code, body = status_of(client, node, exec_id)
+        if code == 200:
+            assert body["execution"]["status"] not in TERMINAL, body   # never the result a second time
+            return False
         assert code in (404, 409), (code, body)
         return code == 404
     wait_until(check, timeout_s=10, interval_s=0.05, what=f"execution {exec_id} deleted")
