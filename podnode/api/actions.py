@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import Conflict, NotFound, Unavailable
 from ..raft import commands as C
+from ..raft.execution_index import result_ready
 from ..raft.lifecycle import TERMINAL, WAITING
 from ..raft.state import missing_execution
 from ..waiting import Facts, Waiting
@@ -114,8 +115,8 @@ async def _read(node: NodeApi, record: dict[str, Any], wait_s: float) -> dict[st
         wait_s = max(wait_s, min(node.cfg.kill_grace_s + 1.0, node.cfg.max_wait_s))
     if _result_recorded(record) and "collector" in record:   # being handed to the request that submitted it
         wait_s = max(wait_s, COLLECTED_GRACE_S)
-    record = await _wait_for_end(node, exec_id, record, wait_s, ready=_readable)
-    if _readable(record):
+    record = await _wait_for_end(node, exec_id, record, wait_s, ready=result_ready)
+    if result_ready(record):
         return await _hand_over(node, exec_id, record)
     if _result_recorded(record):
         raise Conflict(f"Execution {exec_id}'s result is being handed to the request that submitted it (newExecution "
@@ -143,11 +144,6 @@ async def _current(node: NodeApi, record: dict[str, Any]) -> dict[str, Any]:
 def _result_recorded(record: dict[str, Any]) -> bool:
     """Ended, with its output recorded."""
     return record["status"] in TERMINAL and not record.get("outputPending")
-
-
-def _readable(record: dict[str, Any]) -> bool:
-    """Ended, with its output recorded, and for any reader (not collected for the request that submitted it)."""
-    return _result_recorded(record) and "collector" not in record
 
 
 def _waiting(node: NodeApi, record: dict[str, Any]) -> dict[str, Any] | None:
