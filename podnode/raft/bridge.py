@@ -52,16 +52,23 @@ class CommandBridge:
         self._riders: list[tuple[dict, asyncio.Future]] = []   # submit_soon's: they go with the next batch
         self._riders_timer: asyncio.TimerHandle | None = None
 
+    def _cannot_commit(self) -> Unavailable | None:
+        """Why nothing can be committed now (no leader, no majority reached), or None."""
+        if self._replica.leader_addr() is None:
+            return self._unavailable("no leader is elected yet; nothing was changed")
+        if not self._replica.has_quorum():
+            return self._unavailable("this node reaches no majority of the cluster; nothing was changed")
+        return None
+
     def _unavailable(self, why: str) -> Unavailable:
         return Unavailable(f"The cluster cannot accept writes right now: {why}; retry shortly",
                            retry_after_s=self._retry_after_s)
 
     async def submit(self, cmd: C.Command) -> dict[str, Any]:
         """Commit one command and return the state machine's result (a refusal is returned, not raised)."""
-        if self._replica.leader_addr() is None:
-            raise self._unavailable("no leader is elected yet; nothing was changed")
-        if not self._replica.has_quorum():
-            raise self._unavailable("this node reaches no majority of the cluster; nothing was changed")
+        refusal = self._cannot_commit()
+        if refusal is not None:
+            raise refusal
         fut = self._loop.create_future()
         self._pending.append((cmd.to_wire(), fut))
         self._kick()
@@ -87,9 +94,10 @@ class CommandBridge:
     def _riders_due(self) -> None:
         self._riders_timer = None
         if self._riders:
-            if self._replica.leader_addr() is None or not self._replica.has_quorum():
+            refusal = self._cannot_commit()
+            if refusal is not None:
                 riders, self._riders = self._riders, []
-                self._fail([f for _, f in riders], self._unavailable("no leader or no majority reachable"))
+                self._fail([f for _, f in riders], refusal)
                 return
             self._pending += self._riders
             self._riders = []
