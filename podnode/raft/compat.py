@@ -61,6 +61,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("SyncObj", "_isLeader", "knowing whether this node leads"),
     Member("SyncObj", "_getLeader", "knowing which node leads"),
     Member("replica", "_SyncObj__lastResponseTime", "lost-node detection (when each peer last answered)"),
+    Member("replica", "_SyncObj__otherNodes", "committing at once on a cluster of one voter (how many others vote)",
+           lambda v: isinstance(v, set)),
     Member("replica", "_poller", "waking the Raft thread when a command is submitted, and ending its wait when "
            "news held back from observers is due"),
     Member("replica", "_SyncObj__readonlyNodes", "sending to observers at a capped rate (a round to voters only)",
@@ -108,6 +110,11 @@ def send_append_entries(replica: SyncObj, *, observers: bool = True) -> None:
         send(replica)
     finally:
         replica._SyncObj__readonlyNodes = kept
+
+
+def other_voters(replica: SyncObj) -> int:
+    """How many other voting members the replica knows (pysyncobj's other nodes, observers not among them)."""
+    return len(replica._SyncObj__otherNodes)
 
 
 def has_observers(replica: SyncObj) -> bool:
