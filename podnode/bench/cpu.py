@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..local.cluster import LocalCluster, LocalNode
 from .loadclient import LoadClient
-from .throughput import INSTALL, call, one_execution, run_pool, submit_and_read, submit_and_wait
+from .throughput import INSTALL, install_activity, one_execution, run_pool, submit_and_read, submit_and_wait
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -66,16 +66,7 @@ async def measure(cluster: LocalCluster, workdir: Path, n: int, concurrency: int
     async with LoadClient(timeout_s=60, token=cluster.token) as client:
         install = workdir / "install.sh"
         install.write_text(INSTALL)
-        await call(client, urls[0], action="newActivity", name="bench", installationScriptLocation=install.as_uri())
-        deadline = time.monotonic() + 60
-        while True:
-            act = (await call(client, urls[1], action="getActivityStatus", name="bench"))["activity"]
-            if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
-                    all(i["status"] == "installed" for i in act["installations"]):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"activity not installed everywhere within 60 s: {act}")
-            await asyncio.sleep(0.1)
+        await install_activity(client, urls, "bench", install)
         for i in range(20):   # warm-up
             await one_execution(client, urls, i, way)
         before = [proc_cpu(p) for p in pids]

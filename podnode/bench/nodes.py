@@ -1,6 +1,6 @@
 """Benchmark: a cluster of many nodes on this machine: what the leader spends, what a node weighs, how fast one joins.
 
-    python -m podnode.bench.nodes [--nodes 20] [--executions 600] [--concurrency 16] [--slots 1]
+    python -m podnode.bench.nodes [--nodes 20] [--executions 600] [--concurrency 16] [--slots 1] [--array]
 
 In one run:
   - throughput of a trivial execution against a 3-node cluster (the reference), then against N nodes
@@ -13,6 +13,10 @@ In one run:
   - resident memory (VmRSS) per node;
   - the time for a new node to join and take work: from the start of its process to its first finished
     execution (its HTTP API answering, registered, the activity installed on it, one execution run there).
+
+With --array, each batch is submitted as arrays (newExecutions, one per node but the leader) and read in bulk
+(getExecutionResults, the next ended ones of the activity): the leader's cost per execution without a request and
+a Raft entry of its own for each submission.
 
 With --profile FILE, py-spy (if installed) samples the leader during the measured batch and writes its
 stacks to FILE (speedscope JSON; --profile-format raw for collapsed stacks). Figures, not assertions: the
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 
 from ..local.cluster import LocalCluster, LocalNode
+from .array import post_json
 from .loadclient import LoadClient
 from .throughput import TERMINAL, call, submit_and_read, submit_and_wait
 
@@ -77,7 +82,7 @@ def load_average() -> str:
 
 
 # ---- the action API ---------------------------------------------------------------------------------------
-WAY = {"way": submit_and_wait}   # --read: submit_and_read
+WAY: dict = {"way": submit_and_wait, "array": False, "token": None}   # --read: submit_and_read; --array: arrays
 
 
 async def one_execution(client: LoadClient, urls: list[str], i: int) -> str:
@@ -94,9 +99,36 @@ async def run_pool(n: int, concurrency: int, urls: list[str], client: LoadClient
     async def guarded(i: int) -> str:
         async with sem:
             return await one_execution(client, urls, i)
+    if WAY["array"]:
+        return await run_arrays(n, urls, WAY["token"], first)
     start = time.perf_counter()
     workers = await asyncio.gather(*(guarded(first + i) for i in range(n)))
     return time.perf_counter() - start, list(workers)
+
+
+async def run_arrays(n: int, urls: list[str], token: str | None, first: int = 0) -> tuple[float, list[str]]:
+    """--array: n inputs submitted as one array through each node in turn (n split among them), their results read
+    in bulk (the next ended ones of the activity, through each node in turn) until all n are back and checked; the
+    seconds it took and the nodes they ran on."""
+    start = time.perf_counter()
+    parts = [list(range(first + k, first + n, len(urls))) for k in range(len(urls))]
+    expected: dict[int, str] = {}
+    for url, part in zip(urls, parts):
+        if part:
+            inputs = [f"a{i}" for i in part]
+            body = await post_json(url, token or "", {"action": "newExecutions", "name": "bench", "inputs": inputs})
+            expected.update(zip(body["executionIds"], inputs))
+    workers: list[str] = []
+    reads = 0
+    while len(workers) < n:
+        body = await post_json(urls[reads % len(urls)], token or "",
+                               {"action": "getExecutionResults", "activity": "bench", "limit": 5000, "wait": 1})
+        reads += 1
+        for e in body["executions"]:
+            if e["stdout"] != f"hello {expected.pop(e['id'])}\n":
+                raise RuntimeError(f"wrong output {e}")
+            workers.append(e["workerId"])
+    return time.perf_counter() - start, workers
 
 
 async def install_everywhere(client: LoadClient, urls: list[str], script: Path, nodes: int) -> None:
@@ -216,6 +248,7 @@ async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, conc
     assert leader is not None
     leader_pid = pids(cluster)[leader.node_id]
     others = [n.url for n in cluster.nodes if n is not leader]
+    WAY["token"] = cluster.token
     script = workdir / f"install-{label}.sh"
     script.write_text(INSTALL)
     async with LoadClient(timeout_s=120, token=cluster.token) as client:
@@ -252,7 +285,8 @@ async def measure(cluster: LocalCluster, workdir: Path, *, executions: int, conc
 
 def report(label: str, m: dict[str, float], executions: int, concurrency: int) -> None:
     per_core = 1000 / m["leader_ms"] if m["leader_ms"] > 0 else float("inf")
-    print(f"{label}: {executions} executions, concurrency {concurrency}: {m['rate']:7.1f} executions/s"
+    how = "in arrays, read in bulk" if WAY["array"] else f"concurrency {concurrency}"
+    print(f"{label}: {executions} executions, {how}: {m['rate']:7.1f} executions/s"
           f"   (load average {load_average()})")
     print(f"  leader CPU per execution: {m['leader_ms']:.3f} ms  -> {per_core:,.0f} executions/s per leader core"
           f"   (goal < {GOAL_LEADER_MS} ms)")
@@ -318,8 +352,10 @@ def join_and_take_work(cluster: LocalCluster, timeout_s: float = 120.0) -> dict[
 
 def run(a: argparse.Namespace, tmp: Path) -> None:
     WAY["way"] = submit_and_read if a.read else submit_and_wait
-    print(f"machine: {os.cpu_count()} cores, load average {load_average()}; each execution: "
-          + ("submitted, then read through another node" if a.read else "one request, newExecution&wait"))
+    WAY["array"] = a.array
+    how = ("submitted in arrays, one per node but the leader, read in bulk (the next ended ones of the activity)"
+           if a.array else "submitted, then read through another node" if a.read else "one request, newExecution&wait")
+    print(f"machine: {os.cpu_count()} cores, load average {load_average()}; each execution: {how}")
     args = node_args(a.slots, a.max_voters)
     with LocalCluster(tmp / "three", nodes=3, extra_args=args) as three:
         three.start(timeout_s=120)
@@ -359,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-voters", type=int, default=5)
     ap.add_argument("--read", action="store_true",
                     help="submit, then read through another node (2 requests), instead of newExecution&wait")
+    ap.add_argument("--array", action="store_true",
+                    help="submit each batch as arrays (newExecutions), read the results in bulk (getExecutionResults)")
     ap.add_argument("--joins", type=int, default=1, help="nodes joined one after another at the end, each timed")
     ap.add_argument("--profile", default=None, help="py-spy the leader during the large cluster's batch into FILE")
     ap.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only samples holding the GIL")

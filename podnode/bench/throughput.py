@@ -70,8 +70,8 @@ async def submit_and_wait(client: LoadClient, urls: list[str], i: int, marks: li
     return e
 
 
-WAYS = {"submit, then read through another node (2 requests)": submit_and_read,
-        "newExecution&wait=10, one request (pod run --wait)": submit_and_wait}
+WAIT_WAY = "newExecution&wait=10, one request (pod run --wait)"
+WAYS = {"submit, then read through another node (2 requests)": submit_and_read, WAIT_WAY: submit_and_wait}
 
 
 async def one_execution(client: LoadClient, urls: list[str], i: int, way=submit_and_read) -> float:
@@ -96,7 +96,7 @@ async def install_activity(client: LoadClient, urls: list[str], name: str, scrip
     """Register the activity of install script `script` and wait until every node has installed it."""
     await call(client, urls[0], action="newActivity", name=name, installationScriptLocation=script.as_uri())
     while True:
-        act = (await call(client, urls[1], action="getActivityStatus", name=name))["activity"]
+        act = (await call(client, urls[-1], action="getActivityStatus", name=name))["activity"]
         if act["status"] == "approved" and len(act["installations"]) == len(urls) and \
                 all(i["status"] == "installed" for i in act["installations"]):
             return
@@ -134,7 +134,43 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, token: str | None = None) -> None:
+async def raw_one_at_a_time(workdir: Path, count: int = 40) -> list[float]:
+    """Seconds of `count` raw spawns of main.sh one after another (after 10 to warm up): running it at all."""
+    main = workdir / "raw-single" / "main.sh"
+    main.parent.mkdir()
+    main.write_text(MAIN)
+    main.chmod(0o755)
+    _same_child_watcher()
+    for i in range(10):
+        await raw_spawn(main, i)
+    return [await raw_spawn(main, i) for i in range(count)]
+
+
+async def single_node_idle(url: str, workdir: Path, token: str, count: int = 40) -> list[float]:
+    """Seconds of `count` newExecution&wait one after another on a cluster of one node (after 10 to warm up)."""
+    async with LoadClient(timeout_s=60, token=token) as client:
+        install = workdir / "install-one.sh"
+        install.write_text(INSTALL)
+        await install_activity(client, [url], "bench", install)
+        for i in range(10):
+            await one_execution(client, [url], i, submit_and_wait)
+        return [await one_execution(client, [url], i, submit_and_wait) for i in range(count)]
+
+
+def print_floor(three_nodes: list[float], one_node: list[float], raw_single: list[float]) -> None:
+    """Where an idle execution's time goes, by what each layer adds: running main.sh at all (a raw spawn), POD on
+    one node (HTTP, the sandbox, the agent, commits that need no other node), and replication to two more."""
+    raw, one, three = (pct(x, 0.5) for x in (raw_single, one_node, three_nodes))
+    print("where the idle p50 goes (newExecution&wait, one at a time, measured in this run):")
+    print(f"  raw spawn of main.sh, one at a time           : p50 {raw:6.1f} ms   (bash itself: the floor)")
+    print(f"  POD on 1 node (no replication)                : p50 {one:6.1f} ms   (+{one - raw:.1f} ms: HTTP, "
+          "commits that need no peer, the agent, the sandboxed spawn)")
+    print(f"  POD on 3 nodes                                : p50 {three:6.1f} ms   (+{three - one:.1f} ms: "
+          "replication, two commits each a round trip to a majority)")
+
+
+async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *,
+                token: str | None = None) -> list[float]:
     main = workdir / "raw" / "main.sh"
     main.parent.mkdir()
     main.write_text(MAIN)
@@ -190,6 +226,7 @@ async def bench(urls: list[str], workdir: Path, n: int, concurrency: int, *, tok
     print(f"raw asyncio.create_subprocess_exec, same load: {raw_rate:7.1f} spawns/s"
           f"   p50 {pct(raw_lat, 0.5):6.1f} ms   p95 {pct(raw_lat, 0.95):6.1f} ms"
           f"   (faster of {', '.join(f'{n / run[0]:.0f}' for run in raw_runs)}/s, before and after)")
+    return idle[WAIT_WAY][0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,12 +235,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--slots", type=int, default=None, help="slots per node (default: the CPU count)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the one-node cluster and the raw one-at-a-time spawns (where the idle p50 goes)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pod-bench-") as tmp:
         with LocalCluster(Path(tmp) / "cluster", nodes=a.nodes, slots=a.slots) as cluster:
             cluster.start(timeout_s=60)
             print(f"cluster: {a.nodes} nodes, {cluster.status(cluster.nodes[0])['slots']['total']} slots each")
-            asyncio.run(bench(cluster.urls, Path(tmp), a.executions, a.concurrency, token=cluster.token))
+            waited = asyncio.run(bench(cluster.urls, Path(tmp), a.executions, a.concurrency, token=cluster.token))
+        if not a.floor:
+            return
+        with LocalCluster(Path(tmp) / "one", nodes=1, slots=a.slots) as one:
+            one.start(timeout_s=60)
+            one_node = asyncio.run(single_node_idle(one.urls[0], Path(tmp), one.token))
+        raw_single = asyncio.run(raw_one_at_a_time(Path(tmp)))
+        print_floor(waited, one_node, raw_single)
 
 
 def _same_child_watcher() -> None:
