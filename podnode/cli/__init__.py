@@ -10,7 +10,7 @@ import os
 
 from ..tls import TlsError, client_context
 from .activities import add_activity
-from .client import EXIT_INTERRUPTED, EXIT_USAGE, Api, CliError, find_token
+from .client import EXIT_INTERRUPTED, EXIT_USAGE, Api, CliError, find_token, find_urls
 from .cluster import add_cluster
 from .executions import add_execution, add_run
 from .output import warn
@@ -64,8 +64,9 @@ EXIT_CODES = """exit codes:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pod", description="Client of a POD cluster (processing on demand).",
                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--url", default=os.environ.get("POD_URL", "http://localhost:8080"),
-                    help="a node's URL (default: env POD_URL or http://localhost:8080)")
+    ap.add_argument("--url", default=None,
+                    help="a node's URL (default: env POD_URL, else the nodes of the pod up started from this "
+                         "directory, listed in ./pod-data/urls, else http://localhost:8080)")
     ap.add_argument("--cacert", default=os.environ.get("POD_CACERT") or None, metavar="FILE",
                     help="PEM CA bundle to verify an https node's certificate with (default: env POD_CACERT, "
                          "else the system's CAs)")
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (the `pod` script exits with it)."""
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args, Api(args.url, find_token(args.token), ssl_context=_ssl_context(args.cacert)))
+        api = Api(find_urls(args.url), find_token(args.token), ssl_context=_ssl_context(args.cacert))
+        code = args.func(args, api)
     except CliError as err:
         warn(err.message)
         code = err.code

@@ -26,6 +26,8 @@ CACERT_HINT = "give the CA that signed the cluster's certificates with --cacert 
 
 
 TOKEN_FILE = Path("pod-data") / "token"
+URLS_FILE = Path("pod-data") / "urls"   # pod up lists its nodes' URLs there while it runs
+DEFAULT_URL = "http://localhost:8080"
 NO_TOKEN_HINT = ("pod found no token: pass --token TOKEN, set $POD_TOKEN, or run pod where `pod up` made "
                  "pod-data/token")
 
@@ -40,6 +42,21 @@ def find_token(given: str | None) -> str | None:
         return TOKEN_FILE.read_text().strip() or None
     except OSError:
         return None
+
+
+def find_urls(given: str | None) -> list[str]:
+    """The nodes to ask: --url, else $POD_URL, else the nodes of the `pod up` running from here (./pod-data/urls,
+    each asked in turn when one cannot be reached), else http://localhost:8080."""
+    if given:
+        return [given]
+    if os.environ.get("POD_URL", "").strip():
+        return [os.environ["POD_URL"].strip()]
+    try:
+        listed = [u.strip() for u in URLS_FILE.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError):
+        listed = []
+    listed = [u for u in listed if u.startswith(("http://", "https://"))]
+    return listed or [DEFAULT_URL]
 
 
 class CliError(Exception):
@@ -69,10 +86,15 @@ class CertificateError(CliError):
 
 # ---- HTTP ---------------------------------------------------------------------------------------------
 class Api:
-    def __init__(self, url: str, token: str | None = None, *, ssl_context: ssl.SSLContext | None = None):
-        self.url = url.rstrip("/")
+    def __init__(self, url: str | list[str], token: str | None = None, *, ssl_context: ssl.SSLContext | None = None):
+        self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url)]
+        self._at = 0            # the node asked now; the next one after it could not be reached
         self.token = token      # sent as Authorization: Bearer (see find_token)
         self.ssl_context = ssl_context   # checks an https node's certificate (None: the system's CAs)
+
+    @property
+    def url(self) -> str:
+        return self.urls[self._at]
 
     def action(self, action: str, *, timeout_s: float = 30.0, post: bool = False, **params: Any) -> dict:
         query = {"action": action, **{k: str(v) for k, v in params.items() if v is not None}}
@@ -127,7 +149,9 @@ class Api:
             if isinstance(reason, ssl.SSLCertVerificationError):
                 raise CertificateError(f"cannot verify the certificate of {self.url}: {reason.verify_message}\n"
                                        f"{CACERT_HINT}", EXIT_SERVER) from None
-            raise CliError(f"cannot reach {self.url}: {reason}\n{UNREACHABLE_HINT}", EXIT_SERVER) from None
+            unreachable = self.url
+            self._at = (self._at + 1) % len(self.urls)   # a retry asks the next node
+            raise CliError(f"cannot reach {unreachable}: {reason}\n{UNREACHABLE_HINT}", EXIT_SERVER) from None
 
 
 def _decode(raw: bytes) -> dict:

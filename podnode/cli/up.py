@@ -7,6 +7,7 @@ process of the cluster stops within STOP_GRACE_S plus a moment; a second Ctrl-C 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import signal
@@ -28,7 +29,7 @@ from ..local.procs import (
     working_in,
 )
 from ..local.supervisor import STRAGGLER_S, Supervisor, kill_now, status, stop_everything, why_gone
-from .client import EXIT_SERVER, EXIT_USAGE, Api, CliError
+from .client import EXIT_SERVER, EXIT_USAGE, URLS_FILE, Api, CliError
 from .output import say, warn
 
 READY_TIMEOUT_S = 60.0
@@ -126,6 +127,8 @@ def cmd_up(args: argparse.Namespace, api: Api) -> int:
             for sig in previous:  # a second Ctrl-C kills at once
                 signal.signal(sig, hurry)
             say("stopping POD...")
+            with contextlib.suppress(OSError):
+                (data_dir / URLS_FILE.name).unlink()   # no node there any more: pod falls back to its defaults
             took_s = stop_everything(cluster)
             say(f"POD stopped in {took_s:.1f} s")
             for sig, handler in previous.items():
@@ -164,11 +167,23 @@ def run_cluster(cluster, supervisor, data_dir: Path) -> int:
     if cluster.tls_ca is not None:
         say(f"https with certificates of a private CA: pod --cacert {cluster.tls_ca} --url {cluster.nodes[0].url} "
             "... (or export POD_CACERT)")
+    write_urls(cluster, data_dir)
     say(f"POD is up: {len(cluster.nodes)} nodes. Ctrl-C to stop. Logs in {data_dir}/")
     say(f"admin token in {cluster.token_file} (pod reads it there, or from $POD_TOKEN or --token)")
     while True:
         supervisor.tick()
         time.sleep(0.25)
+
+
+def write_urls(cluster, data_dir: Path) -> None:
+    """List the nodes' URLs in DATA/urls, where pod run from the same directory finds them (client.find_urls):
+    no --url needed with another --port, and the next node is asked when one cannot be reached."""
+    path = data_dir / URLS_FILE.name
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # private like everything else in DATA
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(f"{node.url}\n" for node in cluster.nodes))
+    tmp.replace(path)
 
 
 def wait_up(cluster, supervisor, *, timeout_s: float = READY_TIMEOUT_S) -> None:

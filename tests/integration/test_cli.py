@@ -306,7 +306,7 @@ def test_pod_up_runs_a_cluster_until_ctrl_c(tmp_path: Path):
         token = (tmp_path / "data" / "token").read_text().strip()
         modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "data").iterdir() if p.is_file()}
         assert modes == {"n1.log": 0o600, "n2.log": 0o600, "n3.log": 0o600, "pod-up.lock": 0o600,
-                         "secret": 0o600, "token": 0o600}, modes
+                         "secret": 0o600, "token": 0o600, "urls": 0o600}, modes
         assert (tmp_path / "data").stat().st_mode & 0o777 == 0o711     # others pass through, never list
         assert "token in" in out.read_text() and token not in out.read_text()   # its path is shown, never itself
         wait_until(lambda: all(_has_leader(u, token) for u in urls), timeout_s=30, what="every node to know a leader")

@@ -30,8 +30,9 @@ STOP_LIMIT_S = 10.0   # the requirement: Ctrl-C / SIGTERM stops every process of
 class PodUp:
     """One `pod up` process; its output goes to a file the test reads."""
 
-    def __init__(self, data_dir: Path, *, nodes: int = 3, slots: int = 2, base: int | None = None):
-        self.data_dir, self.nodes, self.slots = data_dir, nodes, slots
+    def __init__(self, data_dir: Path, *, nodes: int = 3, slots: int = 2, base: int | None = None,
+                 extra: tuple[str, ...] = ()):
+        self.data_dir, self.nodes, self.slots, self.extra = data_dir, nodes, slots, extra
         self.base = base or free_base(nodes)
         self.proc: subprocess.Popen | None = None
         self.runs = 0
@@ -54,7 +55,7 @@ class PodUp:
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "podnode.cli", "up", "--port", str(self.base), "--data-dir",
-                 str(self.data_dir), "--nodes", str(self.nodes), "--slots", str(self.slots)],
+                 str(self.data_dir), "--nodes", str(self.nodes), "--slots", str(self.slots), *self.extra],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
@@ -267,3 +268,32 @@ def test_a_pod_up_killed_with_sigkill_leaves_nothing_the_next_one_keeps(pod_up, 
     assert [(p, cmdline(p)) for p in old if alive(p)] == []
     assert up.stop() < STOP_LIMIT_S, "pod up took longer than 10 s to stop"
     assert processes_in(up.data_dir) == []
+
+
+def pod_cli(cwd: Path, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    """The `pod` client as a user runs it from the directory where pod up runs: no --url, no $POD_URL, no token
+    given (both come from ./pod-data)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("POD_URL", "POD_TOKEN", "POD_CACERT")}
+    return subprocess.run([sys.executable, "-m", "podnode.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout_s)
+
+
+def test_pod_finds_the_nodes_of_pod_up_in_its_directory_and_asks_the_next_when_one_is_gone(pod_up, tmp_path):
+    up = pod_up(extra=("--no-restart",)).start()   # free ports: not the 8080 the client would otherwise ask
+    up.wait_up()
+    assert (up.data_dir / "urls").read_text().split() == up.urls
+    script = tmp_path / "greet.sh"
+    script.write_text(install_script('echo "hello $1"'))
+    made = pod_cli(tmp_path, "activity", "create", "greet", "--script", str(script), "--wait")
+    assert made.returncode == 0, made.stderr
+    ran = pod_cli(tmp_path, "run", "greet", "one", "--wait")
+    assert (ran.returncode, ran.stdout) == (0, "hello one\n"), ran.stderr
+    first = up.status(0)
+    assert first is not None
+    os.kill(first["pid"], signal.SIGKILL)      # the first node listed, left down (--no-restart): refused
+    up.wait_output(f"{first['node']} exited (signal 9)")
+    ran = pod_cli(tmp_path, "run", "greet", "two", "--wait")
+    assert (ran.returncode, ran.stdout) == (0, "hello two\n"), ran.stderr
+    assert up.status(0) is None          # answered by another node: the first is still down
+    up.stop()
+    assert not (up.data_dir / "urls").exists()   # nothing there any more: pod goes back to its defaults
