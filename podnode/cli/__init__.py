@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pod", description="Client of a POD cluster (processing on demand).",
                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=None,
-                    help="a node's URL (default: env POD_URL, else the nodes of the pod up started from this "
-                         "directory, listed in ./pod-data/urls, else http://localhost:8080)")
+                    help="a node's URL (default: env POD_URL, else the nodes listed in ./pod-data/urls by a pod up "
+                         "running from this directory, else http://localhost:8080)")
     ap.add_argument("--cacert", default=os.environ.get("POD_CACERT") or None, metavar="FILE",
                     help="PEM CA bundle to verify an https node's certificate with (default: env POD_CACERT, "
                          "else the system's CAs)")
