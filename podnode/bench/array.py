@@ -79,7 +79,7 @@ async def array_run(urls: list[str], token: str, n: int, chunk: int, run: int,
             next_input += len(part)
             submitted = time.perf_counter()
         began = time.perf_counter()
-        body = await post_json(urls[1], token, {"action": "getExecutionResults", "executionIds": pending[:10_000],
+        body = await post_json(urls[-1], token, {"action": "getExecutionResults", "executionIds": pending[:10_000],
                                                 "wait": READ_WAIT_S})
         reads += 1
         if body["notFound"]:
