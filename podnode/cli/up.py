@@ -152,7 +152,7 @@ def _raise_stop(signum, frame) -> None:
 
 
 def run_cluster(cluster, supervisor, data_dir: Path) -> int:
-    say(f"starting {len(cluster.nodes)} nodes...")
+    say(f"starting {_nodes(len(cluster.nodes))}...")
     for node in cluster.nodes:
         cluster.start_node(node)
     try:
@@ -168,11 +168,15 @@ def run_cluster(cluster, supervisor, data_dir: Path) -> int:
         say(f"https with certificates of a private CA: pod --cacert {cluster.tls_ca} --url {cluster.nodes[0].url} "
             "... (or export POD_CACERT)")
     write_urls(cluster, data_dir)
-    say(f"POD is up: {len(cluster.nodes)} nodes. Ctrl-C to stop. Logs in {data_dir}/")
+    say(f"POD is up: {_nodes(len(cluster.nodes))}. Ctrl-C to stop. Logs in {data_dir}/")
     say(f"admin token in {cluster.token_file} (pod reads it there, or from $POD_TOKEN or --token)")
     while True:
         supervisor.tick()
         time.sleep(0.25)
+
+
+def _nodes(n: int) -> str:
+    return f"{n} node" if n == 1 else f"{n} nodes"
 
 
 def write_urls(cluster, data_dir: Path) -> None:

@@ -297,3 +297,19 @@ def test_pod_finds_the_nodes_of_pod_up_in_its_directory_and_asks_the_next_when_o
     assert up.status(0) is None          # answered by another node: the first is still down
     up.stop()
     assert not (up.data_dir / "urls").exists()   # nothing there any more: pod goes back to its defaults
+
+
+def test_one_node_cluster_runs_executions(pod_up, tmp_path):
+    """`pod up --nodes 1`: the lightest cluster, its one voter commits alone (tests/integration/test_single_voter.py
+    has the deterministic check of how fast)."""
+    up = pod_up(nodes=1).start()
+    out = up.wait_output("POD is up")
+    assert "POD is up: 1 node." in out and "starting 1 node..." in out, out
+    script = tmp_path / "greet.sh"
+    script.write_text(install_script('echo "hello $1"'))
+    assert pod_cli(tmp_path, "activity", "create", "greet", "--script", str(script), "--wait").returncode == 0
+    for word in ("one", "two", "three"):
+        ran = pod_cli(tmp_path, "run", "greet", word, "--wait")
+        assert (ran.returncode, ran.stdout) == (0, f"hello {word}\n"), ran.stderr
+    # each result was handed over once, and its delete settled after the answer (server/settle.py)
+    wait_until(lambda: up.ok("getAllExecutions")["executions"] == [], what="the results deleted")
