@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -180,6 +181,7 @@ def retrying(call: Callable[[], dict], budget_s: float = RETRY_BUDGET_S) -> dict
     """Run `call`, retrying 503s and connection failures for up to `budget_s`, honoring Retry-After."""
     deadline = time.monotonic() + budget_s
     pause = 0.25
+    said = False
     while True:
         try:
             return call()
@@ -187,5 +189,9 @@ def retrying(call: Callable[[], dict], budget_s: float = RETRY_BUDGET_S) -> dict
             left = deadline - time.monotonic()
             if not err.transient or left <= 0:
                 raise
+            if err.http_status is None and not said and left > 1.0:   # not silent for seconds: say why at once
+                print(f"pod: {err.message.splitlines()[0]}; trying again for up to {left:.0f} s", file=sys.stderr,
+                      flush=True)
+                said = True
             time.sleep(min(err.retry_after_s or pause, left))
             pause = min(pause * 2, 2.0)

@@ -55,3 +55,20 @@ def test_a_node_that_cannot_be_reached_is_left_for_the_next(here):
 def test_one_url_stays_the_one(here):
     api = Api("http://127.0.0.1:1/")
     assert api.urls == ["http://127.0.0.1:1"] and api.url == "http://127.0.0.1:1"
+
+
+def test_a_node_out_of_reach_is_said_at_once_and_once_while_retrying(here, capsys):
+    api = Api(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(CliError):
+        retrying(lambda: api.action("getAllActivities", timeout_s=2), budget_s=2.5)
+    err = capsys.readouterr().err
+    assert err.count("; trying again for up to") == 1, err
+    assert err.startswith("pod: cannot reach http://127.0.0.1:"), err
+
+
+def test_an_answer_that_is_an_error_is_not_retried_nor_announced(here, capsys):
+    def refuse():
+        raise CliError("Activity 'x' doesn't exist", 2, http_status=404)
+    with pytest.raises(CliError):
+        retrying(refuse, budget_s=5)
+    assert capsys.readouterr().err == ""
