@@ -18,6 +18,7 @@ from ..raft import commands as C
 from ..raft.execution_index import result_ready
 from ..raft.quotas import output_bytes
 from . import views
+from .connection import client_connected
 from .node_api import NodeApi
 from .params import MAX_ARRAY  # noqa: F401 (the limit is the parameters' own: api/params.py; named here too)
 from .spec import Args
@@ -73,6 +74,8 @@ async def _results_by_ids(node: NodeApi, ids: list[int], wait_s: float) -> dict[
                 w.cancel()
         records = node.read(lambda s: _look(s, ids))
     ready, deferred = _budget([r for r in records.values() if isinstance(r, dict)])
+    if not client_connected():   # its client left while it waited: consume nothing nobody receives
+        ready, deferred = [], ready + deferred
     handed, gone = await _forget(node, ready)
     handed_ids = {e["id"] for e in handed}
     return {"executions": handed,
@@ -121,6 +124,8 @@ async def _results_of_activity(node: NodeApi, activity: str, limit: int, wait_s:
                 break
             await asyncio.sleep(min(_WAIT_POLL_S, deadline - loop.time()))
         chosen, deferred = _budget(ready[:want])
+        if not client_connected():   # its client left while it waited: consume nothing nobody receives
+            break
         got, gone = await _forget(node, chosen)
         handed += got
         more = bool(deferred) or len(ready) > want

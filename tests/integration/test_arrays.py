@@ -3,11 +3,13 @@ getExecutionResults (by ids and by activity, each result handed over once), and 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -167,6 +169,26 @@ def test_unended_ids_are_reported_and_not_consumed(cluster, scripts):
         client.call("terminateExecution", executionId=slow)
     ended = read_all(cluster, [slow])
     assert ended[slow]["status"] == "terminated"
+
+
+def test_a_bulk_reader_that_leaves_mid_wait_consumes_nothing(cluster, scripts):
+    """getExecutionResults by ids with wait whose client leaves before the results end: reading would consume
+    results written to a closed connection. They stay for the next reader."""
+    client = Client(cluster.urls, cluster.token)
+    name = "arr-nap"
+    approved(client, name, scripts.add(f"{name}.sh", install_script('sleep 2; echo "napped $1"')))
+    ids = submit(cluster, name, ["a", "b"])[1]["executionIds"]
+    url = urllib.parse.urlsplit(cluster.urls[1])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        body = json.dumps({"action": "getExecutionResults", "wait": 20, "executionIds": ids})
+        conn.request("POST", "/POD/", body=body,
+                     headers={"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/json"})
+        wait_until(lambda: set(all_ids(client).get(i) for i in ids) == {"in progress"}, what="both running")
+    finally:
+        conn.close()   # before the end: the waiting reader's client is gone
+    got = read_all(cluster, ids, node=2)
+    assert {i: got[i]["stdout"] for i in ids} == {ids[0]: "napped a\n", ids[1]: "napped b\n"}
 
 
 def test_a_read_token_may_not_submit_or_read_results(cluster, echo):

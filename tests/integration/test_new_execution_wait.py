@@ -149,6 +149,25 @@ def test_a_client_that_leaves_mid_wait_loses_nothing(cluster, client, sleepy):
     gone(client, 1, exec_id)
 
 
+def test_a_reader_that_leaves_mid_wait_consumes_nothing(cluster, client, sleepy):
+    """getExecutionStatus&wait (what `pod run --wait` long-polls with past its first wait) whose client leaves
+    before the end: reading would consume a result written to a closed connection. It stays for the next reader."""
+    word = "2-r"
+    exec_id = client.ok("newExecution", 0, name=sleepy, input=word)["execution"]["id"]
+    url = urllib.parse.urlsplit(cluster.urls[1])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        query = urllib.parse.urlencode({"action": "getExecutionStatus", "executionId": exec_id, "wait": 20})
+        conn.request("GET", f"/POD/?{query}", headers={"Authorization": f"Bearer {cluster.token}"})
+        wait_until(lambda: status_of(client, 2, exec_id)[1]["execution"]["status"] == "in progress",
+                   what="it runs")
+    finally:
+        conn.close()   # before the end: the waiting reader's client is gone
+    result = read_result(client, 2, exec_id)
+    assert (result["id"], result["status"], result["stdout"]) == (exec_id, "finished", f"slept {word}\n")
+    gone(client, 0, exec_id)
+
+
 @pytest.mark.parametrize("nodes", [(0, 0), (0, 1)], ids=["same-node", "two-nodes"])
 def test_a_repeated_request_id_hands_the_output_over_once(client, sleepy, nodes):
     request_id, word = rid(), "1-d"
