@@ -125,7 +125,7 @@ async def _form(request: web.Request) -> dict[str, str]:
 
 
 def build_app(node: NodeApi) -> web.Application:
-    auth = Authenticator(node.cfg, node.read, node.serving)
+    auth = Authenticator(node.cfg, node.read, node.serving, node.wait_change)
     app = web.Application(middlewares=[errors_as_json, auth_middleware(auth)],
                           client_max_size=4 * node.cfg.max_input_bytes + 65536)
 

@@ -21,10 +21,11 @@ A token is checked with one lookup in the replicated state by its id and one SHA
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +45,10 @@ SCOPE_KEY = "pod_scope"   # request[SCOPE_KEY]: the caller's scope, set by the m
 # which only a token that may run work and read its results sees (a read token, e.g. a metrics scraper's, does not).
 STREAM_SCOPE = "submit"
 OUTPUT_SCOPE = "submit"   # the status page shows output tails only to a token of this scope
+# A token made through one node is known to another once that node has applied its entry, milliseconds later: a
+# well-formed token this node does not know yet is looked up again as changes arrive, this long at most (local
+# waits only: a made-up token costs its sender this delay and the cluster nothing).
+TOKEN_ARRIVAL_S = 0.5
 NO_TOKEN = ("no token: send Authorization: Bearer TOKEN (a `pod up` cluster keeps its admin token in "
             "pod-data/token; the pod CLI reads it from there, $POD_TOKEN or --token)")
 
@@ -53,10 +58,12 @@ class Authenticator:
     the replicated state under the replica's lock (NodeApi.read)."""
 
     def __init__(self, cfg: NodeConfig, read: Callable[[Callable[[Any], Any]], Any],
-                 serving: Callable[[], bool] = lambda: True):
+                 serving: Callable[[], bool] = lambda: True,
+                 wait_change: Callable[[float], Awaitable[None]] | None = None):
         self.enabled = cfg.auth != "none"
         self.read = read
         self.serving = serving
+        self.wait_change = wait_change
         self._admin = T.admin_token(cfg.secret) if cfg.secret else None
         self._allowed = set(cfg.allow_origins)
         self._own = own_origins(cfg)
@@ -100,6 +107,26 @@ class Authenticator:
                 return record["scope"]
         raise Unauthorized("invalid token: unknown, deleted, or of another cluster")
 
+    def may_be_in_flight(self, request: web.Request) -> bool:
+        """A well-formed token whose id this node has no record of: made through another node just now?"""
+        header = request.headers.get("Authorization")
+        parsed = T.parse(T.bearer(header) or "") if header else None
+        return parsed is not None and parsed[0] != T.ADMIN_ID and \
+            self.read(lambda s: s.tokens.get(parsed[0])) is None
+
+    async def scope_when_known(self, request: web.Request) -> str:
+        """scope(), after waiting up to TOKEN_ARRIVAL_S for a token this node may not have applied yet."""
+        try:
+            return self.scope(request)
+        except Unauthorized:
+            if self.wait_change is None or not self.may_be_in_flight(request):
+                raise
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TOKEN_ARRIVAL_S
+        while loop.time() < deadline and self.may_be_in_flight(request):
+            await self.wait_change(deadline - loop.time())
+        return self.scope(request)
+
 
 def require(request: web.Request, needed: str, what: str) -> None:
     """Refuse (403) a caller whose token's scope does not allow `what`, which needs `needed`."""
@@ -119,7 +146,7 @@ def middleware(auth: Authenticator):
             if not auth.serving():   # its state may be older than the cluster's: a deleted token still in it
                 raise Unavailable("this node has just started and is catching up with the cluster; retry shortly",
                                   retry_after_s=1.0)
-            request[SCOPE_KEY] = auth.scope(request)
+            request[SCOPE_KEY] = await auth.scope_when_known(request)
         return await handler(request)
     return authenticate
 

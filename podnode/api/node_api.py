@@ -32,6 +32,9 @@ class NodeApi(Protocol):
     async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
         """Return when execution exec_id changes, or after timeout_s."""
 
+    async def wait_change(self, timeout_s: float) -> None:
+        """Return when this node applies the next change to the replicated state, or after timeout_s."""
+
     async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
         """Output so far of a running execution, from whichever node runs it."""
 

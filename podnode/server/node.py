@@ -195,6 +195,9 @@ class PodNode:
     async def wait_execution(self, exec_id: int, timeout_s: float) -> None:
         await self.changes.wait_execution(exec_id, timeout_s)
 
+    async def wait_change(self, timeout_s: float) -> None:
+        await self.changes.wait(timeout_s)
+
     async def live_output(self, record: dict[str, Any]) -> tuple[str, str]:
         return await self.reads.live_output(record)
 
