@@ -82,7 +82,11 @@ def test_a_tls_cluster_forms_and_answers_over_https_only(tls_cluster, tmp_path):
     assert all(url.startswith("https://127.0.0.1:") for url in cluster.urls)
     statuses = [status(cluster, url) for url in cluster.urls]
     assert all(s and s["leader"] and s["httpUrl"] == url for s, url in zip(statuses, cluster.urls)), statuses
-    assert all(p["connected"] for s in statuses for p in s["peers"]), statuses
+
+    def all_connected():   # a peer link can still be (re)connecting right after the start: poll, do not sample once
+        now = [status(cluster, url) for url in cluster.urls]
+        return all(s and all(p["connected"] for p in s["peers"]) for s in now)
+    wait_until(all_connected, timeout_s=20, what="every node connected to its peers over TLS")
     workers = client(cluster).ok("getWorkers")["workers"]
     assert sorted((w["id"], w["httpUrl"]) for w in workers) == sorted((n.node_id, n.url) for n in cluster.nodes)
 
