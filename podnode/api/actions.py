@@ -116,10 +116,9 @@ async def _read(node: NodeApi, record: dict[str, Any], wait_s: float) -> dict[st
     if _result_recorded(record) and "collector" in record:   # being handed to the request that submitted it
         wait_s = max(wait_s, COLLECTED_GRACE_S)
     record = await _wait_for_end(node, exec_id, record, wait_s, ready=result_ready)
-    if result_ready(record) and not client_connected():
-        # Its client left while it waited: reading now would consume a result nobody receives. Left for the next.
-        return {"execution": views.execution(record)}
     if result_ready(record):
+        if not client_connected():   # its client left while it waited: consume nothing nobody receives
+            return {"execution": views.execution(record)}
         return await _hand_over(node, exec_id, record)
     if _result_recorded(record):
         raise Conflict(f"Execution {exec_id}'s result is being handed to the request that submitted it (newExecution "
